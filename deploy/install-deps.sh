@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every package p2proxy needs to build, run and test, from Debian 12's archive.
+# Usage: deploy/install-deps.sh        (as root, or as a user with sudo)
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+BUILD_PKGS=(
+  build-essential cmake pkg-config ninja-build
+  libcaf-dev libnice-dev libglib2.0-dev
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
+  libprotobuf-dev protobuf-compiler
+  libfmt-dev libtomlplusplus-dev libcli11-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev
+  clang-format clang-tidy
+)
+TEST_PKGS=(
+  python3 curl procps iproute2 iptables nftables coturn
+)
+
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,80 @@
+// node.toml read into typed structs (ARCHITECTURE §9, docs/configuration.md).
+// Every mistake is reported as "FILE:LINE: KEY: what is wrong, what to do";
+// unknown keys are mistakes too, so a typo never silently falls back to a
+// default.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "actors/common/endpoint.hpp"
+#include "actors/common/log.hpp"
+
+namespace p2proxy {
+
+struct config_error : std::runtime_error {
+  config_error(std::string file, int line, std::string key, std::string what);
+  std::string file;
+  int line;         // 0 when the mistake has no single line (a missing key)
+  std::string key;  // dotted, e.g. "signal.server" or "export[2].target"
+  std::string reason;
+};
+
+struct turn_config {
+  endpoint server;
+  std::string user;
+  std::string password;
+};
+
+struct export_config {
+  std::string name;
+  endpoint target;
+  std::string protocol = "tcp";        // rtsp | http | tcp
+  std::vector<std::string> allow;      // node ids or "*"; empty = deny all
+};
+
+struct listen_config {
+  endpoint bind;
+  std::string protocol = "tcp";        // rtsp | http | socks5 | tcp
+  std::string resource;                // required for tcp
+  std::string peer;                    // optional pinned node id
+};
+
+struct node_config {
+  std::string source;                  // the file it came from
+  // [node]
+  std::string key_file = "node.key";   // relative paths: to the config file
+  // [signal]
+  endpoint signal_server;
+  std::string token;                   // from token or token_file
+  std::chrono::milliseconds heartbeat{15000};
+  std::chrono::milliseconds dead_after{45000};
+  std::chrono::milliseconds backoff_first{1000};
+  std::chrono::milliseconds backoff_max{30000};
+  std::chrono::milliseconds lookup_timeout{5000};
+  // [ice]
+  std::vector<endpoint> stun;
+  std::vector<turn_config> turn;
+  // [session]
+  std::chrono::milliseconds idle_linger{30000};
+  // [admin]
+  bool admin_enabled = false;
+  endpoint admin_listen;
+  // [log]
+  log::level log_level = log::level::info;
+  std::vector<export_config> exports;
+  std::vector<listen_config> listens;
+};
+
+/// Reads and validates `path`; throws config_error.
+node_config load_node_config(const std::string& path);
+/// Same, from text (tests); `name` stands for the file name in errors.
+node_config parse_node_config(const std::string& text, const std::string& name);
+
+/// "30s", "1500ms", "2m", "1h"; false when malformed.
+bool parse_duration(std::string_view text, std::chrono::milliseconds& out);
+
+} // namespace p2proxy

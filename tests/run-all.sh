@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, builds p2proxy
+# twice (release with debug info, and ASan+UBSan for the unit and actor
+# tests), and runs every test. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/install-deps.sh
+
+jobs=$(nproc)
+build() { # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DP2PROXY_SANITIZE=ON
+
+passed=0 failed=0
+run_ctest() { # dir, label
+  local dir=$1 label=$2 log
+  log=$(mktemp)
+  set +e
+  (cd "$dir" && ctest --output-on-failure --timeout 900 -j "$jobs") | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local line
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -n 1 || true)
+  if [ -n "$line" ]; then
+    local nfail total
+    nfail=$(sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.*tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$line")
+    passed=$((passed + total - nfail))
+    failed=$((failed + nfail))
+  elif [ "$rc" -ne 0 ]; then
+    failed=$((failed + 1))
+  fi
+  rm -f "$log"
+  echo "== $label: ctest exit $rc"
+  return 0
+}
+
+run_ctest build "tests (release)"
+# Sanitizers: a leak or undefined behaviour fails the test that caused it.
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 run_ctest build-asan "unit and actor tests (ASan+UBSan)"
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
