@@ -83,9 +83,21 @@ using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 
 // --- NODE SUPERVISOR / ADMIN -------------------------------------------------
-/// (get_atom) -> std::string serialized admin::NodeStatus (or ServerStatus)
+/// (get_atom) -> std::string JSON of admin::NodeStatus (or ServerStatus);
+/// the SIGNAL LINK alone answers with a serialized admin::SignalLinkStatus
 using get_atom = caf::atom_constant<caf::atom("get")>;
 /// (metrics_atom) -> std::string Prometheus text
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+
+// --- SIGNALING SERVER additions (actors/server/) ---------------------------
+// No new atoms. Message shapes the server side uses beyond those above:
+// - directory -> client: (replaced_atom, std::string by_address): the address
+//   of the newer login, quoted in the Error{REPLACED} the old node receives.
+// - SIGNAL SERVER -> client: (stop_atom, std::string reason): the client sends
+//   Error{SHUTTING_DOWN} to its node, closes and ends itself.
+// - SIGNAL SERVER: (get_atom) -> std::string JSON of admin::ServerStatus,
+//   (metrics_atom) -> std::string Prometheus text, (stop_atom, reason).
+// - SIGNAL CLIENT INTERNAL: (timeout_atom, uint64_t gen) login/heartbeat
+//   deadline.
 
 } // namespace p2proxy

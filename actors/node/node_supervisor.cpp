@@ -1,0 +1,236 @@
+#include "actors/node/node_supervisor.hpp"
+
+#include <caf/all.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include "actors/actors.hpp"
+#include "actors/admin/admin_server.hpp"
+#include "actors/admin/prometheus.hpp"
+#include "actors/common/error.hpp"
+#include "actors/common/frame_codec.hpp"
+#include "actors/common/log.hpp"
+#include "actors/signal/frame_conn.hpp"
+#include "actors/signal/signal_link.hpp"
+#include "proto/admin.pb.h"
+#include "proto/signal.pb.h"
+
+namespace p2proxy {
+
+namespace {
+
+constexpr const char* subject = "node";
+constexpr auto child_timeout = std::chrono::seconds(3);
+
+std::string to_json(const google::protobuf::Message& msg) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.always_print_primitive_fields = true;
+  opts.add_whitespace = true;
+  (void) google::protobuf::util::MessageToJsonString(msg, &out, opts);
+  return out;
+}
+
+admin::NodeStatus base_status(node_supervisor_actor* self) {
+  auto& st = self->state;
+  admin::NodeStatus ns;
+  ns.set_node_id(st.id->node_id());
+  ns.set_version(P2PROXY_VERSION);
+  ns.set_started(rfc3339(st.started));
+  ns.set_uptime_seconds(static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now() - st.started)
+      .count()));
+  for (auto& ex : st.cfg.exports) {
+    auto e = ns.add_exports();
+    e->set_name(ex.name);
+    e->set_target(ex.target.to_string());
+    e->set_protocol(ex.protocol);
+    for (auto& a : ex.allow)
+      e->add_allow(a);
+  }
+  auto me = ns.add_actors();
+  me->set_name(node_supervisor_state::name);
+  me->set_state(st.stopping ? "stopping" : "running");
+  (*me->mutable_fields())["children"] = std::to_string(st.children.size());
+  (*me->mutable_fields())["signals_without_owner"]
+    = std::to_string(st.signals_unowned);
+  if (st.admin_port != 0)
+    (*me->mutable_fields())["admin"] = fmt::format(
+      "{}:{}", st.cfg.admin_listen.host, st.admin_port);
+  return ns;
+}
+
+std::string metrics_text(node_supervisor_actor* self,
+                         const admin::SignalLinkStatus& ls) {
+  prometheus_writer w;
+  w.gauge("p2proxy_signal_online", "1 while logged in to the signaling server",
+          ls.state() == "online" ? 1 : 0);
+  w.counter("p2proxy_signal_reconnects_total",
+            "Logins to the signaling server after the first",
+            static_cast<double>(ls.reconnects()));
+  w.counter("p2proxy_signal_login_failures_total",
+            "Logins the signaling server refused",
+            static_cast<double>(ls.login_failures()));
+  w.counter("p2proxy_signal_frames_in_total",
+            "Frames received from the signaling server",
+            static_cast<double>(ls.frames_in()));
+  w.counter("p2proxy_signal_frames_out_total",
+            "Frames sent to the signaling server",
+            static_cast<double>(ls.frames_out()));
+  w.counter("p2proxy_signals_in_total", "Signals received from other nodes",
+            static_cast<double>(ls.signals_in()));
+  w.counter("p2proxy_signals_out_total", "Signals sent to other nodes",
+            static_cast<double>(ls.signals_out()));
+  w.gauge("p2proxy_exports", "Resources this node exports",
+          static_cast<double>(self->state.cfg.exports.size()));
+  return w.str();
+}
+
+void stop_children(node_supervisor_actor* self, const std::string& reason) {
+  auto& st = self->state;
+  if (st.stopping)
+    return;
+  st.stopping = true;
+  log::info(subject, "stops: {}", reason);
+  for (auto& child : {st.link, st.admin})
+    if (child)
+      self->send(child, stop_atom::value, reason);
+  if (st.connector)
+    self->send_exit(st.connector, caf::exit_reason::user_shutdown);
+  if (st.children.empty())
+    self->quit(st.exit_reason);
+}
+
+} // namespace
+
+caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
+                              std::shared_ptr<const identity> id) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.id = std::move(id);
+  st.started = std::chrono::system_clock::now();
+  auto& sys = self->system();
+
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    st.children.erase(dm.source);
+    if (!st.stopping) {
+      auto what = dm.source == st.link.address()    ? "signal link"
+                  : dm.source == st.admin.address() ? "admin server"
+                                                    : "connector";
+      auto why = dm.reason ? error_text(dm.reason) : "no reason given";
+      log::error(subject, "lost its {} ({}); shutting down", what, why);
+      st.exit_reason = make_error(ec::unspecified,
+                                  fmt::format("the {} ended: {}", what, why));
+      stop_children(self, "a child actor ended");
+    }
+    if (st.children.empty())
+      self->quit(st.exit_reason);
+  });
+
+  st.connector = spawn_connector(sys, std::chrono::seconds(10),
+                                 max_signal_frame);
+  self->monitor(st.connector);
+  st.children.insert(st.connector.address());
+
+  signal_link_config lc;
+  lc.server = st.cfg.signal_server;
+  lc.token = st.cfg.token;
+  lc.heartbeat = st.cfg.heartbeat;
+  lc.dead_after = st.cfg.dead_after;
+  lc.backoff_first = st.cfg.backoff_first;
+  lc.backoff_max = st.cfg.backoff_max;
+  lc.lookup_timeout = st.cfg.lookup_timeout;
+  for (auto& ex : st.cfg.exports)
+    lc.exports.push_back(ex.name);
+  lc.seed = std::hash<std::string>{}(st.id->node_id())
+            ^ static_cast<uint64_t>(st.started.time_since_epoch().count());
+  st.link = self->spawn(signal_link, lc, st.id, st.connector,
+                        caf::actor{self});
+  self->monitor(st.link);
+  st.children.insert(st.link.address());
+
+  if (st.cfg.admin_enabled) {
+    auto admin = start_admin_server(sys, st.cfg.admin_listen, caf::actor{self},
+                                    st.admin_port);
+    if (!admin) {
+      st.exit_reason = admin.error();
+      stop_children(self, "the admin port could not be opened");
+    } else {
+      st.admin = *admin;
+      self->monitor(st.admin);
+      st.children.insert(st.admin.address());
+      log::info(subject, "serves its admin port on {}:{}",
+                st.cfg.admin_listen.host, st.admin_port);
+    }
+  }
+  log::info(subject, "{} starts with {} export(s)", st.id->node_id(),
+            st.cfg.exports.size());
+
+  return {
+    [=](get_atom) {
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.link, child_timeout, get_atom::value)
+        .then(
+          [=](const std::string& link_status) mutable {
+            auto ns = base_status(self);
+            ns.mutable_signal()->ParseFromString(link_status);
+            self->request(self->state.link, child_timeout, status_atom::value)
+              .then(
+                [=](const std::string& as) mutable {
+                  auto copy = ns;
+                  copy.add_actors()->ParseFromString(as);
+                  rp.deliver(to_json(copy));
+                },
+                [=](caf::error&) mutable { rp.deliver(to_json(ns)); });
+          },
+          [=](caf::error& err) mutable {
+            auto ns = base_status(self);
+            ns.mutable_signal()->set_state("unknown");
+            ns.mutable_signal()->set_last_error(error_text(err));
+            rp.deliver(to_json(ns));
+          });
+      return rp;
+    },
+    [=](metrics_atom) {
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.link, child_timeout, get_atom::value)
+        .then(
+          [=](const std::string& link_status) mutable {
+            admin::SignalLinkStatus ls;
+            ls.ParseFromString(link_status);
+            rp.deliver(metrics_text(self, ls));
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](lookup_atom, std::string& name) {
+      return self->delegate(self->state.link, lookup_atom::value,
+                            std::move(name));
+    },
+    [=](probe_atom, std::string& node) {
+      return self->delegate(self->state.link, probe_atom::value,
+                            std::move(node));
+    },
+    [=](signal_atom, const std::string& serialized) {
+      // No session owner yet: count it so the status shows it arrived.
+      signal::Signal sig;
+      sig.ParseFromString(serialized);
+      ++self->state.signals_unowned;
+      log::info(subject, "receives a signal from {} for session {}",
+                sig.from(), sig.session_id());
+    },
+    [=](peer_off_atom, const std::string& peer, uint64_t session_id,
+        const std::string& text) {
+      log::info(subject, "hears node {} is offline (session {}): {}", peer,
+                session_id, text);
+    },
+    [=](status_atom) {
+      auto ns = base_status(self);
+      return ns.actors(0).SerializeAsString();
+    },
+    [=](stop_atom, const std::string& reason) { stop_children(self, reason); },
+  };
+}
+
+} // namespace p2proxy

@@ -1,0 +1,384 @@
+#include "actors/server/signal_server.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "actors/actors.hpp"
+#include "actors/common/error.hpp"
+#include "actors/common/frame_codec.hpp"
+#include "actors/common/log.hpp"
+#include "actors/server/directory.hpp"
+#include "actors/server/signal_client.hpp"
+#include "actors/signal/frame_conn.hpp"
+#include "proto/admin.pb.h"
+#include "proto/signal.pb.h"
+
+#ifndef P2PROXY_VERSION
+#define P2PROXY_VERSION "0.0.0"
+#endif
+
+namespace p2proxy {
+
+// --- login_rate_limiter --------------------------------------------------------
+
+void login_rate_limiter::refill(bucket& b, clock::time_point now) const {
+  using seconds = std::chrono::duration<double>;
+  auto per_second = burst_ / seconds(window_).count();
+  auto elapsed = seconds(now - b.last).count();
+  if (elapsed > 0)
+    b.tokens = std::min<double>(burst_, b.tokens + elapsed * per_second);
+  b.last = now;
+}
+
+bool login_rate_limiter::allow(const std::string& address,
+                               clock::time_point now, bool* first_refusal) {
+  if (first_refusal != nullptr)
+    *first_refusal = false;
+  if (burst_ == 0 || window_.count() <= 0)
+    return true;
+  // Full buckets carry no information; forgetting them bounds the memory a
+  // scan from many addresses can take.
+  if (buckets_.size() >= 4096) {
+    for (auto i = buckets_.begin(); i != buckets_.end();) {
+      refill(i->second, now);
+      i = i->second.tokens >= burst_ ? buckets_.erase(i) : std::next(i);
+    }
+  }
+  auto [i, fresh] = buckets_.try_emplace(address,
+                                         bucket{double(burst_), now, false});
+  auto& b = i->second;
+  refill(b, now);
+  if (b.tokens < 1.0) {
+    if (first_refusal != nullptr)
+      *first_refusal = !b.refusing;
+    b.refusing = true;
+    return false;
+  }
+  b.tokens -= 1.0;
+  b.refusing = false;
+  return true;
+}
+
+namespace {
+
+constexpr std::string_view subject = "signal_server";
+
+// SIGNAL SERVER: accepts connections, applies the rate limit, and hands each
+// connection to a new SIGNAL CLIENT (it spawns the client, then forks a
+// FRAME CONNECTION for the socket with the client as owner). It monitors its
+// clients and the DIRECTORY; on stop it asks every client to end and ends
+// itself once the last one is gone.
+struct signal_server_state {
+  server_options opts;
+  caf::actor directory;
+  std::shared_ptr<server_metrics> metrics;
+  std::map<caf::actor_addr, caf::actor> clients;
+  login_rate_limiter limiter{0, std::chrono::milliseconds{0}};
+  caf::io::accept_handle doorman;
+  uint64_t next_tag = 0;
+  bool stopping = false;
+  std::string stop_reason;
+  std::chrono::system_clock::time_point started;
+
+  static inline const char* name = "signal_server";
+};
+
+using signal_server_broker = caf::io::stateful_broker<signal_server_state>;
+
+void maybe_finish(signal_server_broker* self) {
+  auto& st = self->state;
+  if (!st.stopping || !st.clients.empty())
+    return;
+  self->send(st.directory, stop_atom::value, st.stop_reason);
+  log::info(subject, "stopped: {}", st.stop_reason);
+  self->quit();
+}
+
+void begin_stop(signal_server_broker* self, const std::string& reason) {
+  auto& st = self->state;
+  if (st.stopping)
+    return;
+  st.stopping = true;
+  st.stop_reason = reason;
+  log::info(subject, "stopping: {} ({} client(s) to end)",
+            reason, st.clients.size());
+  self->close(st.doorman);
+  for (auto& [addr, client] : st.clients)
+    self->send(client, stop_atom::value, reason);
+  maybe_finish(self);
+}
+
+void refuse(signal_server_broker* self, caf::io::connection_handle hdl,
+            const std::string& address, bool first_refusal) {
+  auto& st = self->state;
+  st.metrics->count_login_failure(signal::RATE_LIMITED);
+  ++st.metrics->dropped_connections;
+  if (first_refusal)
+    log::warn(subject, "refuses {}: more than {} login "
+                       "attempts per {} ms (logged once per burst)",
+              address, st.opts.login_burst, st.opts.login_window.count());
+  signal::Envelope env;
+  auto err = env.mutable_error();
+  err->set_code(signal::RATE_LIMITED);
+  err->set_text("too many login attempts from your address; try again later");
+  auto frame = encode_frame(env.SerializeAsString());
+  ++st.metrics->frames_out;
+  self->write(hdl, frame.size(), frame.data());
+  self->flush(hdl);
+  self->close(hdl); // graceful: the frame goes out before the FIN
+}
+
+admin::ServerStatus make_status(signal_server_broker* self,
+                                const std::string& nodes) {
+  auto& st = self->state;
+  auto& m = *st.metrics;
+  admin::ServerStatus status;
+  status.ParseFromString(nodes);
+  status.set_version(P2PROXY_VERSION);
+  status.set_started(rfc3339(st.started));
+  auto up = std::chrono::system_clock::now() - st.started;
+  status.set_uptime_seconds(
+    std::chrono::duration_cast<std::chrono::seconds>(up).count());
+  status.set_connections(m.connections);
+  status.set_logins(m.logins);
+  status.set_login_failures(m.total_login_failures());
+  status.set_frames_in(m.frames_in);
+  status.set_frames_out(m.frames_out);
+  status.set_dropped_connections(m.dropped_connections);
+  auto self_status = status.add_actors();
+  self_status->set_name("signal_server");
+  self_status->set_state(st.stopping ? "stopping" : "running");
+  (*self_status->mutable_fields())["clients"]
+    = std::to_string(st.clients.size());
+  (*self_status->mutable_fields())["listen"] = st.opts.listen.to_string();
+  return status;
+}
+
+std::string to_json(const admin::ServerStatus& status) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.always_print_primitive_fields = true;
+  std::string out;
+  auto res = google::protobuf::util::MessageToJsonString(status, &out, opts);
+  if (!res.ok())
+    return fmt::format("{{\"error\": \"{}\"}}", res.ToString());
+  return out;
+}
+
+std::string to_prometheus(const server_metrics& m, size_t online) {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name,
+                   help, value);
+  };
+  counter("p2proxy_signal_connections_total", "TCP connections accepted.",
+          m.connections);
+  counter("p2proxy_signal_logins_total", "Successful node logins.",
+          m.logins);
+  out += "# HELP p2proxy_signal_login_failures_total Failed logins by reason.\n"
+         "# TYPE p2proxy_signal_login_failures_total counter\n";
+  for (auto& [code, label] : login_failure_labels)
+    fmt::format_to(std::back_inserter(out),
+                   "p2proxy_signal_login_failures_total{{reason=\"{}\"}} {}\n",
+                   label, m.login_failures[static_cast<size_t>(code)].load());
+  counter("p2proxy_signal_frames_in_total", "Frames received from nodes.",
+          m.frames_in);
+  counter("p2proxy_signal_frames_out_total", "Frames sent to nodes.",
+          m.frames_out);
+  counter("p2proxy_signal_dropped_connections_total",
+          "Connections the server ended (errors, timeouts, limits).",
+          m.dropped_connections);
+  fmt::format_to(std::back_inserter(out),
+                 "# HELP p2proxy_signal_nodes_online Nodes logged in now.\n"
+                 "# TYPE p2proxy_signal_nodes_online gauge\n"
+                 "p2proxy_signal_nodes_online {}\n",
+                 online);
+  return out;
+}
+
+caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
+                                 server_options opts,
+                                 std::shared_ptr<server_metrics> metrics) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  st.metrics = std::move(metrics);
+  st.limiter = login_rate_limiter{st.opts.login_burst, st.opts.login_window};
+  st.started = std::chrono::system_clock::now();
+  st.doorman = self->add_doorman(listen_fd);
+  st.directory = self->spawn(directory);
+  self->monitor(st.directory);
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source == st.directory.address()) {
+      if (!st.stopping)
+        log::error(subject, "directory ended unexpectedly: {}",
+                   caf::to_string(dm.reason));
+      st.directory = nullptr;
+      begin_stop(self, "the directory ended");
+      return;
+    }
+    st.clients.erase(dm.source);
+    maybe_finish(self);
+  });
+  return {
+    [=](const caf::io::new_connection_msg& msg) {
+      auto& st = self->state;
+      ++st.metrics->connections;
+      auto address = self->remote_addr(msg.handle);
+      if (st.stopping) {
+        self->close(msg.handle);
+        return;
+      }
+      bool first_refusal = false;
+      if (!st.limiter.allow(address, login_rate_limiter::clock::now(),
+                            &first_refusal)) {
+        refuse(self, msg.handle, address, first_refusal);
+        return;
+      }
+      auto client = self->spawn(signal_client, st.directory, st.opts,
+                                st.metrics);
+      self->monitor(client);
+      st.clients.emplace(client.address(), client);
+      fork_frame_conn(self, msg.handle, client, ++st.next_tag,
+                      max_signal_frame);
+    },
+    // Refused connections are closed at once; their late events need no
+    // answer.
+    [=](const caf::io::new_data_msg&) {},
+    [=](const caf::io::connection_closed_msg&) {},
+    [=](const caf::io::acceptor_closed_msg&) {
+      if (!self->state.stopping) {
+        log::error(subject, "listening socket failed");
+        begin_stop(self, "the listening socket failed");
+      }
+    },
+    [=](get_atom) {
+      auto rp = self->make_response_promise<std::string>();
+      if (!self->state.directory) {
+        rp.deliver(to_json(make_status(self, {})));
+        return rp;
+      }
+      self
+        ->request(self->state.directory, std::chrono::seconds(5),
+                  nodes_atom::value)
+        .then(
+          [=](const std::string& nodes) mutable {
+            rp.deliver(to_json(make_status(self, nodes)));
+          },
+          [=](caf::error&) mutable {
+            rp.deliver(to_json(make_status(self, {})));
+          });
+      return rp;
+    },
+    [=](metrics_atom) {
+      auto rp = self->make_response_promise<std::string>();
+      auto metrics = self->state.metrics;
+      if (!self->state.directory) {
+        rp.deliver(to_prometheus(*metrics, 0));
+        return rp;
+      }
+      self
+        ->request(self->state.directory, std::chrono::seconds(5),
+                  nodes_atom::value)
+        .then(
+          [=](const std::string& nodes) mutable {
+            admin::ServerStatus status;
+            status.ParseFromString(nodes);
+            rp.deliver(to_prometheus(*metrics, status.nodes_size()));
+          },
+          [=](caf::error&) mutable { rp.deliver(to_prometheus(*metrics, 0)); });
+      return rp;
+    },
+    [=](status_atom) {
+      auto& st = self->state;
+      admin::ActorStatus status;
+      status.set_name("signal_server");
+      status.set_state(st.stopping ? "stopping" : "running");
+      (*status.mutable_fields())["clients"] = std::to_string(st.clients.size());
+      return status.SerializeAsString();
+    },
+    [=](stop_atom, const std::string& reason) { begin_stop(self, reason); },
+  };
+}
+
+// Binds and listens here, not in the broker, so that the caller learns the
+// port and any error before anything runs.
+int open_listener(const endpoint& ep, uint16_t& bound_port, std::string& why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  auto port_text = std::to_string(ep.port);
+  auto host = ep.host.empty() ? nullptr : ep.host.c_str();
+  if (auto rc = ::getaddrinfo(host, port_text.c_str(), &hints, &res); rc != 0) {
+    why = fmt::format("cannot resolve {}: {}", ep.host, ::gai_strerror(rc));
+    return -1;
+  }
+  int result = -1;
+  for (auto ai = res; ai != nullptr && result < 0; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family,
+                      ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
+        || ::listen(fd, SOMAXCONN) != 0) {
+      why = std::strerror(errno);
+      ::close(fd);
+      continue;
+    }
+    sockaddr_storage sa{};
+    socklen_t len = sizeof(sa);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    bound_port = sa.ss_family == AF_INET6
+                   ? ntohs(reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port)
+                   : ntohs(reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+    result = fd;
+  }
+  ::freeaddrinfo(res);
+  return result;
+}
+
+} // namespace
+
+caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
+                                              const server_options& opts,
+                                              uint16_t& bound_port) {
+  std::string why;
+  auto fd = open_listener(opts.listen, bound_port, why);
+  if (fd < 0)
+    return make_error(ec::io_failure,
+                      fmt::format("cannot listen on {}: {}",
+                                  opts.listen.to_string(), why));
+  auto effective = opts;
+  effective.listen.port = bound_port;
+  auto metrics = std::make_shared<server_metrics>();
+  auto server = sys.middleman().spawn_broker(signal_server_impl, fd, effective,
+                                             metrics);
+  log::info(subject, "listens on {} (token {}, login "
+                     "timeout {} ms, heartbeat {} ms)",
+            effective.listen.to_string(),
+            opts.token.empty() ? "not required" : "required",
+            opts.login_timeout.count(), opts.heartbeat.count());
+  return server;
+}
+
+} // namespace p2proxy

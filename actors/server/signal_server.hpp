@@ -1,0 +1,73 @@
+// The signaling server: SIGNAL SERVER (accept loop, a broker), one SIGNAL
+// CLIENT per connection, and the DIRECTORY (presence, exports, routing).
+// Protocol: proto/signal.proto, docs/protocol.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/common/endpoint.hpp"
+
+namespace p2proxy {
+
+struct server_options {
+  endpoint listen;
+  std::string token;                                 // empty: none required
+  std::chrono::milliseconds login_timeout{10000};    // unauthenticated limit
+  std::chrono::milliseconds heartbeat{15000};        // announced in Hello
+  std::chrono::milliseconds dead_after{45000};       // silence that ends a node
+  uint32_t login_burst = 30;                         // attempts per source ...
+  std::chrono::milliseconds login_window{60000};     // ... per window
+};
+
+/// Per-source login rate limit: a token bucket per remote address holding
+/// up to `burst` attempts and refilling `burst` per `window`. Every accepted
+/// connection is an attempt. burst == 0 turns the limit off.
+class login_rate_limiter {
+public:
+  using clock = std::chrono::steady_clock;
+
+  login_rate_limiter(uint32_t burst, std::chrono::milliseconds window)
+    : burst_(burst), window_(window) {
+  }
+
+  /// Takes one attempt for `address` at `now`; false when none is left.
+  /// `first_refusal` (optional) tells whether this is the first refusal
+  /// since the address last got through, so a flood is logged once.
+  bool allow(const std::string& address, clock::time_point now,
+             bool* first_refusal = nullptr);
+
+  /// Addresses currently tracked (full buckets are forgotten over time).
+  size_t tracked() const {
+    return buckets_.size();
+  }
+
+private:
+  struct bucket {
+    double tokens;
+    clock::time_point last;
+    bool refusing;
+  };
+  void refill(bucket& b, clock::time_point now) const;
+
+  uint32_t burst_;
+  std::chrono::milliseconds window_;
+  std::map<std::string, bucket> buckets_;
+};
+
+/// Starts the server's actors in `sys` and binds `opts.listen` (port 0 picks
+/// one; the bound port is stored in `bound_port`). Returns the SIGNAL SERVER,
+/// which answers (get_atom) -> std::string JSON of admin::ServerStatus and
+/// (metrics_atom) -> std::string Prometheus text, and ends on (stop_atom, reason).
+caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
+                                              const server_options& opts,
+                                              uint16_t& bound_port);
+
+} // namespace p2proxy

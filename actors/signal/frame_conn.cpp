@@ -1,0 +1,243 @@
+#include "actors/signal/frame_conn.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <fmt/format.h>
+
+#include "actors/actors.hpp"
+#include "actors/common/endpoint.hpp"
+#include "actors/common/frame_codec.hpp"
+#include "actors/common/log.hpp"
+
+namespace p2proxy {
+
+namespace {
+
+constexpr std::string_view conn_subject = "frame_conn";
+
+struct frame_conn_state {
+  caf::actor owner;
+  uint64_t tag = 0;
+  std::string peer;
+  frame_decoder decoder;
+  // The owner hears about the end of the connection once, whatever ends it.
+  bool down_sent = false;
+
+  static inline const char* name = "frame_conn";
+};
+
+using frame_conn_broker = caf::io::stateful_broker<frame_conn_state>;
+
+std::string format_peer(const std::string& addr, uint16_t port) {
+  if (addr.find(':') != std::string::npos)
+    return fmt::format("[{}]:{}", addr, port);
+  return fmt::format("{}:{}", addr, port);
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Tells the owner once and ends the broker; CAF closes the socket on exit.
+void end_conn(frame_conn_broker* self, caf::io::connection_handle hdl,
+              const std::string& reason) {
+  auto& st = self->state;
+  if (!st.down_sent) {
+    st.down_sent = true;
+    self->send(st.owner, conn_down_atom::value, reason);
+  }
+  self->close(hdl);
+  self->quit();
+}
+
+caf::behavior frame_conn_impl(frame_conn_broker* self,
+                              caf::io::connection_handle hdl, caf::actor owner,
+                              uint64_t tag, size_t max_frame) {
+  auto& st = self->state;
+  st.owner = std::move(owner);
+  st.tag = tag;
+  st.decoder = frame_decoder{max_frame};
+  st.peer = format_peer(self->remote_addr(hdl), self->remote_port(hdl));
+  // With CAF's default multiplexer a connection handle's id is its socket;
+  // signaling frames are small and latency-bound, so Nagle only hurts.
+  set_nodelay(static_cast<int>(hdl.id()));
+  self->configure_read(hdl, caf::io::receive_policy::at_most(16 * 1024));
+  self->monitor(st.owner);
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    if (dm.source != self->state.owner.address())
+      return;
+    // Nobody is left to read frames or hear about the end.
+    self->state.down_sent = true;
+    log::debug(conn_subject, "connection to {} closed: owner is gone",
+               self->state.peer);
+    self->flush(hdl);
+    self->close(hdl);
+    self->quit();
+  });
+  self->send(st.owner, conn_up_atom::value, tag, caf::actor{self}, st.peer);
+  return {
+    [=](const caf::io::new_data_msg& msg) {
+      auto& st = self->state;
+      std::vector<std::string> frames;
+      auto res = st.decoder.feed(msg.buf.data(), msg.buf.size(), frames);
+      for (auto& f : frames)
+        self->send(st.owner, frame_atom::value, std::move(f));
+      if (res == frame_decoder::status::too_large) {
+        auto reason = fmt::format("frame of {} bytes exceeds the {}-byte limit",
+                                  st.decoder.bad_length(), max_frame);
+        log::warn(conn_subject, "connection from {} dropped: {}", st.peer,
+                  reason);
+        end_conn(self, hdl, reason);
+      }
+    },
+    [=](const caf::io::connection_closed_msg&) {
+      end_conn(self, hdl, "peer closed the connection");
+    },
+    [=](frame_atom, const std::string& payload) {
+      auto framed = encode_frame(payload);
+      self->write(hdl, framed.size(), framed.data());
+      self->flush(hdl);
+    },
+    [=](close_atom) {
+      // close() is graceful in CAF: buffered bytes go out before the FIN.
+      self->state.down_sent = true;
+      self->flush(hdl);
+      self->close(hdl);
+      self->quit();
+    },
+  };
+}
+
+caf::behavior adopt_fd(frame_conn_broker* self, int fd, caf::actor owner,
+                       uint64_t tag, size_t max_frame) {
+  auto hdl = self->add_scribe(fd);
+  return frame_conn_impl(self, hdl, std::move(owner), tag, max_frame);
+}
+
+// --- CONNECTOR ---------------------------------------------------------------
+
+// Returns a connected non-blocking socket or -1 with `why` set. Runs on its
+// own thread: getaddrinfo blocks and has no timeout of its own.
+int connect_blocking(const std::string& host, uint16_t port,
+                     std::chrono::milliseconds timeout, std::string& why) {
+  using clock = std::chrono::steady_clock;
+  auto deadline = clock::now() + timeout;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* res = nullptr;
+  auto port_text = std::to_string(port);
+  if (auto rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
+      rc != 0) {
+    why = fmt::format("cannot resolve {}: {}", host, ::gai_strerror(rc));
+    return -1;
+  }
+  why = "no address to try";
+  int result = -1;
+  for (auto ai = res; ai != nullptr && result < 0; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (rc != 0 && errno != EINPROGRESS) {
+      why = std::strerror(errno);
+      ::close(fd);
+      continue;
+    }
+    if (rc != 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - clock::now());
+      pollfd pfd{fd, POLLOUT, 0};
+      int n = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count()))
+                               : 0;
+      if (n <= 0) {
+        why = n == 0 ? fmt::format("timed out after {} ms", timeout.count())
+                     : std::string{std::strerror(errno)};
+        ::close(fd);
+        if (n == 0)
+          break; // the deadline covers all addresses
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof(err);
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        why = std::strerror(err);
+        ::close(fd);
+        continue;
+      }
+    }
+    set_nodelay(fd);
+    result = fd;
+  }
+  ::freeaddrinfo(res);
+  return result;
+}
+
+caf::behavior connector_impl(caf::event_based_actor* self,
+                             std::chrono::milliseconds timeout,
+                             size_t max_frame) {
+  return {
+    [=](connect_atom, uint64_t tag, const std::string& host, uint16_t port,
+        const caf::actor& owner) {
+      // A detached actor has a thread of its own, so the blocking resolve
+      // and connect never stall the scheduler; it ends after one attempt.
+      self->spawn<caf::detached>(
+        [=](caf::event_based_actor* worker) {
+          std::string why;
+          auto fd = connect_blocking(host, port, timeout, why);
+          auto target = endpoint{host, port}.to_string();
+          if (fd < 0) {
+            log::debug("connector", "connect to {} failed: {}", target, why);
+            caf::anon_send(owner, conn_fail_atom::value, tag,
+                           fmt::format("connect to {} failed: {}", target,
+                                       why));
+          } else {
+            spawn_frame_conn(worker->system(), fd, owner, tag, max_frame);
+          }
+          worker->quit();
+        });
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_frame_conn(caf::actor_system& sys, int fd, caf::actor owner,
+                            uint64_t tag, size_t max_frame) {
+  return sys.middleman().spawn_broker(adopt_fd, fd, std::move(owner), tag,
+                                      max_frame);
+}
+
+caf::actor fork_frame_conn(caf::io::broker* acceptor,
+                           caf::io::connection_handle hdl, caf::actor owner,
+                           uint64_t tag, size_t max_frame) {
+  return acceptor->fork(frame_conn_impl, hdl, std::move(owner), tag,
+                        max_frame);
+}
+
+caf::actor spawn_connector(caf::actor_system& sys,
+                           std::chrono::milliseconds timeout,
+                           size_t max_frame) {
+  return sys.spawn(connector_impl, timeout, max_frame);
+}
+
+} // namespace p2proxy

@@ -1,0 +1,425 @@
+// The SIGNAL CLIENT state machine and the DIRECTORY on virtual time. Each
+// node's TCP connection is a fake FRAME CONNECTION that records the frames
+// the client sends it; the test injects the node's frames through it.
+#include "actors/server/directory.hpp"
+#include "actors/server/signal_client.hpp"
+#include "actors/server/signal_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/identity/identity.hpp"
+#include "proto/admin.pb.h"
+#include "proto/signal.pb.h"
+#include "test_system.hpp"
+
+using namespace p2proxy;
+using namespace std::chrono_literals;
+
+namespace {
+
+using inject_atom = caf::atom_constant<caf::atom("inject")>;
+
+struct conn_record {
+  std::vector<signal::Envelope> frames;
+  bool closed = false;
+};
+
+caf::behavior recording_conn(caf::event_based_actor* self,
+                             std::shared_ptr<conn_record> rec,
+                             caf::actor owner, std::string peer) {
+  self->send(owner, conn_up_atom::value, uint64_t{1}, caf::actor{self}, peer);
+  return {
+    [=](frame_atom, const std::string& payload) {
+      signal::Envelope env;
+      EXPECT_TRUE(env.ParseFromString(payload));
+      rec->frames.push_back(env);
+    },
+    [=](close_atom) {
+      rec->closed = true;
+      self->quit();
+    },
+    [=](inject_atom, const std::string& payload) {
+      self->send(owner, frame_atom::value, payload);
+    },
+    [=](conn_down_atom, const std::string& reason) {
+      self->send(owner, conn_down_atom::value, reason);
+      self->quit();
+    },
+  };
+}
+
+struct test_node {
+  std::shared_ptr<conn_record> rec = std::make_shared<conn_record>();
+  caf::actor client;
+  caf::actor conn;
+  std::string peer;
+
+  const signal::Envelope& last() const {
+    return rec->frames.back();
+  }
+  std::string nonce() const {
+    return rec->frames.at(0).hello().nonce();
+  }
+};
+
+class signal_server_test : public ::testing::Test, public test::deterministic_system {
+protected:
+  void SetUp() override {
+    opts.token = "network-secret";
+    dir = sys.spawn(directory);
+  }
+
+  void TearDown() override {
+    // The actor system waits for every actor; end what a test left running
+    // (clients that are still online and the fake connections).
+    for (auto& x : spawned)
+      caf::anon_send_exit(x, caf::exit_reason::user_shutdown);
+    caf::anon_send(dir, stop_atom::value, std::string{"test over"});
+    run();
+  }
+
+  test_node connect(std::string peer) {
+    test_node n;
+    n.peer = peer;
+    n.client = sys.spawn(signal_client, dir, opts, metrics);
+    n.conn = sys.spawn(recording_conn, n.rec, n.client, peer);
+    spawned.push_back(n.client);
+    spawned.push_back(n.conn);
+    run();
+    return n;
+  }
+
+  void send(test_node& n, const signal::Envelope& env) {
+    caf::anon_send(n.conn, inject_atom::value, env.SerializeAsString());
+    run();
+  }
+
+  signal::Envelope login_of(const identity& id, const std::string& nonce,
+                            std::string token = "network-secret") {
+    signal::Envelope env;
+    auto login = env.mutable_login();
+    login->set_node_id(id.node_id());
+    login->set_public_key(id.public_key());
+    login->set_signature(id.sign(login_challenge(nonce, id.node_id())));
+    login->set_token(std::move(token));
+    return env;
+  }
+
+  test_node online(const identity& id, std::string peer) {
+    auto n = connect(std::move(peer));
+    send(n, login_of(id, n.nonce()));
+    EXPECT_EQ(n.last().msg_case(), signal::Envelope::kLoginOk);
+    return n;
+  }
+
+  /// Asks `dest` and returns the reply, running the scheduler meanwhile.
+  template <class T, class... Ts>
+  T ask(const caf::actor& dest, Ts... xs) {
+    auto out = std::make_shared<T>();
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(dest, caf::infinite, xs...).then([=](T& x) {
+        *out = std::move(x);
+      });
+    });
+    run();
+    return *out;
+  }
+
+  admin::ServerStatus nodes() {
+    admin::ServerStatus status;
+    status.ParseFromString(ask<std::string>(dir, nodes_atom::value));
+    return status;
+  }
+
+  static signal::Envelope ping(uint64_t seq) {
+    signal::Envelope env;
+    env.mutable_ping()->set_seq(seq);
+    return env;
+  }
+
+  server_options opts;
+  std::shared_ptr<server_metrics> metrics = std::make_shared<server_metrics>();
+  caf::actor dir;
+  std::vector<caf::actor> spawned;
+  identity alice = identity::generate();
+  identity bob = identity::generate();
+};
+
+TEST_F(signal_server_test, greets_with_a_hello_carrying_a_nonce) {
+  auto n = connect("10.0.0.1:4000");
+  ASSERT_EQ(n.rec->frames.size(), 1u);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kHello);
+  EXPECT_EQ(n.last().hello().nonce().size(), 32u);
+  EXPECT_EQ(n.last().hello().heartbeat_seconds(), 15u);
+  EXPECT_FALSE(n.last().hello().server_version().empty());
+  EXPECT_NE(connect("10.0.0.2:4000").nonce(), n.nonce());
+}
+
+TEST_F(signal_server_test, valid_login_is_answered_with_login_ok) {
+  auto n = connect("10.0.0.1:4000");
+  send(n, login_of(alice, n.nonce()));
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kLoginOk);
+  EXPECT_EQ(n.last().login_ok().node_id(), alice.node_id());
+  EXPECT_EQ(n.last().login_ok().observed_address(), "10.0.0.1:4000");
+  EXPECT_EQ(n.last().login_ok().heartbeat_seconds(), 15u);
+  EXPECT_FALSE(n.rec->closed);
+  EXPECT_EQ(metrics->logins, 1u);
+  auto status = nodes();
+  ASSERT_EQ(status.nodes_size(), 1);
+  EXPECT_EQ(status.nodes(0).node_id(), alice.node_id());
+  EXPECT_EQ(status.nodes(0).address(), "10.0.0.1:4000");
+}
+
+TEST_F(signal_server_test, no_token_configured_accepts_any_token) {
+  opts.token.clear();
+  auto n = connect("10.0.0.1:4000");
+  send(n, login_of(alice, n.nonce(), "anything"));
+  EXPECT_EQ(n.last().msg_case(), signal::Envelope::kLoginOk);
+}
+
+TEST_F(signal_server_test, wrong_token_is_refused) {
+  auto n = connect("10.0.0.1:4000");
+  send(n, login_of(alice, n.nonce(), "guess"));
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::BAD_TOKEN);
+  EXPECT_EQ(n.last().error().text(), "wrong network token");
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(metrics->login_failures[signal::BAD_TOKEN], 1u);
+  EXPECT_EQ(metrics->logins, 0u);
+  EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+TEST_F(signal_server_test, forged_node_id_is_refused) {
+  // Alice's key, but Bob's node id, signed correctly by Alice.
+  auto n = connect("10.0.0.1:4000");
+  auto env = login_of(alice, n.nonce());
+  env.mutable_login()->set_node_id(bob.node_id());
+  env.mutable_login()->set_signature(
+    alice.sign(login_challenge(n.nonce(), bob.node_id())));
+  send(n, env);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::ID_MISMATCH);
+  EXPECT_EQ(n.last().error().text(), "node id does not match its public key");
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+TEST_F(signal_server_test, signature_by_another_key_is_refused) {
+  auto n = connect("10.0.0.1:4000");
+  auto env = login_of(alice, n.nonce());
+  env.mutable_login()->set_signature(
+    bob.sign(login_challenge(n.nonce(), alice.node_id())));
+  send(n, env);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::BAD_SIGNATURE);
+  EXPECT_TRUE(n.rec->closed);
+}
+
+TEST_F(signal_server_test, signature_over_another_nonce_is_refused) {
+  auto first = connect("10.0.0.1:4000");
+  auto second = connect("10.0.0.1:4001");
+  send(second, login_of(alice, first.nonce())); // a replayed login
+  ASSERT_EQ(second.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(second.last().error().code(), signal::BAD_SIGNATURE);
+}
+
+TEST_F(signal_server_test, frame_before_login_is_refused) {
+  auto n = connect("10.0.0.1:4000");
+  send(n, ping(1));
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::NOT_LOGGED_IN);
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(metrics->login_failures[signal::NOT_LOGGED_IN], 1u);
+}
+
+TEST_F(signal_server_test, undecodable_frame_is_refused) {
+  auto n = online(alice, "10.0.0.1:4000");
+  caf::anon_send(n.conn, inject_atom::value, std::string{"\xff\xff\xff\xff"});
+  run();
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::BAD_FRAME);
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(nodes().nodes_size(), 0); // it logged out on the way
+}
+
+TEST_F(signal_server_test, login_times_out_after_ten_seconds) {
+  auto n = connect("10.0.0.1:4000");
+  advance(9999ms);
+  EXPECT_FALSE(n.rec->closed);
+  EXPECT_EQ(n.rec->frames.size(), 1u);
+  advance(1ms);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::LOGIN_TIMEOUT);
+  EXPECT_EQ(n.last().error().text(), "no login within 10 s");
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(metrics->login_failures[signal::LOGIN_TIMEOUT], 1u);
+}
+
+TEST_F(signal_server_test, login_timer_is_void_after_login) {
+  auto n = online(alice, "10.0.0.1:4000");
+  advance(10s);
+  EXPECT_FALSE(n.rec->closed);
+  EXPECT_EQ(n.last().msg_case(), signal::Envelope::kLoginOk);
+}
+
+TEST_F(signal_server_test, ping_is_answered_with_pong) {
+  auto n = online(alice, "10.0.0.1:4000");
+  send(n, ping(42));
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kPong);
+  EXPECT_EQ(n.last().pong().seq(), 42u);
+}
+
+TEST_F(signal_server_test, silent_node_is_dropped_after_dead_after) {
+  auto n = online(alice, "10.0.0.1:4000");
+  advance(44s);
+  send(n, ping(1)); // keeps it alive until 44 + 45 s
+  advance(44s);
+  EXPECT_FALSE(n.rec->closed);
+  advance(1s);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::HEARTBEAT_TIMEOUT);
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+TEST_F(signal_server_test, second_login_replaces_the_first) {
+  auto old_conn = online(alice, "10.0.0.1:4000");
+  auto new_conn = online(alice, "10.0.0.9:5000");
+  ASSERT_EQ(old_conn.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(old_conn.last().error().code(), signal::REPLACED);
+  EXPECT_EQ(old_conn.last().error().text(),
+            "replaced by a newer login from 10.0.0.9:5000");
+  EXPECT_TRUE(old_conn.rec->closed);
+  EXPECT_FALSE(new_conn.rec->closed);
+  // The old client's logout must not take the new one offline.
+  auto status = nodes();
+  ASSERT_EQ(status.nodes_size(), 1);
+  EXPECT_EQ(status.nodes(0).address(), "10.0.0.9:5000");
+  // And signals reach the new connection.
+  auto b = online(bob, "10.0.0.2:4000");
+  signal::Envelope env;
+  env.mutable_signal()->set_to(alice.node_id());
+  env.mutable_signal()->set_candidate("c");
+  send(b, env);
+  EXPECT_EQ(new_conn.last().msg_case(), signal::Envelope::kSignal);
+}
+
+TEST_F(signal_server_test, lookup_answers_sorted_node_ids) {
+  auto a = online(alice, "10.0.0.1:4000");
+  auto b = online(bob, "10.0.0.2:4000");
+  signal::Envelope reg;
+  reg.mutable_register_()->add_names("cam1");
+  reg.mutable_register_()->add_names("web");
+  send(a, reg);
+  reg.mutable_register_()->clear_names();
+  reg.mutable_register_()->add_names("cam1");
+  send(b, reg);
+  signal::Envelope lookup;
+  lookup.mutable_lookup()->set_request_id(7);
+  lookup.mutable_lookup()->set_name("cam1");
+  send(a, lookup);
+  ASSERT_EQ(a.last().msg_case(), signal::Envelope::kLookupResult);
+  auto& res = a.last().lookup_result();
+  EXPECT_EQ(res.request_id(), 7u);
+  EXPECT_EQ(res.name(), "cam1");
+  std::vector<std::string> want{alice.node_id(), bob.node_id()};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(std::vector<std::string>(res.node_ids().begin(),
+                                     res.node_ids().end()),
+            want);
+  // Register replaces the set: alice no longer exports cam1.
+  reg.mutable_register_()->clear_names();
+  reg.mutable_register_()->add_names("web");
+  send(a, reg);
+  lookup.mutable_lookup()->set_request_id(8);
+  send(b, lookup);
+  ASSERT_EQ(b.last().msg_case(), signal::Envelope::kLookupResult);
+  ASSERT_EQ(b.last().lookup_result().node_ids_size(), 1);
+  EXPECT_EQ(b.last().lookup_result().node_ids(0), bob.node_id());
+  // Nobody exports it.
+  lookup.mutable_lookup()->set_name("nope");
+  send(b, lookup);
+  EXPECT_EQ(b.last().lookup_result().node_ids_size(), 0);
+}
+
+TEST_F(signal_server_test, signal_is_routed_with_from_overwritten) {
+  auto a = online(alice, "10.0.0.1:4000");
+  auto b = online(bob, "10.0.0.2:4000");
+  signal::Envelope env;
+  auto sig = env.mutable_signal();
+  sig->set_to(bob.node_id());
+  sig->set_from("somebody-else");
+  sig->set_session_id(99);
+  sig->mutable_offer()->set_ufrag("uf");
+  sig->mutable_offer()->add_candidates("candidate:1 1 udp 1 10.0.0.1 5000 typ host");
+  send(a, env);
+  ASSERT_EQ(b.last().msg_case(), signal::Envelope::kSignal);
+  auto& got = b.last().signal();
+  EXPECT_EQ(got.from(), alice.node_id());
+  EXPECT_EQ(got.to(), bob.node_id());
+  EXPECT_EQ(got.session_id(), 99u);
+  EXPECT_EQ(got.offer().ufrag(), "uf");
+  EXPECT_EQ(got.offer().candidates_size(), 1);
+  EXPECT_EQ(a.last().msg_case(), signal::Envelope::kLoginOk); // no answer
+}
+
+TEST_F(signal_server_test, signal_to_offline_peer_is_answered_peer_offline) {
+  auto a = online(alice, "10.0.0.1:4000");
+  signal::Envelope env;
+  env.mutable_signal()->set_to(bob.node_id());
+  env.mutable_signal()->set_session_id(5);
+  env.mutable_signal()->set_bye("done");
+  send(a, env);
+  ASSERT_EQ(a.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(a.last().error().code(), signal::PEER_OFFLINE);
+  EXPECT_EQ(a.last().error().peer(), bob.node_id());
+  EXPECT_EQ(a.last().error().session_id(), 5u);
+  EXPECT_FALSE(a.rec->closed);
+}
+
+TEST_F(signal_server_test, disconnect_takes_the_node_offline) {
+  auto a = online(alice, "10.0.0.1:4000");
+  EXPECT_EQ(nodes().nodes_size(), 1);
+  caf::anon_send(a.conn, conn_down_atom::value,
+                 std::string{"peer closed the connection"});
+  run();
+  EXPECT_EQ(nodes().nodes_size(), 0);
+  EXPECT_EQ(metrics->dropped_connections, 0u);
+}
+
+TEST_F(signal_server_test, stop_ends_clients_with_shutting_down) {
+  auto a = online(alice, "10.0.0.1:4000");
+  caf::anon_send(a.client, stop_atom::value, std::string{"operator"});
+  run();
+  ASSERT_EQ(a.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(a.last().error().code(), signal::SHUTTING_DOWN);
+  EXPECT_TRUE(a.rec->closed);
+  EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+TEST(login_rate_limiter, allows_a_burst_then_refills_over_the_window) {
+  login_rate_limiter lim{3, std::chrono::milliseconds{60000}};
+  auto t = login_rate_limiter::clock::time_point{};
+  bool first = false;
+  EXPECT_TRUE(lim.allow("a", t));
+  EXPECT_TRUE(lim.allow("a", t));
+  EXPECT_TRUE(lim.allow("a", t));
+  EXPECT_FALSE(lim.allow("a", t, &first));
+  EXPECT_TRUE(first);
+  EXPECT_FALSE(lim.allow("a", t + 1s, &first));
+  EXPECT_FALSE(first); // logged once per burst
+  EXPECT_TRUE(lim.allow("b", t)); // per source
+  EXPECT_TRUE(lim.allow("a", t + 21s)); // one attempt back every 20 s
+  EXPECT_FALSE(lim.allow("a", t + 22s));
+}
+
+TEST(login_rate_limiter, zero_burst_means_no_limit) {
+  login_rate_limiter lim{0, std::chrono::milliseconds{60000}};
+  for (int i = 0; i < 100; ++i)
+    EXPECT_TRUE(lim.allow("a", login_rate_limiter::clock::time_point{}));
+}
+
+} // namespace
