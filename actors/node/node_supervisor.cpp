@@ -169,27 +169,44 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
 
   return {
     [=](get_atom) {
+      // Fan out: the link's own document, then every child's common status
+      // answer; a child that does not answer in time is listed as such.
       auto rp = self->make_response_promise<std::string>();
-      self->request(self->state.link, child_timeout, get_atom::value)
+      auto ns = std::make_shared<admin::NodeStatus>(base_status(self));
+      auto& st = self->state;
+      std::vector<caf::actor> children;
+      for (auto& c : {st.link, st.admin, st.connector})
+        if (c)
+          children.push_back(c);
+      auto pending = std::make_shared<size_t>(children.size() + 1);
+      auto finish = [=]() mutable {
+        if (--*pending == 0)
+          rp.deliver(to_json(*ns));
+      };
+      self->request(st.link, child_timeout, get_atom::value)
         .then(
           [=](const std::string& link_status) mutable {
-            auto ns = base_status(self);
-            ns.mutable_signal()->ParseFromString(link_status);
-            self->request(self->state.link, child_timeout, status_atom::value)
-              .then(
-                [=](const std::string& as) mutable {
-                  auto copy = ns;
-                  copy.add_actors()->ParseFromString(as);
-                  rp.deliver(to_json(copy));
-                },
-                [=](caf::error&) mutable { rp.deliver(to_json(ns)); });
+            ns->mutable_signal()->ParseFromString(link_status);
+            finish();
           },
           [=](caf::error& err) mutable {
-            auto ns = base_status(self);
-            ns.mutable_signal()->set_state("unknown");
-            ns.mutable_signal()->set_last_error(error_text(err));
-            rp.deliver(to_json(ns));
+            ns->mutable_signal()->set_state("unknown");
+            ns->mutable_signal()->set_last_error(error_text(err));
+            finish();
           });
+      for (auto& child : children)
+        self->request(child, child_timeout, status_atom::value)
+          .then(
+            [=](const std::string& as) mutable {
+              ns->add_actors()->ParseFromString(as);
+              finish();
+            },
+            [=](caf::error& err) mutable {
+              auto a = ns->add_actors();
+              a->set_name("unknown");
+              a->set_state("not answering: " + error_text(err));
+              finish();
+            });
       return rp;
     },
     [=](metrics_atom) {

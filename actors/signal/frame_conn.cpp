@@ -1,5 +1,6 @@
 #include "actors/signal/frame_conn.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -18,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "actors/actors.hpp"
+#include "proto/admin.pb.h"
 #include "actors/common/endpoint.hpp"
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/log.hpp"
@@ -192,12 +194,26 @@ int connect_blocking(const std::string& host, uint16_t port,
   return result;
 }
 
-caf::behavior connector_impl(caf::event_based_actor* self,
+struct connector_state {
+  static inline const char* name = "connector";
+  uint64_t attempts = 0;
+  // Shared with the workers, which report back from their own threads.
+  std::shared_ptr<std::atomic<uint64_t>> failures
+    = std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<std::atomic<uint64_t>> in_flight
+    = std::make_shared<std::atomic<uint64_t>>(0);
+};
+
+caf::behavior connector_impl(caf::stateful_actor<connector_state>* self,
                              std::chrono::milliseconds timeout,
                              size_t max_frame) {
   return {
     [=](connect_atom, uint64_t tag, const std::string& host, uint16_t port,
         const caf::actor& owner) {
+      ++self->state.attempts;
+      auto failures = self->state.failures;
+      auto in_flight = self->state.in_flight;
+      ++*in_flight;
       // A detached actor has a thread of its own, so the blocking resolve
       // and connect never stall the scheduler; it ends after one attempt.
       self->spawn<caf::detached>(
@@ -206,6 +222,7 @@ caf::behavior connector_impl(caf::event_based_actor* self,
           auto fd = connect_blocking(host, port, timeout, why);
           auto target = endpoint{host, port}.to_string();
           if (fd < 0) {
+            ++*failures;
             log::debug("connector", "connect to {} failed: {}", target, why);
             caf::anon_send(owner, conn_fail_atom::value, tag,
                            fmt::format("connect to {} failed: {}", target,
@@ -213,8 +230,19 @@ caf::behavior connector_impl(caf::event_based_actor* self,
           } else {
             spawn_frame_conn(worker->system(), fd, owner, tag, max_frame);
           }
+          --*in_flight;
           worker->quit();
         });
+    },
+    [=](status_atom) {
+      admin::ActorStatus as;
+      as.set_name(connector_state::name);
+      as.set_state(*self->state.in_flight > 0 ? "connecting" : "idle");
+      auto& f = *as.mutable_fields();
+      f["attempts"] = std::to_string(self->state.attempts);
+      f["failures"] = std::to_string(self->state.failures->load());
+      f["timeout_ms"] = std::to_string(timeout.count());
+      return as.SerializeAsString();
     },
   };
 }
