@@ -7,6 +7,8 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <thread>
+#include <algorithm>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -240,6 +242,45 @@ int cmd_node(const std::string& config_path, const std::string& log_level) {
   return 0;
 }
 
+/// Shows the two demo nodes finding each other: the viewer looks up cam1 and
+/// probes the camera node through the signaling server. Bounded: 10 tries.
+void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
+                       const std::string& camera_id) {
+  caf::scoped_actor self{sys};
+  std::string last_error;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    bool found = false;
+    self->request(viewer, std::chrono::seconds(6), lookup_atom::value,
+                  std::string{"cam1"})
+      .receive(
+        [&](const std::vector<std::string>& ids) {
+          found = std::find(ids.begin(), ids.end(), camera_id) != ids.end();
+          if (!found)
+            last_error = "cam1 is not registered yet";
+        },
+        [&](caf::error& err) { last_error = error_text(err); });
+    if (found) {
+      fmt::print("  viewer-host looked up cam1: exported by {}\n", camera_id);
+      self->request(viewer, std::chrono::seconds(6), probe_atom::value,
+                    camera_id)
+        .receive(
+          [&](uint64_t rtt_us) {
+            fmt::print("  viewer-host probed camera-host through the "
+                       "signaling server: {:.2f} ms round trip\n",
+                       rtt_us / 1000.0);
+          },
+          [&](caf::error& err) {
+            fmt::print("  probe failed: {}\n", error_text(err));
+          });
+      std::fflush(stdout);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  fmt::print("  viewer-host could not look up cam1: {}\n", last_error);
+  std::fflush(stdout);
+}
+
 int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
   namespace fs = std::filesystem;
   auto dir = dir_opt.empty()
@@ -260,6 +301,16 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
   if (!server) {
     fmt::print(stderr, "p2proxy demo: {} (pick other ports with --port)\n",
                error_text(server.error()));
+    return 1;
+  }
+  uint16_t server_admin_port = 0;
+  auto server_admin = start_admin_server(
+    sys, endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 3)}, *server,
+    server_admin_port);
+  if (!server_admin) {
+    fmt::print(stderr, "p2proxy demo: {} (pick other ports with --port)\n",
+               error_text(server_admin.error()));
+    stop_all(sys, {*server}, "startup failed");
     return 1;
   }
   std::vector<caf::actor> nodes;
@@ -292,7 +343,9 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
     ids.push_back(id->node_id());
     nodes.push_back(sys.spawn(node_supervisor, nc, id));
   }
-  fmt::print("p2proxy demo: signaling server on 127.0.0.1:{}\n", port);
+  fmt::print("p2proxy demo: signaling server on 127.0.0.1:{}; who is online:\n"
+             "    p2proxy status --admin 127.0.0.1:{}\n",
+             port, server_admin_port);
   for (int i = 0; i < 2; ++i)
     fmt::print("  node {} ({}): p2proxy status --admin 127.0.0.1:{}\n",
                names[i], ids[i], base_port + 1 + i);
@@ -301,12 +354,13 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
              "Ctrl-C ends the demo.\n",
              names[0], names[1], base_port + 2);
   std::fflush(stdout);
+  demo_check_tunnel(sys, nodes[1], ids[0]);
   auto watched = nodes;
   watched.push_back(*server);
   bool by_signal = false;
   auto err = wait_for_stop(sys, watched, by_signal);
   stop_all(sys, nodes, "demo over");
-  stop_all(sys, {*server}, "demo over");
+  stop_all(sys, {*server_admin, *server}, "demo over");
   if (err) {
     fmt::print(stderr, "p2proxy demo: {}\n", error_text(err));
     return 1;
@@ -368,7 +422,8 @@ int main(int argc, char** argv) {
                                          "nodes on this machine");
   demo->add_option("--dir", demo_dir, "where the demo keeps its node keys");
   demo->add_option("--port", demo_port,
-                   "first of three loopback ports (signal, admin, admin)")
+                   "first of four loopback ports: signal, node admin x2, server "
+                   "admin")
     ->capture_default_str();
 
   try {
