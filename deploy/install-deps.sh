@@ -16,10 +16,11 @@ BUILD_PKGS=(
   libprotobuf-dev protobuf-compiler
   libfmt-dev libtomlplusplus-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  libnetfilter-queue-dev
   clang-format clang-tidy
 )
 TEST_PKGS=(
-  python3 curl procps iproute2 iptables nftables coturn
+  python3 curl procps iproute2 iptables nftables coturn ethtool
 )
 
 export DEBIAN_FRONTEND=noninteractive
