@@ -358,6 +358,10 @@ const std::string& identity::public_key() const {
   return impl_->spki;
 }
 
+gnutls_privkey_st* identity::native_key() const {
+  return impl_->key;
+}
+
 std::string identity::sign(std::string_view data) const {
   auto msg = as_datum(data);
   owned_datum sig;

@@ -10,6 +10,9 @@
 #include <string>
 #include <string_view>
 
+// GnuTLS's private key handle, forward-declared as gnutls/gnutls.h does.
+struct gnutls_privkey_st;
+
 namespace p2proxy {
 
 /// Thrown for unreadable, malformed or unsafe key files; what() says which
@@ -57,6 +60,11 @@ public:
   const std::string& public_key() const;
   /// Signs `data`; the result verifies with verify_signature(public_key(), ...).
   std::string sign(std::string_view data) const;
+  /// The GnuTLS private key, borrowed: valid while this identity lives, and
+  /// never to be deinitialized or modified by the caller. For TLS only (the
+  /// QUIC module signs its self-signed certificate with it and exports a copy
+  /// into its credentials); everything else goes through sign().
+  gnutls_privkey_st* native_key() const;
 
 private:
   struct impl;

@@ -1,0 +1,133 @@
+// QUIC over the ICE path: one ngtcp2 0.12 connection with GnuTLS (TLS 1.3,
+// ALPN "p2proxy/1"), both ends authenticated by their node keys. A plain
+// class with no threads and no clock of its own: the PEER SESSION feeds it
+// datagrams and the time, and sends what it writes. Every ngtcp2 call of the
+// project lives in this module (QUIC_NOTES.md, pitfall 13).
+//
+// Identity: each side presents a self-signed certificate for its node key;
+// the handshake fails unless the peer's SubjectPublicKeyInfo hashes to
+// `expected_peer` (node_id_from_spki). ALPN is mandatory and re-checked.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/identity/identity.hpp"
+
+namespace p2proxy {
+
+/// Nanoseconds on a monotonic clock (the owner's; virtual in actor tests).
+using quic_time = uint64_t;
+
+struct quic_settings {
+  /// Initial flow-control windows, sized for bandwidth x delay.
+  uint64_t stream_window = 16 * 1024 * 1024;
+  uint64_t connection_window = 64 * 1024 * 1024;
+  uint64_t max_streams = 4096;                      // bidirectional, each way
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds keepalive{10000};       // PING when idle this long
+  /// Bytes one stream may hold queued but not yet acknowledged (its owned
+  /// send buffer); write_stream() takes no more. A single stream cannot go
+  /// faster than this per round trip (4 MiB: ~80 MB/s at 50 ms).
+  size_t stream_send_buffer = 4 * 1024 * 1024;
+};
+
+/// What the connection reports to its owner, called from inside
+/// receive()/on_expiry()/write() on the owner's thread. Handlers may call
+/// open_stream(), write_stream(), consume(), reset_stream() and close(), but
+/// not receive()/write()/on_expiry() (ignored there), and must not destroy
+/// the connection.
+class quic_events {
+public:
+  virtual ~quic_events() = default;
+  /// The handshake finished, the peer proved it is `expected_peer` and it
+  /// accepted us (the client hears this on handshake confirmation, so it
+  /// never sees it when the server refuses its certificate).
+  virtual void on_handshake_done() = 0;
+  /// The peer opened stream `id`.
+  virtual void on_stream_open(int64_t id) = 0;
+  /// In-order bytes of stream `id`; `fin` once, with the last bytes. The
+  /// owner calls consume() as it passes them on, which grants the peer more
+  /// credit (the back-pressure hook). Every delivered byte must be consumed
+  /// eventually, even after a reset, or the connection's credit shrinks.
+  virtual void on_stream_data(int64_t id, const uint8_t* data, size_t size,
+                              bool fin) = 0;
+  /// The peer reset its sending side (RESET_STREAM) or asked us to stop
+  /// sending (STOP_SENDING) with `app_error`. Once per stream; never for
+  /// our own reset_stream().
+  virtual void on_stream_reset(int64_t id, uint64_t app_error) = 0;
+  /// Stream `id` is fully closed both ways; its id is never reused.
+  virtual void on_stream_closed(int64_t id) = 0;
+  /// Stream `id` can take more data again after write_stream() fell short.
+  virtual void on_stream_writable(int64_t id) = 0;
+  /// The connection is over (handshake failure, identity mismatch, idle
+  /// timeout, peer closed, local close); nothing works after this. Call
+  /// write() once more to flush our CONNECTION_CLOSE, if any.
+  virtual void on_closed(const std::string& reason) = 0;
+};
+
+struct quic_stats {
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  uint64_t packets_sent = 0, packets_received = 0;
+  std::chrono::microseconds smoothed_rtt{0};
+  std::chrono::microseconds min_rtt{0};
+  uint64_t cwnd = 0;
+  /// Packets carrying stream data that were declared lost.
+  uint64_t lost_packets = 0;
+};
+
+class quic_connection {
+public:
+  virtual ~quic_connection() = default;
+
+  /// The controlling side of a session is the QUIC client. Both factories
+  /// make a self-signed certificate for `me` (only read during the call)
+  /// and throw std::runtime_error if TLS setup fails.
+  static std::unique_ptr<quic_connection>
+  make_client(const identity& me, std::string expected_peer,
+              const quic_settings& cfg, quic_events& events, quic_time now);
+  /// The server waits for the client's first Initial in receive().
+  static std::unique_ptr<quic_connection>
+  make_server(const identity& me, std::string expected_peer,
+              const quic_settings& cfg, quic_events& events, quic_time now);
+
+  /// Feeds one datagram from the path.
+  virtual void receive(const uint8_t* data, size_t size, quic_time now) = 0;
+  /// Appends the datagrams to send now (at most `max` of them, and at most
+  /// the congestion controller's send quantum). Call it after every
+  /// receive(), on_expiry(), write_stream(), consume() or close(); if it
+  /// returned `max` datagrams, call it again.
+  virtual void write(quic_time now, std::vector<std::string>& out,
+                     size_t max = 64) = 0;
+  /// When on_expiry() must run next (UINT64_MAX: no timer).
+  virtual quic_time expiry() const = 0;
+  virtual void on_expiry(quic_time now) = 0;
+
+  virtual bool handshake_done() const = 0;
+  /// Opens a bidirectional stream; -1 before on_handshake_done(), after
+  /// close, or when the peer's stream limit is hit.
+  virtual int64_t open_stream() = 0;
+  /// Queues bytes on a stream (copied; kept until acknowledged). Returns how
+  /// many were taken: fewer than `size` when the stream's send buffer is
+  /// full (then on_stream_writable() follows). `fin` ends our side once all
+  /// of `size` was taken (a bare FIN is `size` 0). 0 after the side ended,
+  /// a reset, or close.
+  virtual size_t write_stream(int64_t id, const uint8_t* data, size_t size,
+                              bool fin) = 0;
+  /// Grants the peer `size` more bytes of credit on stream `id` (and the
+  /// connection) after the owner has passed received bytes on.
+  virtual void consume(int64_t id, size_t size) = 0;
+  /// RESET_STREAM + STOP_SENDING with `app_error`.
+  virtual void reset_stream(int64_t id, uint64_t app_error) = 0;
+  /// Bytes queued on stream `id` and not yet acknowledged.
+  virtual size_t unacked(int64_t id) const = 0;
+  /// Graceful close with CONNECTION_CLOSE carrying `reason`; write() emits it.
+  virtual void close(const std::string& reason) = 0;
+  virtual bool closed() const = 0;
+  virtual quic_stats stats() const = 0;
+};
+
+} // namespace p2proxy
