@@ -1,0 +1,89 @@
+// The ICE seam. A PEER SESSION talks to ICE only through these two
+// interfaces: the real driver runs libnice agents on one GLib thread
+// (actors/ice/nice_driver.*); actor tests use a fake that wires two sessions
+// together in memory.
+//
+// Every method is thread-safe and non-blocking: it only posts work to the
+// driver's thread. Events come back as messages to the owner actor given at
+// creation, each carrying the agent's tag (see actors/actors.hpp, ICE):
+//   (ice_cand_atom, tag, std::string candidate)     a local candidate (trickle)
+//   (ice_gathered_atom, tag)                        local gathering finished
+//   (ice_state_atom, tag, std::string state)        "checking" | "connected" |
+//                                                   "ready" | "failed" |
+//                                                   "disconnected"
+//   (ice_pair_atom, tag, std::string local_type, std::string local_addr,
+//    std::string remote_type, std::string remote_addr)  the selected pair
+//   (ice_data_atom, tag, std::vector<std::string> datagrams)
+// After close() returns, no further event is posted for that agent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+
+#include "actors/common/endpoint.hpp"
+
+namespace p2proxy {
+
+struct ice_turn_server {
+  endpoint server;
+  std::string user;
+  std::string password;
+};
+
+struct ice_settings {
+  std::vector<endpoint> stun;
+  std::vector<ice_turn_server> turn;
+  bool consent_freshness = true;
+  /// Host candidates only on these IP addresses when not empty. libnice never
+  /// gathers on loopback by itself, so same-host tests pass {"127.0.0.1"}; a
+  /// machine whose only interface is loopback falls back to it anyway.
+  std::vector<std::string> local_addresses;
+  /// Connectivity-check pacing, 0 = libnice's default (first retransmission
+  /// after 500 ms, 3 retransmissions). Tests shorten it so that a dead pair
+  /// fails fast.
+  unsigned stun_initial_timeout_ms = 0;
+  unsigned stun_max_retransmissions = 0;
+  /// How long an agent whose checks have all failed still waits for late
+  /// candidates before it reports "failed"; 0 = libnice's 5 s.
+  unsigned idle_timeout_ms = 0;
+  /// Port mappings through a UPnP IGD router. Off by default: libnice then
+  /// holds back every end of gathering by 200 ms and multicasts per agent.
+  bool upnp = false;
+};
+
+class ice_agent {
+public:
+  virtual ~ice_agent() = default;
+  /// This agent's ICE username fragment and password (known at creation).
+  virtual std::string local_ufrag() const = 0;
+  virtual std::string local_pwd() const = 0;
+  /// Starts gathering local candidates (host, server-reflexive, relayed).
+  virtual void gather() = 0;
+  virtual void set_remote_credentials(std::string ufrag, std::string pwd) = 0;
+  /// One remote candidate in SDP attribute form ("candidate:..." without
+  /// "a="); malformed ones are ignored and logged.
+  virtual void add_remote_candidate(std::string candidate) = 0;
+  /// The peer has sent all its candidates.
+  virtual void remote_gathering_done() = 0;
+  /// Sends datagrams on the selected pair; dropped (like UDP) before one is
+  /// selected.
+  virtual void send(std::vector<std::string> datagrams) = 0;
+  /// Ends the agent; no event is posted after this returns.
+  virtual void close() = 0;
+};
+
+class ice_driver {
+public:
+  virtual ~ice_driver() = default;
+  virtual std::shared_ptr<ice_agent>
+  create_agent(bool controlling, caf::actor owner, uint64_t tag) = 0;
+  /// Ends every agent and the driver's thread. Call after the actors that
+  /// own agents are gone.
+  virtual void shutdown() = 0;
+};
+
+} // namespace p2proxy
