@@ -100,4 +100,59 @@ using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 // - SIGNAL CLIENT INTERNAL: (timeout_atom, uint64_t gen) login/heartbeat
 //   deadline.
 
+// --- PEER MANAGER (the only creator and destroyer of PEER SESSIONs) ----------
+// (open_atom, std::string node_id) -> caf::actor session, once it is ready;
+//     error: peer offline, ICE failed, handshake failed, identity mismatch,
+//     timeout (the text says which)
+// (signal_atom, std::string serialized Signal)     from the SIGNAL LINK (sink)
+// (peer_off_atom, peer, session_id, text)          from the SIGNAL LINK
+// (get_atom) -> std::string serialized admin::SessionList
+// session -> manager: (ready_atom, uint64_t session_id)
+//                     (failed_atom, uint64_t session_id, std::string reason,
+//                      std::string final admin::SessionStatus) as it ends
+//   and the manager's down_msg when the session has ended.
+using open_atom = caf::atom_constant<caf::atom("open")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+using failed_atom = caf::atom_constant<caf::atom("failed")>;
+
+// --- PEER SESSION ---------------------------------------------------------------
+// manager -> session: (signal_atom, std::string serialized Signal)
+//                     (stop_atom, std::string reason)   graceful close
+// owner -> session:   (stream_open_atom, caf::actor owner) -> int64_t stream id
+//                     (stream_write_atom, int64_t id, std::string bytes, bool fin)
+//                     (stream_consumed_atom, int64_t id, uint64_t bytes)
+//                     (stream_reset_atom, int64_t id, uint64_t app_error)
+// session -> owner:   (stream_data_atom, int64_t id, std::string bytes, bool fin)
+//                     (stream_credit_atom, int64_t id, uint64_t bytes) may write
+//                         that many more bytes
+//                     (stream_reset_atom, int64_t id, uint64_t app_error)
+//                     (stream_closed_atom, int64_t id)
+//                     (session_down_atom, std::string reason)
+// session -> stream handler (peer-opened streams): as to an owner, after the
+//     handler factory spawned it for (session, id).
+// INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
+//           (timeout_atom, uint64_t gen) connect deadline
+using stream_open_atom = caf::atom_constant<caf::atom("s_open")>;
+using stream_write_atom = caf::atom_constant<caf::atom("s_write")>;
+using stream_consumed_atom = caf::atom_constant<caf::atom("s_consumed")>;
+using stream_reset_atom = caf::atom_constant<caf::atom("s_reset")>;
+using stream_data_atom = caf::atom_constant<caf::atom("s_data")>;
+using stream_credit_atom = caf::atom_constant<caf::atom("s_credit")>;
+using stream_closed_atom = caf::atom_constant<caf::atom("s_closed")>;
+using session_down_atom = caf::atom_constant<caf::atom("sess_down")>;
+using quic_timer_atom = caf::atom_constant<caf::atom("q_timer")>;
+using linger_atom = caf::atom_constant<caf::atom("linger")>;
+
+// --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID) -------------
+// (pump_atom, std::string peer, std::string resource, uint64_t bytes,
+//  uint32_t streams) -> std::string JSON result
+using pump_atom = caf::atom_constant<caf::atom("pump")>;
+
+// --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
+using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;
+using ice_gathered_atom = caf::atom_constant<caf::atom("ice_gath")>;
+using ice_state_atom = caf::atom_constant<caf::atom("ice_state")>;
+using ice_pair_atom = caf::atom_constant<caf::atom("ice_pair")>;
+using ice_data_atom = caf::atom_constant<caf::atom("ice_data")>;
+
 } // namespace p2proxy

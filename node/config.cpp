@@ -1,5 +1,6 @@
 #include "node/config.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -220,6 +221,32 @@ public:
     return out;
   }
 
+  /// A size in bytes: an integer, or a string like "16MiB", "512KiB".
+  uint64_t size_of(const toml::node& n, const std::string& key) const {
+    int64_t value = -1;
+    if (n.is_integer()) {
+      value = n.as_integer()->get();
+    } else if (n.is_string()) {
+      auto text = n.as_string()->get();
+      size_t pos = 0;
+      while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos])))
+        ++pos;
+      auto unit = text.substr(pos);
+      int64_t mult = unit == "" || unit == "B" ? 1
+                     : unit == "KiB"           ? 1024
+                     : unit == "MiB"           ? 1024 * 1024
+                     : unit == "GiB"           ? int64_t{1} << 30
+                                               : -1;
+      if (pos > 0 && pos <= 12 && mult > 0)
+        value = std::stoll(text.substr(0, pos)) * mult;
+    }
+    if (value < 64 * 1024 || value > (int64_t{1} << 32))
+      fail(line_of(n), key,
+           "expected a size between 64KiB and 4GiB, like \"16MiB\" or "
+           "16777216");
+    return static_cast<uint64_t>(value);
+  }
+
   const toml::array& array_of(const toml::node& n, const std::string& key,
                               const std::string& like) const {
     if (!n.is_array())
@@ -270,14 +297,42 @@ public:
   void read(const toml::table& root, node_config& cfg) {
     check_keys(root, "",
                {"node", "signal", "ice", "session", "admin", "log", "export",
-                "listen"});
+                "listen", "debug"});
     read_node(table_at(root, "node"), cfg);
     read_signal(table_at(root, "signal"), cfg);
     read_ice(table_at(root, "ice"), cfg);
     if (auto t = table_at(root, "session")) {
-      check_keys(*t, "session", {"idle_linger"});
+      check_keys(*t, "session",
+                 {"idle_linger", "connect_timeout", "idle_timeout", "keepalive",
+                  "stream_window", "connection_window"});
       if (auto n = t->get("idle_linger"))
         cfg.idle_linger = duration_of(*n, "session.idle_linger", true);
+      if (auto n = t->get("connect_timeout"))
+        cfg.connect_timeout = duration_of(*n, "session.connect_timeout", false);
+      if (auto n = t->get("idle_timeout"))
+        cfg.idle_timeout = duration_of(*n, "session.idle_timeout", false);
+      if (auto n = t->get("keepalive"))
+        cfg.keepalive = duration_of(*n, "session.keepalive", false);
+      if (auto n = t->get("stream_window"))
+        cfg.stream_window = size_of(*n, "session.stream_window");
+      if (auto n = t->get("connection_window"))
+        cfg.connection_window = size_of(*n, "session.connection_window");
+      if (cfg.keepalive >= cfg.idle_timeout)
+        fail(line_of(*t), "session.keepalive",
+             "must be shorter than session.idle_timeout, or the session ends "
+             "before its keepalive is sent");
+      if (cfg.connection_window < cfg.stream_window)
+        fail(line_of(*t), "session.connection_window",
+             "must not be smaller than session.stream_window");
+    }
+    if (auto t = table_at(root, "debug")) {
+      check_keys(*t, "debug", {"test_resources"});
+      if (auto n = t->get("test_resources")) {
+        if (!n->is_boolean())
+          fail(line_of(*n), "debug.test_resources",
+               fmt::format("expected true or false, got {}", type_name(*n)));
+        cfg.test_resources = n->as_boolean()->get();
+      }
     }
     if (auto t = table_at(root, "admin")) {
       check_keys(*t, "admin", {"listen"});

@@ -60,6 +60,13 @@ struct node_config {
   std::vector<turn_config> turn;
   // [session]
   std::chrono::milliseconds idle_linger{30000};
+  std::chrono::milliseconds connect_timeout{20000};  // ICE + handshake
+  std::chrono::milliseconds idle_timeout{30000};     // QUIC: silence that ends it
+  std::chrono::milliseconds keepalive{10000};        // QUIC PING when idle
+  uint64_t stream_window = 16ull << 20;              // bytes
+  uint64_t connection_window = 64ull << 20;          // bytes
+  // [debug]
+  bool test_resources = false;   // built-in echo / discard / source
   // [admin]
   bool admin_enabled = false;
   endpoint admin_listen;

@@ -17,6 +17,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
+#include "actors/common/json.hpp"
 #include "actors/common/log.hpp"
 #include "proto/admin.pb.h"
 
@@ -33,36 +34,6 @@ constexpr size_t worker_threads = 4;
 constexpr const char* json_type = "application/json";
 constexpr const char* metrics_type = "text/plain; version=0.0.4";
 
-std::string json_quote(std::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20)
-          out += fmt::format("\\u{:04x}", c);
-        else
-          out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-  return out;
-}
-
 std::string error_json(std::string_view text) {
   return "{\"error\":" + json_quote(text) + "}";
 }
@@ -70,7 +41,44 @@ std::string error_json(std::string_view text) {
 bool known_path(const std::string& path) {
   return path == "/v1/status" || path == "/metrics"
          || path.rfind("/v1/lookup/", 0) == 0
-         || path.rfind("/v1/probe/", 0) == 0;
+         || path.rfind("/v1/probe/", 0) == 0
+         || path.rfind("/v1/debug/pump/", 0) == 0;
+}
+
+/// GET /v1/debug/pump/NODE-ID?resource=echo&bytes=N&streams=K: a test
+/// transfer through a real session (only with [debug] test_resources).
+void answer_pump(caf::actor_system& sys, const caf::actor& source,
+                 const httplib::Request& req, httplib::Response& res) {
+  auto param = [&](const char* name, const char* dflt) {
+    return req.has_param(name) ? req.get_param_value(name) : std::string{dflt};
+  };
+  uint64_t bytes = 0;
+  uint32_t streams = 0;
+  try {
+    bytes = std::stoull(param("bytes", "1048576"));
+    streams = static_cast<uint32_t>(std::stoul(param("streams", "1")));
+  } catch (const std::exception&) {
+    res.status = 400;
+    res.set_content(error_json("bytes and streams must be numbers"),
+                    json_type);
+    return;
+  }
+  caf::scoped_actor self{sys};
+  self->request(source, std::chrono::minutes(30), pump_atom::value,
+                req.matches[1].str(), param("resource", "echo"), bytes,
+                streams)
+    .receive(
+      [&](std::string& body) {
+        res.status = 200;
+        res.set_content(std::move(body), json_type);
+      },
+      [&](caf::error& err) {
+        res.status = err.category() == caf::atom("p2proxy")
+                         && err.code() == static_cast<uint8_t>(ec::bad_config)
+                       ? 404
+                       : 502;
+        res.set_content(error_json(error_text(err)), json_type);
+      });
 }
 
 /// Look-ups and probes wait on the signaling server (5 s by default), so
@@ -180,6 +188,11 @@ void install_routes(httplib::Server& server, caf::actor_system& sys,
              [&sys, source](const httplib::Request& req,
                             httplib::Response& res) {
                answer_probe(sys, source, req.matches[1].str(), res);
+             });
+  server.Get(R"(/v1/debug/pump/([^/]{1,255}))",
+             [&sys, source](const httplib::Request& req,
+                            httplib::Response& res) {
+               answer_pump(sys, source, req, res);
              });
   auto wrong_method = [](const httplib::Request& req, httplib::Response& res) {
     if (known_path(req.path)) {

@@ -1,5 +1,7 @@
 #include "actors/node/node_supervisor.hpp"
 
+#include <map>
+
 #include <caf/all.hpp>
 #include <google/protobuf/util/json_util.h>
 
@@ -11,6 +13,10 @@
 #include "actors/common/log.hpp"
 #include "actors/signal/frame_conn.hpp"
 #include "actors/signal/signal_link.hpp"
+#include "actors/ice/nice_driver.hpp"
+#include "actors/peer/peer_manager.hpp"
+#include "actors/peer/pump_runner.hpp"
+#include "actors/peer/stream_service.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
 
@@ -61,8 +67,44 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
 }
 
 std::string metrics_text(node_supervisor_actor* self,
-                         const admin::SignalLinkStatus& ls) {
+                         const admin::SignalLinkStatus& ls,
+                         const admin::SessionList& sl) {
   prometheus_writer w;
+  std::map<std::pair<std::string, std::string>, uint64_t> by_state_path;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> bytes_by_path;
+  for (auto& s : sl.sessions()) {
+    auto path = s.local_candidate_type() == "relay"
+                    || s.remote_candidate_type() == "relay"
+                  ? std::string{"relay"}
+                : s.local_candidate_type().empty() ? std::string{"none"}
+                                                   : std::string{"direct"};
+    ++by_state_path[{s.state(), path}];
+    bytes_by_path[path].first += s.bytes_sent();
+    bytes_by_path[path].second += s.bytes_received();
+  }
+  for (auto& [k, n] : by_state_path)
+    w.gauge("p2proxy_sessions", "Peer sessions by state and path type",
+            static_cast<double>(n), {{"state", k.first}, {"path", k.second}});
+  if (by_state_path.empty())
+    w.gauge("p2proxy_sessions", "Peer sessions by state and path type", 0);
+  for (auto& [path, b] : bytes_by_path) {
+    w.counter("p2proxy_session_bytes_total",
+              "Bytes carried by open sessions, by direction and path type",
+              static_cast<double>(b.first),
+              {{"direction", "out"}, {"path", path}});
+    w.counter("p2proxy_session_bytes_total",
+              "Bytes carried by open sessions, by direction and path type",
+              static_cast<double>(b.second),
+              {{"direction", "in"}, {"path", path}});
+  }
+  for (auto& [reason, n] : sl.open_failures())
+    w.counter("p2proxy_session_open_failures_total",
+              "Sessions that failed to open, by reason",
+              static_cast<double>(n), {{"reason", reason}});
+  w.counter("p2proxy_sessions_opened_total", "Sessions this node opened",
+            static_cast<double>(sl.opened()));
+  w.counter("p2proxy_sessions_accepted_total", "Sessions peers opened",
+            static_cast<double>(sl.accepted()));
   w.gauge("p2proxy_signal_online", "1 while logged in to the signaling server",
           ls.state() == "online" ? 1 : 0);
   w.counter("p2proxy_signal_reconnects_total",
@@ -92,13 +134,16 @@ void stop_children(node_supervisor_actor* self, const std::string& reason) {
     return;
   st.stopping = true;
   log::info(subject, "stops: {}", reason);
-  for (auto& child : {st.link, st.admin})
+  for (auto& child : {st.manager, st.link, st.admin})
     if (child)
       self->send(child, stop_atom::value, reason);
   if (st.connector)
     self->send_exit(st.connector, caf::exit_reason::user_shutdown);
-  if (st.children.empty())
+  if (st.children.empty()) {
+    if (st.ice)
+      st.ice->shutdown();
     self->quit(st.exit_reason);
+  }
 }
 
 } // namespace
@@ -124,8 +169,12 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
                                   fmt::format("the {} ended: {}", what, why));
       stop_children(self, "a child actor ended");
     }
-    if (st.children.empty())
+    if (st.children.empty()) {
+      // Every actor that could own an ICE agent is gone: now the driver.
+      if (st.ice)
+        st.ice->shutdown();
       self->quit(st.exit_reason);
+    }
   });
 
   st.connector = spawn_connector(sys, std::chrono::seconds(10),
@@ -149,6 +198,29 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
                         caf::actor{self});
   self->monitor(st.link);
   st.children.insert(st.link.address());
+
+  ice_settings is;
+  is.stun = st.cfg.stun;
+  for (auto& t : st.cfg.turn)
+    is.turn.push_back(ice_turn_server{t.server, t.user, t.password});
+  st.ice = make_nice_driver(is);
+  peer_manager_config pc;
+  pc.me = st.id;
+  pc.ice = st.ice;
+  pc.link = st.link;
+  stream_service_config sc;
+  sc.test_resources = st.cfg.test_resources;
+  pc.handler = make_stream_handler(sc);
+  pc.settings.idle_linger = st.cfg.idle_linger;
+  pc.settings.connect_timeout = st.cfg.connect_timeout;
+  pc.settings.quic.idle_timeout = st.cfg.idle_timeout;
+  pc.settings.quic.keepalive = st.cfg.keepalive;
+  pc.settings.quic.stream_window = st.cfg.stream_window;
+  pc.settings.quic.connection_window = st.cfg.connection_window;
+  st.manager = self->spawn(peer_manager, pc);
+  self->monitor(st.manager);
+  st.children.insert(st.manager.address());
+  self->send(st.link, sink_atom::value, st.manager);
 
   if (st.cfg.admin_enabled) {
     auto admin = start_admin_server(sys, st.cfg.admin_listen, caf::actor{self},
@@ -175,10 +247,10 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
       auto ns = std::make_shared<admin::NodeStatus>(base_status(self));
       auto& st = self->state;
       std::vector<caf::actor> children;
-      for (auto& c : {st.link, st.admin, st.connector})
+      for (auto& c : {st.link, st.manager, st.admin, st.connector})
         if (c)
           children.push_back(c);
-      auto pending = std::make_shared<size_t>(children.size() + 1);
+      auto pending = std::make_shared<size_t>(children.size() + 2);
       auto finish = [=]() mutable {
         if (--*pending == 0)
           rp.deliver(to_json(*ns));
@@ -194,6 +266,13 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
             ns->mutable_signal()->set_last_error(error_text(err));
             finish();
           });
+      self->request(st.manager, child_timeout, get_atom::value)
+        .then(
+          [=](const std::string& list) mutable {
+            ns->mutable_sessions()->ParseFromString(list);
+            finish();
+          },
+          [=](caf::error&) mutable { finish(); });
       for (auto& child : children)
         self->request(child, child_timeout, status_atom::value)
           .then(
@@ -216,9 +295,43 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
           [=](const std::string& link_status) mutable {
             admin::SignalLinkStatus ls;
             ls.ParseFromString(link_status);
-            rp.deliver(metrics_text(self, ls));
+            self->request(self->state.manager, child_timeout, get_atom::value)
+              .then(
+                [=](const std::string& list) mutable {
+                  admin::SessionList sl;
+                  sl.ParseFromString(list);
+                  rp.deliver(metrics_text(self, ls, sl));
+                },
+                [=](caf::error&) mutable {
+                  rp.deliver(metrics_text(self, ls, admin::SessionList{}));
+                });
           },
           [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](open_atom, std::string& peer) {
+      return self->delegate(self->state.manager, open_atom::value,
+                            std::move(peer));
+    },
+    [=](pump_atom, std::string& peer, std::string& resource, uint64_t bytes,
+        uint32_t streams) {
+      auto rp = self->make_response_promise<std::string>();
+      if (!self->state.cfg.test_resources) {
+        rp.deliver(make_error(ec::bad_config,
+                              "the debug pump is off: set [debug] "
+                              "test_resources = true on both nodes"));
+        return rp;
+      }
+      if (streams == 0 || streams > 256 || bytes > (uint64_t{16} << 30)) {
+        rp.deliver(make_error(ec::bad_config,
+                              "streams must be 1-256 and bytes at most 16 GiB"));
+        return rp;
+      }
+      auto runner = self->spawn(pump_runner, self->state.manager);
+      self->request(runner, std::chrono::minutes(30), pump_atom::value, peer,
+                    resource, bytes, streams)
+        .then([=](std::string& json) mutable { rp.deliver(std::move(json)); },
+              [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
     },
     [=](lookup_atom, std::string& name) {
@@ -230,7 +343,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
                             std::move(node));
     },
     [=](signal_atom, const std::string& serialized) {
-      // No session owner yet: count it so the status shows it arrived.
+      // Before the PEER MANAGER is the sink: count it so the status shows it.
       signal::Signal sig;
       sig.ParseFromString(serialized);
       ++self->state.signals_unowned;

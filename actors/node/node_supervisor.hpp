@@ -1,7 +1,8 @@
 // NODE SUPERVISOR (seed: "User Control"): owns the node's configuration and
 // creates, monitors and ends every top-level actor of a node: the CONNECTOR,
-// the SIGNAL LINK and the ADMIN SERVER. It is the source of the admin port's
-// documents and, until sessions exist, the sink of incoming Signals.
+// the SIGNAL LINK, the PEER MANAGER and the ADMIN SERVER, and owns the ICE
+// driver (shut down after every actor that uses it has ended). It is the
+// source of the admin port's documents.
 //
 //   running ──(stop_atom)──▶ stopping ──(all children down)──▶ (quits)
 //      │
@@ -16,6 +17,7 @@
 #include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
 #include "node/config.hpp"
 
@@ -29,7 +31,9 @@ struct node_supervisor_state {
   std::chrono::system_clock::time_point started;
   caf::actor connector;
   caf::actor link;
+  caf::actor manager;   // PEER MANAGER
   caf::actor admin;
+  std::shared_ptr<ice_driver> ice;
   uint16_t admin_port = 0;
   bool stopping = false;
   caf::error exit_reason;
@@ -41,8 +45,9 @@ using node_supervisor_actor = caf::stateful_actor<node_supervisor_state>;
 
 /// Answers (get_atom) -> JSON of admin::NodeStatus, (metrics_atom) ->
 /// Prometheus text, (lookup_atom, name) and (probe_atom, node id) through the
-/// SIGNAL LINK, (stop_atom, reason). Quits with an error when the admin port
-/// cannot be bound.
+/// SIGNAL LINK, (open_atom, node id) through the PEER MANAGER, (pump_atom,
+/// ...) with [debug] test_resources, (stop_atom, reason). Quits with an error
+/// when the admin port cannot be bound.
 caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
                               std::shared_ptr<const identity> id);
 

@@ -3,6 +3,7 @@
 Only Python's standard library. Every wait is bounded in time; every process
 started is stopped (SIGTERM, then SIGKILL) when the test ends.
 """
+import atexit
 import json
 import os
 import signal
@@ -107,6 +108,8 @@ class Lab:
         with open(os.path.join(self.dir, "token"), "w") as f:
             f.write(token + "\n")
         self.server = None
+        # Also when a setUpClass fails (tearDownClass is not called then).
+        atexit.register(self.close)
 
     def start_server(self):
         self.server = self.spawn("signal", [
@@ -141,6 +144,7 @@ class Lab:
     def close(self):
         for p in reversed(self.procs):
             p.stop()
+        self.procs = []
 
 
 def status(admin_port):

@@ -191,7 +191,7 @@ TEST(config, unknown_top_level_key) {
   // Top-level keys must precede the first table in TOML.
   expect_error("colour = \"red\"\n" + base, 1, "colour",
                "unknown key 'colour' (known: node, signal, ice, session, "
-               "admin, log, export, listen)");
+               "admin, log, export, listen, debug)");
 }
 
 TEST(config, unknown_top_level_table) {

@@ -1,0 +1,275 @@
+#include "actors/peer/peer_manager.hpp"
+
+#include <random>
+
+#include <caf/all.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/common/error.hpp"
+#include "actors/common/log.hpp"
+#include "proto/admin.pb.h"
+#include "proto/signal.pb.h"
+
+namespace p2proxy {
+
+namespace {
+
+constexpr const char* subject = "peer_manager";
+
+caf::actor spawn_session(peer_manager_actor* self, const std::string& peer,
+                         uint64_t session_id, bool controlling,
+                         const std::string& ufrag = {},
+                         const std::string& pwd = {}) {
+  auto& st = self->state;
+  session_args args;
+  args.session_id = session_id;
+  args.peer = peer;
+  args.controlling = controlling;
+  args.me = st.cfg.me;
+  args.ice = st.cfg.ice;
+  args.link = st.cfg.link;
+  args.manager = caf::actor{self};
+  args.handler = st.cfg.handler;
+  args.settings = st.cfg.settings;
+  args.remote_ufrag = ufrag;
+  args.remote_pwd = pwd;
+  auto s = self->spawn(peer_session, std::move(args));
+  self->monitor(s);
+  st.by_addr[s.address()] = peer;
+  auto& e = st.peers[peer];
+  e.session = s;
+  e.session_id = session_id;
+  e.controlling = controlling;
+  e.ready = false;
+  return s;
+}
+
+/// The class of a failed open, for the metrics: what to look at first.
+std::string failure_class(const std::string& reason) {
+  if (reason.find("ICE failed") != std::string::npos)
+    return "ice_failed";
+  if (reason.find("presented node id") != std::string::npos)
+    return "identity_mismatch";
+  if (reason.find("timeout") != std::string::npos)
+    return "timeout";
+  if (reason.find("offline") != std::string::npos)
+    return "peer_offline";
+  if (reason.find("handshake") != std::string::npos
+      || reason.find("TLS") != std::string::npos)
+    return "handshake_failed";
+  return "other";
+}
+
+void fail_waiting(peer_manager_state::entry& e, const std::string& why) {
+  for (auto& rp : e.waiting)
+    rp.deliver(make_error(ec::unspecified, why));
+  e.waiting.clear();
+}
+
+void on_offer(peer_manager_actor* self, const signal::Signal& sig) {
+  auto& st = self->state;
+  auto& peer = sig.from();
+  auto i = st.peers.find(peer);
+  if (i != st.peers.end()) {
+    auto& e = i->second;
+    if (e.session_id == sig.session_id())
+      return; // a duplicate of the offer that made this session
+    if (e.controlling && !e.ready) {
+      // Glare: both sides opened at once.
+      ++st.glare_resolved;
+      if (st.cfg.me->node_id() > peer) {
+        log::debug(subject, "keeps its session to {} (glare, higher id)",
+                   peer);
+        return; // the peer drops its own session when it sees our offer
+      }
+      log::debug(subject, "adopts {}'s session (glare, lower id)", peer);
+      auto waiting = std::move(e.waiting);
+      st.by_addr.erase(e.session.address());
+      self->demonitor(e.session);
+      self->send(e.session, stop_atom::value,
+                 std::string{"glare: the peer's session wins"});
+      spawn_session(self, peer, sig.session_id(), false, sig.offer().ufrag(),
+                    sig.offer().pwd());
+      st.peers[peer].waiting = std::move(waiting);
+      return;
+    }
+    // The peer started over (e.g. it restarted): the old session is stale.
+    log::info(subject, "replaces its session to {}: the peer opened a new one",
+              peer);
+    auto waiting = std::move(e.waiting);
+    st.by_addr.erase(e.session.address());
+    self->demonitor(e.session);
+    self->send(e.session, stop_atom::value,
+               std::string{"replaced by a new session from the peer"});
+    spawn_session(self, peer, sig.session_id(), false, sig.offer().ufrag(),
+                  sig.offer().pwd());
+    st.peers[peer].waiting = std::move(waiting);
+    return;
+  }
+  ++st.accepted;
+  spawn_session(self, peer, sig.session_id(), false, sig.offer().ufrag(),
+                sig.offer().pwd());
+}
+
+} // namespace
+
+caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.next_session = st.cfg.seed ? st.cfg.seed : std::random_device{}();
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    auto a = st.by_addr.find(dm.source);
+    if (a == st.by_addr.end())
+      return; // a session we already replaced
+    auto peer = a->second;
+    st.by_addr.erase(a);
+    auto i = st.peers.find(peer);
+    if (i != st.peers.end() && i->second.session.address() == dm.source) {
+      auto why = st.last_reason.count(peer) ? st.last_reason[peer]
+                                            : std::string{"session ended"};
+      fail_waiting(i->second, why);
+      st.peers.erase(i);
+    }
+    if (st.stopping && st.by_addr.empty())
+      self->quit();
+  });
+  return {
+    [=](open_atom, const std::string& peer) {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      if (peer == st.cfg.me->node_id()) {
+        rp.deliver(make_error(ec::unspecified,
+                              "refusing to open a session to this node itself"));
+        return rp;
+      }
+      auto i = st.peers.find(peer);
+      if (i != st.peers.end() && i->second.ready) {
+        rp.deliver(i->second.session);
+        return rp;
+      }
+      if (i == st.peers.end()) {
+        ++st.opened;
+        spawn_session(self, peer, ++st.next_session, true);
+        i = st.peers.find(peer);
+      }
+      i->second.waiting.push_back(rp);
+      return rp;
+    },
+    [=](ready_atom, uint64_t session_id) {
+      auto& st = self->state;
+      auto a = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (a == st.by_addr.end())
+        return;
+      auto& e = st.peers[a->second];
+      if (e.session_id != session_id)
+        return;
+      e.ready = true;
+      for (auto& rp : e.waiting)
+        rp.deliver(e.session);
+      e.waiting.clear();
+    },
+    [=](failed_atom, uint64_t, const std::string& reason,
+        const std::string& final_row) {
+      auto& st = self->state;
+      admin::SessionStatus row;
+      if (row.ParseFromString(final_row)) {
+        st.recently_closed.push_back(std::move(row));
+        while (st.recently_closed.size() > 16)
+          st.recently_closed.pop_front();
+      }
+      auto a = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (a == st.by_addr.end())
+        return;
+      st.last_reason[a->second] = reason;
+      auto i = st.peers.find(a->second);
+      if (i != st.peers.end() && !i->second.ready && !st.stopping)
+        ++st.open_failures[failure_class(reason)];
+    },
+    [=](signal_atom, const std::string& serialized) {
+      auto& st = self->state;
+      signal::Signal sig;
+      if (!sig.ParseFromString(serialized) || sig.from().empty())
+        return;
+      if (sig.has_offer()) {
+        on_offer(self, sig);
+        return;
+      }
+      auto i = st.peers.find(sig.from());
+      if (i == st.peers.end() || i->second.session_id != sig.session_id()) {
+        log::debug(subject, "drops a signal for unknown session {} of {}",
+                   sig.session_id(), sig.from());
+        return;
+      }
+      self->send(i->second.session, signal_atom::value, serialized);
+    },
+    [=](peer_off_atom, const std::string& peer, uint64_t session_id,
+        const std::string& text) {
+      auto& st = self->state;
+      auto i = st.peers.find(peer);
+      if (i == st.peers.end() || i->second.session_id != session_id
+          || i->second.ready)
+        return;
+      st.last_reason[peer] = "peer offline: node " + peer
+                             + " is not logged in to the signaling server";
+      fail_waiting(i->second, st.last_reason[peer]);
+      self->send(i->second.session, stop_atom::value, st.last_reason[peer]);
+    },
+    [=](get_atom) {
+      // Collect each session's row.
+      auto& st = self->state;
+      auto rp = self->make_response_promise<std::string>();
+      auto list = std::make_shared<admin::SessionList>();
+      for (auto& [k, v] : st.open_failures)
+        (*list->mutable_open_failures())[k] = v;
+      list->set_opened(st.opened);
+      list->set_accepted(st.accepted);
+      list->set_glare_resolved(st.glare_resolved);
+      for (auto& row : st.recently_closed)
+        *list->add_recently_closed() = row;
+      auto pending = std::make_shared<size_t>(st.peers.size());
+      if (*pending == 0) {
+        rp.deliver(list->SerializeAsString());
+        return rp;
+      }
+      for (auto& [peer, e] : st.peers) {
+        self->request(e.session, std::chrono::seconds(2), get_atom::value)
+          .then(
+            [=](const std::string& row) mutable {
+              list->add_sessions()->ParseFromString(row);
+              if (--*pending == 0)
+                rp.deliver(list->SerializeAsString());
+            },
+            [=](caf::error&) mutable {
+              if (--*pending == 0)
+                rp.deliver(list->SerializeAsString());
+            });
+      }
+      return rp;
+    },
+    [=](status_atom) {
+      auto& st = self->state;
+      admin::ActorStatus as;
+      as.set_name(peer_manager_state::name);
+      as.set_state(st.stopping ? "stopping" : "running");
+      auto& f = *as.mutable_fields();
+      f["sessions"] = std::to_string(st.peers.size());
+      f["opened"] = std::to_string(st.opened);
+      f["accepted"] = std::to_string(st.accepted);
+      f["glare_resolved"] = std::to_string(st.glare_resolved);
+      return as.SerializeAsString();
+    },
+    [=](stop_atom, const std::string& reason) {
+      auto& st = self->state;
+      st.stopping = true;
+      for (auto& [peer, e] : st.peers) {
+        fail_waiting(e, "the node is shutting down");
+        self->send(e.session, stop_atom::value, reason);
+      }
+      if (st.by_addr.empty())
+        self->quit();
+    },
+  };
+}
+
+} // namespace p2proxy

@@ -1,0 +1,146 @@
+// PEER SESSION (seed: P2PConnectionICE + ProxyP2PSession +
+// P2PConnectionImplementator): one authenticated, encrypted session with one
+// other node. It owns one ICE agent (through the ICE driver) and one QUIC
+// connection on the selected pair, and multiplexes streams for its owners.
+// Only the PEER MANAGER creates it; it ends itself through its close
+// protocol and the manager reacts to the down_msg.
+//
+// States (transition_to() enforces the table):
+//
+//   connecting_ice ──ICE ready──▶ handshaking ──handshake done──▶ ready
+//        │                            │                           │  ▲
+//        │ ICE failed, timeout,       │ handshake failed,         │  │ stream
+//        │ bye, stop                  │ identity mismatch,        │  │ opened
+//        │                            │ timeout, bye, stop        ▼  │
+//        │                            │                       lingering
+//        │                            │                           │ linger over,
+//        ▼                            ▼                           ▼ stop, bye
+//      closed ◀──────────────────── closing ◀───────────────── (ready too)
+//
+// - ready → lingering when the last stream ends (or at once when ready has
+//   no stream); lingering → ready when a stream opens, which bumps the
+//   linger generation so the pending linger timer is ignored (atomic cancel).
+// - closing: a CONNECTION_CLOSE is written, owners hear (session_down_atom),
+//   the ICE agent is closed; then closed, and the actor quits.
+// - Before QUIC exists (connecting_ice) there is nothing to close politely:
+//   the session sends the peer a `bye` Signal and goes to closed directly.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/ice/ice_driver.hpp"
+#include "actors/identity/identity.hpp"
+#include "actors/quic/quic_connection.hpp"
+#include "proto/admin.pb.h"
+
+namespace p2proxy {
+
+enum class session_state {
+  connecting_ice,
+  handshaking,
+  ready,
+  lingering,
+  closing,
+  closed
+};
+
+const char* to_string(session_state s);
+bool session_transition_allowed(session_state from, session_state to);
+
+/// Spawns the actor that serves a stream the peer opened (the CHANNEL, or a
+/// test service). Called by the session, which monitors the result.
+using stream_handler_factory = std::function<caf::actor(
+  caf::local_actor* session, int64_t stream_id, const std::string& peer)>;
+
+struct session_settings {
+  std::chrono::milliseconds idle_linger{30000};
+  std::chrono::milliseconds connect_timeout{20000};  // ICE + handshake
+  /// Bytes an owner may have on its way into a stream before it must wait
+  /// for (stream_credit_atom).
+  uint64_t owner_credit = 1024 * 1024;
+  quic_settings quic;
+};
+
+struct session_args {
+  uint64_t session_id = 0;
+  std::string peer;                 // the node id we expect at the far end
+  bool controlling = false;         // the opener; the QUIC client
+  std::shared_ptr<const identity> me;
+  std::shared_ptr<ice_driver> ice;
+  caf::actor link;                  // SIGNAL LINK, for Signals to the peer
+  caf::actor manager;               // PEER MANAGER
+  stream_handler_factory handler;   // for peer-opened streams; may be empty
+  session_settings settings;
+  std::string remote_ufrag;         // controlled side: from the offer
+  std::string remote_pwd;
+};
+
+struct session_stream {
+  caf::actor owner;
+  std::string pending;      // from the owner, not yet taken by QUIC
+  bool pending_fin = false;
+  bool fin_queued = false;  // FIN handed to QUIC
+  uint64_t granted = 0;     // credit the owner has not used yet
+  bool closed = false;
+};
+
+struct peer_session_state : quic_events {
+  static inline const char* name = "peer_session";
+
+  session_args args;
+  session_state state = session_state::connecting_ice;
+  std::shared_ptr<ice_agent> agent;
+  std::unique_ptr<quic_connection> quic;
+  std::map<int64_t, session_stream> streams;
+  std::deque<int64_t> send_order;   // round-robin over streams with data
+  uint64_t timer_gen = 0;           // QUIC timer generation
+  uint64_t armed_expiry = UINT64_MAX;
+  uint64_t linger_gen = 0;
+  uint64_t connect_gen = 0;
+  bool flush_scheduled = false;
+  std::string close_reason;
+  std::chrono::system_clock::time_point linger_deadline;
+  // ICE facts for the status.
+  std::string local_type, local_addr, remote_type, remote_addr;
+  uint64_t local_candidates = 0, remote_candidates = 0;
+  uint64_t datagrams_in = 0, datagrams_out = 0;
+
+  // quic_events: recorded, then handled after the QUIC call returns, so no
+  // handler runs while ngtcp2 is on the stack.
+  struct event {
+    enum kind { handshake, open, data, reset, closed_stream, writable, closed };
+    kind k;
+    int64_t id = 0;
+    std::string bytes;
+    bool fin = false;
+    uint64_t code = 0;
+  };
+  std::vector<event> events;
+
+  void on_handshake_done() override;
+  void on_stream_open(int64_t id) override;
+  void on_stream_data(int64_t id, const uint8_t* data, size_t size,
+                      bool fin) override;
+  void on_stream_reset(int64_t id, uint64_t app_error) override;
+  void on_stream_closed(int64_t id) override;
+  void on_stream_writable(int64_t id) override;
+  void on_closed(const std::string& reason) override;
+};
+
+using peer_session_actor = caf::stateful_actor<peer_session_state>;
+
+caf::behavior peer_session(peer_session_actor* self, session_args args);
+
+/// The session's row in the status (admin::SessionStatus).
+admin::SessionStatus session_status(const peer_session_state& st);
+
+} // namespace p2proxy

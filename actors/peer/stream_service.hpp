@@ -1,0 +1,39 @@
+// STREAM SERVICE: serves a stream the peer opened. It reads the StreamOpen
+// preamble (4-byte big-endian length + tunnel::StreamOpen, at most 16 KiB,
+// within 10 s), answers StreamOpenResult, and then serves the resource.
+// Built in, off unless the config enables them, are the test resources the
+// session tests and the benchmark use:
+//   echo     every byte back, FIN after the peer's FIN
+//   discard  reads everything, FIN after the peer's FIN
+//   source   sends StreamOpen.source_bytes bytes of a fixed pattern, then FIN
+// Anything else is answered UNKNOWN_RESOURCE (exports come with the proxy
+// channels). Back-pressure: bytes are consumed (credit returned to the peer)
+// only once they have been passed on, so a slow side never grows a buffer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
+
+#include "actors/peer/peer_session.hpp"
+
+namespace p2proxy {
+
+struct stream_service_config {
+  bool test_resources = false;
+  std::chrono::milliseconds preamble_timeout{10000};
+  size_t max_preamble = 16 * 1024;
+};
+
+/// The handler factory a PEER SESSION uses for peer-opened streams.
+stream_handler_factory make_stream_handler(stream_service_config cfg);
+
+/// The byte at offset `i` of the "source" pattern (cheap to check).
+inline char source_pattern(uint64_t i) {
+  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+}
+
+} // namespace p2proxy

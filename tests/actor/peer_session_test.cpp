@@ -1,0 +1,486 @@
+// PEER MANAGER and PEER SESSION on virtual time: real QUIC (ngtcp2 +
+// GnuTLS) over the fake ICE driver, signaling through a fake server.
+#include "actors/peer/peer_manager.hpp"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+
+#include <caf/all.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/common/error.hpp"
+#include "actors/peer/stream_pump.hpp"
+#include "actors/peer/stream_service.hpp"
+#include "fake_ice.hpp"
+#include "proto/signal.pb.h"
+#include "test_system.hpp"
+
+using namespace p2proxy;
+using namespace std::chrono_literals;
+
+namespace {
+
+using attach_atom = caf::atom_constant<caf::atom("attach")>;
+using send_atom = caf::atom_constant<caf::atom("send")>;
+
+/// The fake signaling server: node id -> that node's PEER MANAGER.
+struct fake_directory {
+  std::map<std::string, caf::actor> managers;
+  uint64_t signals = 0;
+};
+
+/// A node's SIGNAL LINK stand-in: stamps `from` with the id it claims and
+/// hands the Signal to the addressee's manager, or reports it offline.
+caf::behavior fake_link(caf::stateful_actor<caf::actor>* self,
+                        std::shared_ptr<fake_directory> dir,
+                        std::string claimed_id) {
+  return {
+    [=](attach_atom, caf::actor manager) { self->state = manager; },
+    [=](signal_atom, const std::string& serialized) -> caf::result<void> {
+      signal::Signal sig;
+      sig.ParseFromString(serialized);
+      sig.set_from(claimed_id);
+      auto i = dir->managers.find(sig.to());
+      if (i == dir->managers.end()) {
+        self->send(self->state, peer_off_atom::value, sig.to(),
+                   sig.session_id(), std::string{"peer offline"});
+        return make_error(ec::peer_offline, "not online");
+      }
+      ++dir->signals;
+      caf::anon_send(i->second, signal_atom::value, sig.SerializeAsString());
+      return caf::unit;
+    },
+  };
+}
+
+struct client_record {
+  int64_t id = -1;
+  std::string open_error;
+  std::string received;
+  bool fin = false;
+  bool closed = false;
+  std::string down;
+};
+
+/// A local stream owner: opens a stream on `session` as its owner, writes
+/// what it is told, records what comes back.
+caf::behavior stream_client(caf::event_based_actor* self, caf::actor session,
+                            std::shared_ptr<client_record> rec) {
+  self->request(session, caf::infinite, stream_open_atom::value,
+                caf::actor{self})
+    .then([=](int64_t id) { rec->id = id; },
+          [=](caf::error& err) {
+            rec->open_error = error_text(err);
+            self->quit();
+          });
+  return {
+    [=](send_atom, const std::string& bytes, bool fin) {
+      self->send(session, stream_write_atom::value, rec->id, bytes, fin);
+    },
+    [=](stream_data_atom, int64_t id, const std::string& bytes, bool fin) {
+      rec->received += bytes;
+      rec->fin = rec->fin || fin;
+      self->send(session, stream_consumed_atom::value, id,
+                 static_cast<uint64_t>(bytes.size()));
+    },
+    [=](stream_credit_atom, int64_t, uint64_t) {},
+    [=](stream_reset_atom, int64_t, uint64_t) {},
+    [=](stream_closed_atom, int64_t) {
+      rec->closed = true;
+      self->quit();
+    },
+    [=](session_down_atom, const std::string& why) {
+      rec->down = why;
+      self->quit();
+    },
+  };
+}
+
+struct node {
+  std::shared_ptr<const identity> id;
+  caf::actor link;
+  caf::actor manager;
+};
+
+class peer_session_test : public ::testing::Test {
+protected:
+  test::deterministic_system t;
+  std::shared_ptr<test::fake_ice_network> net
+    = std::make_shared<test::fake_ice_network>();
+  std::shared_ptr<fake_directory> dir = std::make_shared<fake_directory>();
+  std::deque<node> nodes; // stable references on push_back
+
+  /// A node; `claim` makes its link pretend to be another node id.
+  node& make_node(const std::string& name, std::string claim = {},
+                  std::shared_ptr<const identity> id = nullptr) {
+    node n;
+    n.id = id ? id : std::make_shared<identity>(identity::generate());
+    auto as = claim.empty() ? n.id->node_id() : claim;
+    n.link = t.sys.spawn(fake_link, dir, as);
+    peer_manager_config cfg;
+    cfg.me = n.id;
+    cfg.ice = std::make_shared<test::fake_ice_driver>(net, name);
+    cfg.link = n.link;
+    stream_service_config sc;
+    sc.test_resources = true;
+    cfg.handler = make_stream_handler(sc);
+    cfg.settings.connect_timeout = 20s;
+    cfg.settings.idle_linger = 30s;
+    cfg.seed = std::hash<std::string>{}(name) << 8;
+    n.manager = t.sys.spawn(peer_manager, cfg);
+    caf::anon_send(n.link, attach_atom::value, n.manager);
+    dir->managers[as] = n.manager;
+    t.run();
+    nodes.push_back(n);
+    return nodes.back();
+  }
+
+  void TearDown() override {
+    for (auto& n : nodes)
+      caf::anon_send(n.manager, stop_atom::value, std::string{"test over"});
+    t.run();
+    t.advance(1s);
+    for (auto& n : nodes) {
+      caf::anon_send_exit(n.manager, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(n.link, caf::exit_reason::user_shutdown);
+    }
+    t.run();
+  }
+
+  /// Runs messages and moves virtual time in small steps until `done`.
+  template <class F>
+  bool run_until(F done, caf::timespan limit = 60s) {
+    caf::timespan spent{0};
+    t.run();
+    while (!done() && spent < limit) {
+      t.advance(5ms);
+      spent += 5ms;
+    }
+    return done();
+  }
+
+  /// Asks `from`'s manager to open a session to `to`; the answer lands in
+  /// `result` (a session) or `error`.
+  struct open_result {
+    caf::actor session;
+    std::string error;
+    bool answered = false;
+  };
+  std::shared_ptr<open_result> open(node& from, const std::string& to) {
+    auto res = std::make_shared<open_result>();
+    auto asker = t.sys.spawn([=](caf::event_based_actor* self) {
+      self->request(from.manager, caf::infinite, open_atom::value, to)
+        .then(
+          [=](caf::actor s) {
+            res->session = s;
+            res->answered = true;
+          },
+          [=](caf::error& err) {
+            res->error = error_text(err);
+            res->answered = true;
+          });
+    });
+    return res;
+  }
+
+  admin::SessionList sessions(node& n) {
+    caf::scoped_actor self{t.sys};
+    self->send(n.manager, get_atom::value);
+    t.run();
+    admin::SessionList list;
+    self->receive([&](const std::string& s) { list.ParseFromString(s); },
+                  caf::after(std::chrono::seconds(0)) >> [] {});
+    return list;
+  }
+
+  std::string session_debug(caf::actor session) {
+    caf::scoped_actor self{t.sys};
+    self->send(session, status_atom::value);
+    t.run();
+    std::string out;
+    self->receive(
+      [&](const std::string& s) {
+        admin::ActorStatus as;
+        as.ParseFromString(s);
+        out = as.DebugString();
+      },
+      caf::after(std::chrono::seconds(0)) >> [] {});
+    return out;
+  }
+
+  int64_t open_stream(caf::actor session, std::shared_ptr<client_record> rec,
+                      caf::actor& client) {
+    client = t.sys.spawn(stream_client, session, rec);
+    t.run();
+    return rec->id;
+  }
+};
+
+} // namespace
+
+TEST_F(peer_session_test, open_reaches_ready_on_both_sides) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; })) << "no answer";
+  ASSERT_TRUE(res->error.empty()) << res->error;
+  EXPECT_TRUE(res->session);
+  auto la = sessions(a);
+  auto lb = sessions(b);
+  ASSERT_EQ(la.sessions_size(), 1);
+  ASSERT_EQ(lb.sessions_size(), 1);
+  EXPECT_EQ(la.sessions(0).peer(), b.id->node_id());
+  EXPECT_EQ(lb.sessions(0).peer(), a.id->node_id());
+  EXPECT_TRUE(la.sessions(0).controlling());
+  EXPECT_FALSE(lb.sessions(0).controlling());
+  EXPECT_EQ(la.sessions(0).session_id(), lb.sessions(0).session_id());
+  EXPECT_EQ(la.sessions(0).local_candidate_type(), "host");
+  // A second open reuses the session.
+  auto again = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return again->answered; }));
+  EXPECT_EQ(again->session, res->session);
+}
+
+TEST_F(peer_session_test, glare_leaves_exactly_one_session) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto ra = open(a, b.id->node_id());
+  auto rb = open(b, a.id->node_id());
+  ASSERT_TRUE(run_until([&] { return ra->answered && rb->answered; }));
+  ASSERT_TRUE(ra->error.empty()) << ra->error;
+  ASSERT_TRUE(rb->error.empty()) << rb->error;
+  run_until([] { return false; }, 1s); // let the loser finish closing
+  auto la = sessions(a);
+  auto lb = sessions(b);
+  ASSERT_EQ(la.sessions_size(), 1);
+  ASSERT_EQ(lb.sessions_size(), 1);
+  EXPECT_EQ(la.sessions(0).session_id(), lb.sessions(0).session_id());
+  // The session of the higher node id won.
+  bool a_higher = a.id->node_id() > b.id->node_id();
+  EXPECT_EQ(la.sessions(0).controlling(), a_higher);
+  EXPECT_EQ(lb.sessions(0).controlling(), !a_higher);
+  EXPECT_EQ(la.sessions(0).state(), "lingering");
+}
+
+TEST_F(peer_session_test, ice_failure_is_reported_to_the_opener) {
+  net->fail = true;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_NE(res->error.find("ICE failed"), std::string::npos) << res->error;
+  run_until([&] { return net->open_agents() == 0; }, 2s);
+  EXPECT_EQ(sessions(a).sessions_size(), 0);
+  EXPECT_EQ(sessions(b).sessions_size(), 0) << "the peer heard bye";
+}
+
+TEST_F(peer_session_test, impostor_fails_the_handshake_closed) {
+  auto& a = make_node("a");
+  auto real_b = std::make_shared<identity>(identity::generate());
+  // Mallory answers for B's node id with her own key.
+  make_node("m", real_b->node_id());
+  auto res = open(a, real_b->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_FALSE(res->session);
+  EXPECT_NE(res->error.find(real_b->node_id()), std::string::npos)
+    << res->error;
+  EXPECT_EQ(sessions(a).sessions_size(), 0);
+}
+
+TEST_F(peer_session_test, peer_offline_is_reported) {
+  auto& a = make_node("a");
+  auto res = open(a, std::string(52, 'q'));
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_NE(res->error.find("offline"), std::string::npos) << res->error;
+}
+
+TEST_F(peer_session_test, connect_timeout_when_the_peer_never_answers) {
+  auto& a = make_node("a");
+  // A node that is "online" but whose manager drops every Signal.
+  auto silent = t.sys.spawn([](caf::event_based_actor*) -> caf::behavior {
+    return {[](signal_atom, const std::string&) {}};
+  });
+  dir->managers["silent-node"] = silent;
+  auto res = open(a, "silent-node");
+  ASSERT_TRUE(run_until([&] { return res->answered; }, 25s));
+  EXPECT_NE(res->error.find("timeout"), std::string::npos) << res->error;
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(peer_session_test, streams_echo_and_linger_is_cancelled_by_a_new_stream) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  EXPECT_EQ(sessions(a).sessions(0).state(), "lingering");
+  // 20 s into the linger a stream opens: the session is ready again.
+  t.advance(20s);
+  auto rec = std::make_shared<client_record>();
+  caf::actor client;
+  auto id = open_stream(res->session, rec, client);
+  ASSERT_GE(id, 0) << rec->open_error;
+  EXPECT_EQ(sessions(a).sessions(0).state(), "ready");
+  // As a channel does, announce the stream at once with its preamble.
+  tunnel::StreamOpen open;
+  open.set_resource("echo");
+  caf::anon_send(client, send_atom::value,
+                 encode_frame(open.SerializeAsString()), false);
+  t.run();
+  // Past the first linger's deadline: the cancelled timer must not fire.
+  t.advance(15s);
+  t.run();
+  ASSERT_EQ(sessions(a).sessions_size(), 1) << sessions(a).DebugString();
+  EXPECT_EQ(sessions(a).sessions(0).state(), "ready");
+  // The stream ends; the session lingers again and closes 30 s later.
+  caf::anon_send(client, send_atom::value, std::string{"hello"}, true);
+  ASSERT_TRUE(run_until([&] { return rec->closed; }));
+  EXPECT_NE(rec->received.find("hello"), std::string::npos);
+  run_until([&] { return sessions(a).sessions(0).state() == "lingering"; },
+            1s);
+  EXPECT_EQ(sessions(a).sessions(0).state(), "lingering");
+  t.advance(30s);
+  run_until([&] { return sessions(a).sessions_size() == 0; }, 2s);
+  EXPECT_EQ(sessions(a).sessions_size(), 0);
+}
+
+TEST_F(peer_session_test, echo_of_4_mib_arrives_intact) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+              uint64_t{4} << 20, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }, 120s));
+  EXPECT_EQ(r->error, "");
+  EXPECT_EQ(r->sent, uint64_t{4} << 20);
+  EXPECT_EQ(r->received, uint64_t{4} << 20);
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+}
+
+TEST_F(peer_session_test, sixteen_concurrent_streams_each_arrive_intact) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  std::vector<std::shared_ptr<pump_result>> rs;
+  for (int i = 0; i < 16; ++i) {
+    rs.push_back(std::make_shared<pump_result>());
+    t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+                uint64_t{256} << 10, rs.back());
+  }
+  ASSERT_TRUE(run_until(
+    [&] {
+      for (auto& r : rs)
+        if (!r->done)
+          return false;
+      return true;
+    },
+    120s));
+  for (auto& r : rs) {
+    EXPECT_EQ(r->error, "");
+    EXPECT_EQ(r->received, uint64_t{256} << 10);
+    EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  }
+}
+
+TEST_F(peer_session_test, one_percent_loss_still_delivers_intact) {
+  net->loss_per_mille = 10;
+  // A real RTT (the 5 ms steps of run_until make it ~10 ms): with zero delay
+  // BBR2 has no valid bandwidth sample and, once loss ends its Startup,
+  // paces at whatever one PTO-delayed packet suggested (~3.5 KB/s).
+  net->delay = 1ms;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+              uint64_t{1} << 20, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }, 120s))
+    << "sent " << r->sent << " received " << r->received << " datagrams "
+    << net->datagrams << " open result " << r->open_result << "\n"
+    << sessions(a).DebugString() << sessions(b).DebugString()
+    << session_debug(res->session) << "B side:\n"
+    << [&] {
+         auto rb = open(b, a.id->node_id());
+         t.run();
+         return rb->session ? session_debug(rb->session) : rb->error;
+       }();
+  EXPECT_EQ(r->error, "");
+  EXPECT_EQ(r->received, uint64_t{1} << 20);
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+}
+
+TEST_F(peer_session_test, unknown_resource_is_refused_on_the_stream) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"no-such-thing"},
+              uint64_t{1000}, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }));
+  EXPECT_EQ(r->open_result, "UNKNOWN_RESOURCE");
+  EXPECT_NE(r->error.find("no resource named 'no-such-thing'"),
+            std::string::npos)
+    << r->error;
+}
+
+TEST_F(peer_session_test, linger_expiry_closes_and_a_new_open_starts_over) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  t.advance(29s);
+  EXPECT_EQ(sessions(a).sessions_size(), 1);
+  run_until([&] { return sessions(a).sessions_size() == 0; }, 2s);
+  EXPECT_EQ(sessions(a).sessions_size(), 0);
+  run_until([&] { return sessions(b).sessions_size() == 0; }, 2s);
+  EXPECT_EQ(sessions(b).sessions_size(), 0) << "the peer saw the close";
+  auto again = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return again->answered; }));
+  EXPECT_TRUE(again->session);
+  EXPECT_NE(again->session, res->session);
+}
+
+TEST_F(peer_session_test, close_while_connecting_fails_the_open) {
+  net->hold = true; // ICE checks never finish
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  t.run();
+  ASSERT_EQ(sessions(b).sessions_size(), 1) << "B accepted the offer";
+  EXPECT_EQ(sessions(b).sessions(0).state(), "connecting-ice");
+  EXPECT_FALSE(res->answered);
+  caf::anon_send(a.manager, stop_atom::value, std::string{"operator stop"});
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_NE(res->error.find("shutting down"), std::string::npos) << res->error;
+  // B heard the bye and closed its half-made session.
+  run_until([&] { return sessions(b).sessions_size() == 0; }, 5s);
+  EXPECT_EQ(sessions(b).sessions_size(), 0);
+  EXPECT_EQ(net->open_agents(), 0u);
+}
+
+TEST_F(peer_session_test, simultaneous_close_from_both_ends_is_clean) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open(a, b.id->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  ASSERT_TRUE(res->session) << res->error;
+  auto la = sessions(a);
+  auto lb = sessions(b);
+  ASSERT_EQ(lb.sessions_size(), 1);
+  // Both managers stop their sessions in the same instant.
+  caf::anon_send(a.manager, stop_atom::value, std::string{"a stops"});
+  caf::anon_send(b.manager, stop_atom::value, std::string{"b stops"});
+  run_until([&] { return net->open_agents() == 0; }, 5s);
+  EXPECT_EQ(net->open_agents(), 0u);
+}
