@@ -239,7 +239,7 @@ start_turn() {
     --fingerprint --no-tls --no-dtls --no-cli --no-rfc5780 --no-software-attribute \
     --allowed-peer-ip=198.18.0.0-198.19.255.255 \
     --userdb "$sd/turndb" --pidfile "$sd/turnserver.pidfile" \
-    --log-file "$sd/turnserver.log" --simple-log --no-stdout-log --log-binding)"
+    --log-file "$sd/coturn.log" --simple-log --no-stdout-log --log-binding -v)"
   for ((i = 0; i < 50; i++)); do
     if nsx pub ss -Hlun "src $PUB_IP:$TURN_PORT" 2>/dev/null | grep -q .; then
       return 0
@@ -247,7 +247,7 @@ start_turn() {
     [ -d "/proc/$pid" ] || break
     sleep 0.2
   done
-  die "coturn did not start (see $sd/turnserver.log)"
+  die "coturn did not start (see $sd/coturn.log and $sd/turnserver.log)"
 }
 
 cmd_up() {
@@ -319,13 +319,18 @@ cmd_up() {
     [ -n "$tmo" ] && set_udp_timeout "$r" "$tmo"
   done
   disable_offloads pub br0
+  # pub routes the LANs to their routers, which drop what is unsolicited:
+  # a packet to a NATed host's private address vanishes, as on the
+  # internet, instead of failing at once with "Network is unreachable"
+  # (which made coturn drop the whole allocation when ICE relayed a check
+  # towards a peer's host candidate).
+  nsx pub ip route replace 198.18.1.0/24 via "$NATA_WAN"
+  nsx pub ip route replace 198.18.2.0/24 via "$NATB_WAN"
   # none: the host's LAN is public and routed (no NAT, no filtering)
   if [ "$nat_a" = none ]; then
-    nsx pub ip route add 198.18.1.0/24 via "$NATA_WAN"
     nsx natB ip route add 198.18.1.0/24 via "$NATA_WAN"
   fi
   if [ "$nat_b" = none ]; then
-    nsx pub ip route add 198.18.2.0/24 via "$NATB_WAN"
     nsx natA ip route add 198.18.2.0/24 via "$NATB_WAN"
   fi
   echo "nat-a=$nat_a nat-b=$nat_b inbound=$inbound" >"$(state_dir)/config"
