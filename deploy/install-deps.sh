@@ -20,7 +20,7 @@ BUILD_PKGS=(
   clang-format clang-tidy
 )
 TEST_PKGS=(
-  python3 curl procps iproute2 iptables nftables coturn iperf3 ethtool
+  python3 python3-protobuf curl procps iproute2 iptables nftables coturn iperf3 ethtool
 )
 
 export DEBIAN_FRONTEND=noninteractive

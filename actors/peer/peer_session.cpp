@@ -301,13 +301,50 @@ void on_ready(peer_session_actor* self) {
   }
 }
 
+/// Hands received bytes to their owners: one message per stream per batch
+/// of events, not one per QUIC packet, so the owner's mailbox and the
+/// consumed-credit replies scale with batches, not packets.
+struct data_batch {
+  std::vector<int64_t> order;
+  std::map<int64_t, std::pair<std::string, bool>> by_stream;
+
+  void add(int64_t id, std::string&& bytes, bool fin) {
+    auto [i, fresh] = by_stream.try_emplace(id);
+    if (fresh) {
+      order.push_back(id);
+      i->second.first = std::move(bytes);
+    } else {
+      i->second.first += bytes;
+    }
+    i->second.second = i->second.second || fin;
+  }
+};
+
+void deliver(peer_session_actor* self, data_batch& batch) {
+  auto& st = self->state;
+  for (auto id : batch.order) {
+    auto& [bytes, fin] = batch.by_stream[id];
+    auto i = st.streams.find(id);
+    if (i != st.streams.end() && i->second.owner)
+      self->send(i->second.owner, stream_data_atom::value, id,
+                 std::move(bytes), fin);
+    else if (st.quic && !bytes.empty())
+      st.quic->consume(id, bytes.size()); // nobody reads it: don't stall
+  }
+  batch.order.clear();
+  batch.by_stream.clear();
+}
+
 void process_events(peer_session_actor* self) {
   auto& st = self->state;
+  data_batch batch;
   while (!st.events.empty()) {
     auto evs = std::move(st.events);
     st.events.clear();
     for (auto& ev : evs) {
       using E = peer_session_state::event;
+      if (ev.k != E::data)
+        deliver(self, batch); // keep data before the event it precedes
       switch (ev.k) {
         case E::handshake:
           if (st.state == session_state::handshaking)
@@ -330,15 +367,9 @@ void process_events(peer_session_actor* self) {
           grant_credit(self, ev.id, s);
           break;
         }
-        case E::data: {
-          auto i = st.streams.find(ev.id);
-          if (i != st.streams.end() && i->second.owner)
-            self->send(i->second.owner, stream_data_atom::value, ev.id,
-                       std::move(ev.bytes), ev.fin);
-          else if (st.quic)
-            st.quic->consume(ev.id, ev.bytes.size());
+        case E::data:
+          batch.add(ev.id, std::move(ev.bytes), ev.fin);
           break;
-        }
         case E::reset: {
           auto i = st.streams.find(ev.id);
           if (i != st.streams.end() && i->second.owner)
@@ -365,6 +396,7 @@ void process_events(peer_session_actor* self) {
       }
     }
   }
+  deliver(self, batch);
 }
 
 void start_quic(peer_session_actor* self) {

@@ -28,7 +28,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-ip netns del "$NS" 2>/dev/null || true
+if ip netns list | grep -qw "$NS"; then
+  echo "session_bench: namespace $NS exists: another run is going on (or run: ip netns del $NS)"
+  exit 1
+fi
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 # Addresses only in 198.18.0.0/15, on the namespace's own loopback.
@@ -36,7 +39,9 @@ ip -n "$NS" addr add 198.18.250.1/32 dev lo
 inns() { ip netns exec "$NS" "$@"; }
 
 echo "bench-token" > "$WORK/token"
-inns "$BIN" signal --listen 198.18.250.1:7000 --token-file "$WORK/token" 2>"$WORK/signal.log" &
+# Started with `ip netns exec` itself (which execs p2proxy), so $! is the
+# p2proxy process and cleanup can stop it.
+ip netns exec "$NS" "$BIN" signal --listen 198.18.250.1:7000 --token-file "$WORK/token" 2>"$WORK/signal.log" &
 pids+=($!)
 for n in a b; do
   port=$([ $n = a ] && echo 7071 || echo 7072)
@@ -53,7 +58,7 @@ test_resources = true
 [log]
 level = "warn"
 TOML
-  inns "$BIN" node --config "$WORK/$n.toml" 2>"$WORK/$n.log" &
+  ip netns exec "$NS" "$BIN" node --config "$WORK/$n.toml" 2>"$WORK/$n.log" &
   pids+=($!)
 done
 nodepid_a=${pids[1]} nodepid_b=${pids[2]}
@@ -92,19 +97,23 @@ session_mbs() { # prints "MB/s cpu_s_per_GB"
   python3 - "$out" "$c0" "$c1" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); c0, c1 = float(sys.argv[2]), float(sys.argv[3])
-if r["error"]:
-    print("error", r["error"]); sys.exit(0)
+if r["error"] or r["streamsOk"] != 1:
+    print("error", "-"); print(r, file=sys.stderr); sys.exit(0)
 mb = r["sent"] / 1e6
 print(round(mb / r["seconds"], 1), round((c1 - c0) / (r["sent"] / 1e9), 2))
 PY
 }
+
+ratio() { python3 -c "import sys
+try: print(round(float(sys.argv[1]) / float(sys.argv[2]), 2))
+except ValueError: print('-')" "$1" "$2"; }
 
 echo "p2proxy session benchmark: ${MIB} MiB over one stream, namespace loopback, $(nproc) cores"
 printf "%-12s %10s %12s %14s\n" "path" "MB/s" "vs TCP" "CPU s/GB"
 clean_tcp=$(tcp_mbs)
 read -r s_mbs s_cpu <<<"$(session_mbs)"
 printf "%-12s %10s %12s %14s\n" "tcp clean" "$clean_tcp" "1.00" "-"
-printf "%-12s %10s %12s %14s\n" "p2p clean" "$s_mbs" "$(python3 -c "print(round($s_mbs/$clean_tcp,2))")" "$s_cpu"
+printf "%-12s %10s %12s %14s\n" "p2p clean" "$s_mbs" "$(ratio "$s_mbs" "$clean_tcp")" "$s_cpu"
 # 1 % random loss on every UDP packet (the session) and every TCP segment
 # of iperf3 alike; the signaling link is not in the measured path.
 inns iptables -A INPUT -p udp -m statistic --mode random --probability 0.01 -j DROP
@@ -112,4 +121,4 @@ inns iptables -A INPUT -p tcp --dport 5201 -m statistic --mode random --probabil
 loss_tcp=$(tcp_mbs)
 read -r l_mbs l_cpu <<<"$(session_mbs)"
 printf "%-12s %10s %12s %14s\n" "tcp 1% loss" "$loss_tcp" "1.00" "-"
-printf "%-12s %10s %12s %14s\n" "p2p 1% loss" "$l_mbs" "$(python3 -c "print(round($l_mbs/$loss_tcp,2))")" "$l_cpu"
+printf "%-12s %10s %12s %14s\n" "p2p 1% loss" "$l_mbs" "$(ratio "$l_mbs" "$loss_tcp")" "$l_cpu"
