@@ -1,0 +1,463 @@
+#include "actors/channel/channel.hpp"
+
+#include <cassert>
+#include <optional>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/common/error.hpp"
+#include "actors/common/frame_codec.hpp"
+#include "actors/common/log.hpp"
+#include "proto/admin.pb.h"
+#include "proto/tunnel.pb.h"
+
+namespace p2proxy {
+
+const char* to_string(tunnel_state s) {
+  switch (s) {
+    case tunnel_state::not_connected: return "not-connected";
+    case tunnel_state::connecting_peer: return "connecting-peer";
+    case tunnel_state::peer_ready: return "peer-ready";
+    case tunnel_state::remote_connecting: return "remote-connecting";
+    case tunnel_state::connected: return "connected";
+    case tunnel_state::half_closed: return "half-closed";
+    case tunnel_state::closed: return "closed";
+  }
+  return "?";
+}
+
+bool tunnel_transition_allowed(tunnel_state from, tunnel_state to) {
+  using t = tunnel_state;
+  if (to == t::closed)
+    return from != t::closed;
+  switch (from) {
+    case t::not_connected: return to == t::connecting_peer || to == t::connected;
+    case t::connecting_peer: return to == t::peer_ready;
+    case t::peer_ready: return to == t::remote_connecting;
+    case t::remote_connecting: return to == t::connected;
+    case t::connected: return to == t::half_closed;
+    case t::half_closed: return false;
+    case t::closed: return false;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr const char* subject = "channel";
+constexpr size_t read_chunk = 64 * 1024;
+constexpr auto drain_timeout = std::chrono::seconds(30);
+constexpr auto open_timeout = std::chrono::seconds(30);
+
+struct channel_state {
+  static inline const char* name = "channel";
+  bool client_side = false;
+  std::string resource, peer, client_address, target;
+  caf::actor supervisor, listener, session;
+  caf::io::connection_handle hdl;
+  bool local_open = false;
+  tunnel_state tunnel = tunnel_state::not_connected;
+  int64_t id = -1;
+  uint64_t credit = 0;          // bytes we may still write to the stream
+  bool reading = false;
+  bool fin_sent = false;        // our FIN on the stream
+  bool fin_received = false;    // the peer's FIN
+  uint64_t unconsumed = 0;      // written to the socket, not yet acked
+  std::string result_buf;       // client side: StreamOpenResult as it comes
+  uint64_t gen = 0;
+  bool close_when_drained = false; // stream FIN: close once all is written
+  std::optional<std::string> finish_when_drained; // ...then end, with why
+  uint64_t bytes_in = 0, bytes_out = 0; // from / to the local socket
+};
+
+using channel_broker = caf::io::stateful_broker<channel_state>;
+
+void transition_to(channel_broker* self, tunnel_state to) {
+  auto& st = self->state;
+  if (!tunnel_transition_allowed(st.tunnel, to)) {
+    log::error(subject, "refuses transition {} -> {}", to_string(st.tunnel),
+               to_string(to));
+    assert(false && "illegal channel transition");
+    return;
+  }
+  st.tunnel = to;
+}
+
+/// The channel is over: close what is open and quit. Idempotent. Bytes
+/// still on their way to the local socket are written first.
+void finish(channel_broker* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.close_when_drained && st.local_open) {
+    st.finish_when_drained = why;
+    return;
+  }
+  if (st.tunnel != tunnel_state::closed)
+    transition_to(self, tunnel_state::closed);
+  if (st.local_open) {
+    st.local_open = false;
+    self->close(st.hdl); // graceful: unwritten bytes still go out
+  }
+  log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)",
+             st.resource, st.client_address, why, st.bytes_in, st.bytes_out);
+  self->quit();
+}
+
+/// Client side, before the tunnel is up: tell the listener (for its
+/// counters) and drop the client.
+void refuse(channel_broker* self, const std::string& why) {
+  auto& st = self->state;
+  log::warn(subject, "refuses {} for '{}': {}", st.client_address,
+            st.resource, why);
+  if (st.listener)
+    self->send(st.listener, failed_atom::value, uint64_t{0}, why,
+               std::string{});
+  finish(self, why);
+}
+
+void update_reading(channel_broker* self) {
+  auto& st = self->state;
+  if (!st.local_open || st.tunnel != tunnel_state::connected
+      || st.fin_sent)
+    return;
+  bool want = st.credit >= read_chunk;
+  if (want && !st.reading) {
+    self->trigger(st.hdl);
+    st.reading = true;
+  } else if (!want && st.reading) {
+    self->halt(st.hdl);
+    st.reading = false;
+  }
+}
+
+void write_local(channel_broker* self, const std::string& bytes) {
+  auto& st = self->state;
+  if (bytes.empty())
+    return;
+  if (!st.local_open) {
+    // Nobody to give them to: consume, so the peer is not stalled.
+    self->send(st.session, stream_consumed_atom::value, st.id,
+               static_cast<uint64_t>(bytes.size()));
+    return;
+  }
+  self->write(st.hdl, bytes.size(), bytes.data());
+  self->flush(st.hdl);
+  st.unconsumed += bytes.size();
+  st.bytes_out += bytes.size();
+}
+
+void start_relay(channel_broker* self) {
+  auto& st = self->state;
+  ++st.gen; // the open deadline is met
+  transition_to(self, tunnel_state::connected);
+  self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+  self->ack_writes(st.hdl, true);
+  st.reading = true;
+  update_reading(self);
+}
+
+void on_local_closed(channel_broker* self) {
+  auto& st = self->state;
+  log::debug(subject, "for {} ({}): the local socket closed ({} in, {} out, "
+             "{} unconsumed)", st.resource, st.client_address, st.bytes_in,
+             st.bytes_out, st.unconsumed);
+  st.local_open = false;
+  if (st.tunnel == tunnel_state::connected
+      || st.tunnel == tunnel_state::half_closed) {
+    if (!st.fin_sent) {
+      st.fin_sent = true;
+      self->send(st.session, stream_write_atom::value, st.id, std::string{},
+                 true);
+    }
+    if (st.fin_received) {
+      finish(self, "both sides closed");
+      return;
+    }
+    if (st.tunnel == tunnel_state::connected)
+      transition_to(self, tunnel_state::half_closed);
+    // Wait for the peer's FIN (bounded), dropping what it still sends.
+    self->delayed_send(self, drain_timeout, timeout_atom::value, ++st.gen);
+    return;
+  }
+  if (st.tunnel != tunnel_state::closed && st.session && st.id >= 0)
+    self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
+  finish(self, "the local side closed before the tunnel was up");
+}
+
+/// Client side: the first bytes on the stream are the StreamOpenResult.
+void on_open_result(channel_broker* self, std::string& bytes) {
+  auto& st = self->state;
+  st.result_buf += bytes;
+  bytes.clear();
+  if (st.result_buf.size() < 4)
+    return;
+  auto b = reinterpret_cast<const unsigned char*>(st.result_buf.data());
+  uint64_t n = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16)
+               | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
+  if (n > 16 * 1024) {
+    self->send(st.session, stream_reset_atom::value, st.id, uint64_t{1});
+    refuse(self, "the peer answered with a malformed StreamOpenResult");
+    return;
+  }
+  if (st.result_buf.size() < 4 + n)
+    return;
+  tunnel::StreamOpenResult r;
+  if (!r.ParseFromString(st.result_buf.substr(4, n))) {
+    self->send(st.session, stream_reset_atom::value, st.id, uint64_t{1});
+    refuse(self, "the peer answered with a malformed StreamOpenResult");
+    return;
+  }
+  // Preamble bytes are consumed at once: they are bounded.
+  self->send(st.session, stream_consumed_atom::value, st.id,
+             static_cast<uint64_t>(4 + n));
+  if (r.code() != tunnel::StreamOpenResult::OK) {
+    refuse(self, fmt::format("{}: {}",
+                             tunnel::StreamOpenResult::Code_Name(r.code()),
+                             r.text()));
+    return;
+  }
+  bytes = st.result_buf.substr(4 + n);
+  st.result_buf.clear();
+  log::info(subject, "connects {} to '{}' on node {}", st.client_address,
+            st.resource, st.peer);
+  start_relay(self);
+}
+
+caf::behavior relay_behavior(channel_broker* self) {
+  return {
+    // --- the local socket -----------------------------------------------------
+    [=](const caf::io::new_data_msg& msg) {
+      auto& st = self->state;
+      if (st.fin_sent)
+        return;
+      std::string bytes(msg.buf.begin(), msg.buf.end());
+      st.bytes_in += bytes.size();
+      st.credit -= std::min<uint64_t>(st.credit, bytes.size());
+      self->send(st.session, stream_write_atom::value, st.id, std::move(bytes),
+                 false);
+      update_reading(self);
+    },
+    [=](const caf::io::data_transferred_msg& msg) {
+      auto& st = self->state;
+      auto n = std::min<uint64_t>(msg.written, st.unconsumed);
+      st.unconsumed -= n;
+      if (n > 0 && st.session)
+        self->send(st.session, stream_consumed_atom::value, st.id, n);
+      if (st.close_when_drained && msg.remaining == 0 && st.local_open) {
+        st.local_open = false;
+        self->close(st.hdl);
+        if (st.finish_when_drained)
+          finish(self, *st.finish_when_drained);
+      }
+    },
+    [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
+    // --- the stream -----------------------------------------------------------
+    [=](stream_credit_atom, int64_t, uint64_t n) {
+      self->state.credit += n;
+      update_reading(self);
+    },
+    [=](stream_data_atom, int64_t, std::string& bytes, bool fin) {
+      auto& st = self->state;
+      if (st.client_side && st.tunnel == tunnel_state::remote_connecting) {
+        on_open_result(self, bytes);
+        if (st.tunnel != tunnel_state::connected)
+          return;
+      }
+      write_local(self, bytes);
+      if (fin && !st.fin_received) {
+        st.fin_received = true;
+        if (st.fin_sent || !st.local_open) {
+          finish(self, "both sides closed");
+          return;
+        }
+        if (!st.client_side) {
+          // The client finished sending. A CAF 0.17 socket cannot be
+          // half-closed, so the target's socket stays open for its answer;
+          // the channel ends when the target closes.
+          return;
+        }
+        // The peer is done sending: the socket closes once everything is
+        // written (CAF's close() may drop a large unsent buffer, so wait for
+        // the write acknowledgements), which also ends reading from it.
+        if (st.unconsumed == 0) {
+          st.local_open = false;
+          self->close(st.hdl);
+        } else {
+          st.close_when_drained = true;
+        }
+        if (!st.fin_sent) {
+          st.fin_sent = true;
+          self->send(st.session, stream_write_atom::value, st.id,
+                     std::string{}, true);
+        }
+        if (st.tunnel == tunnel_state::connected)
+          transition_to(self, tunnel_state::half_closed);
+      }
+    },
+    [=](stream_reset_atom, int64_t, uint64_t code) {
+      finish(self, fmt::format("the peer reset the stream (code {})", code));
+    },
+    [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
+    [=](session_down_atom, const std::string& why) {
+      finish(self, "session down: " + why);
+    },
+    [=](timeout_atom, uint64_t gen) {
+      auto& st = self->state;
+      if (gen != st.gen)
+        return;
+      if (st.tunnel == tunnel_state::half_closed
+          || st.tunnel == tunnel_state::connected) {
+        self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
+        finish(self, "the peer did not finish within 30 s after the local "
+                     "side closed");
+      } else if (st.tunnel != tunnel_state::closed) {
+        refuse(self, "timeout: the tunnel was not ready within 30 s");
+      }
+    },
+    [=](status_atom) {
+      auto& st = self->state;
+      admin::ActorStatus as;
+      as.set_name(channel_state::name);
+      as.set_state(to_string(st.tunnel));
+      auto& f = *as.mutable_fields();
+      f["resource"] = st.resource;
+      f["client"] = st.client_address;
+      f["bytes_in"] = std::to_string(st.bytes_in);
+      f["bytes_out"] = std::to_string(st.bytes_out);
+      return as.SerializeAsString();
+    },
+    [=](stop_atom, const std::string& why) { finish(self, why); },
+  };
+}
+
+caf::behavior client_channel(channel_broker* self,
+                             caf::io::connection_handle hdl,
+                             client_channel_args args) {
+  auto& st = self->state;
+  st.client_side = true;
+  st.hdl = hdl;
+  st.local_open = true;
+  st.resource = args.resource;
+  st.peer = args.peer;
+  st.client_address = args.client_address;
+  st.supervisor = args.supervisor;
+  st.listener = args.listener;
+  transition_to(self, tunnel_state::connecting_peer);
+  self->delayed_send(self, open_timeout, timeout_atom::value, ++st.gen);
+  // Nothing is read from the client until the tunnel is up (configure_read
+  // comes with the relay): it waits in the socket's buffer.
+  auto protocol = args.protocol;
+  auto open_stream = [=](caf::actor session) {
+    auto& st = self->state;
+    st.session = session;
+    self->monitor(session);
+    transition_to(self, tunnel_state::peer_ready);
+    self->request(session, std::chrono::seconds(10), stream_open_atom::value,
+                  caf::actor{self})
+      .then(
+        [=](int64_t id) {
+          auto& st = self->state;
+          if (st.tunnel == tunnel_state::closed)
+            return;
+          st.id = id;
+          tunnel::StreamOpen open;
+          open.set_resource(st.resource);
+          open.set_protocol(protocol);
+          open.set_client_address(st.client_address);
+          open.set_version(1);
+          auto preamble = encode_frame(open.SerializeAsString());
+          st.credit -= std::min<uint64_t>(st.credit, preamble.size());
+          self->send(session, stream_write_atom::value, id, preamble, false);
+          transition_to(self, tunnel_state::remote_connecting);
+        },
+        [=](caf::error& err) { refuse(self, error_text(err)); });
+  };
+  auto open_session = [=](const std::string& node) {
+    auto& st = self->state;
+    st.peer = node;
+    self->request(st.supervisor, open_timeout, open_atom::value, node)
+      .then([=](caf::actor session) { open_stream(session); },
+            [=](caf::error& err) {
+              refuse(self, fmt::format("cannot reach node {}: {}", node,
+                                       error_text(err)));
+            });
+  };
+  if (!st.peer.empty()) {
+    open_session(st.peer);
+  } else {
+    self->request(st.supervisor, std::chrono::seconds(10), lookup_atom::value,
+                  st.resource)
+      .then(
+        [=](const std::vector<std::string>& ids) {
+          if (ids.empty()) {
+            refuse(self, fmt::format("no online node exports '{}'",
+                                     self->state.resource));
+            return;
+          }
+          open_session(ids.front());
+        },
+        [=](caf::error& err) {
+          refuse(self, "look-up failed: " + error_text(err));
+        });
+  }
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.session && dm.source == st.session.address())
+      finish(self, "the session ended");
+  });
+  return relay_behavior(self);
+}
+
+caf::behavior export_channel(channel_broker* self, int fd,
+                             export_channel_args args) {
+  auto& st = self->state;
+  st.hdl = self->add_scribe(fd);
+  st.local_open = true;
+  st.session = args.session;
+  st.id = args.stream_id;
+  st.credit = args.credit;
+  st.peer = args.peer;
+  st.resource = args.resource;
+  st.client_address = args.peer;
+  st.target = args.target;
+  self->monitor(st.session);
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source == st.session.address())
+      finish(self, "the session ended");
+  });
+  tunnel::StreamOpenResult ok;
+  ok.set_code(tunnel::StreamOpenResult::OK);
+  auto reply = encode_frame(ok.SerializeAsString());
+  st.credit -= std::min<uint64_t>(st.credit, reply.size());
+  self->send(st.session, stream_write_atom::value, st.id, reply, false);
+  start_relay(self);
+  if (!args.first_bytes.empty()) {
+    self->write(st.hdl, args.first_bytes.size(), args.first_bytes.data());
+    self->flush(st.hdl);
+    st.unconsumed += args.first_unconsumed;
+    st.bytes_out += args.first_bytes.size();
+  }
+  log::info(subject, "connects node {} to '{}' at {}", st.peer, st.resource,
+            st.target);
+  // The client may have finished sending before the target was connected;
+  // the target's socket stays open for its answer (no half-close in CAF 0.17).
+  st.fin_received = args.peer_fin;
+  return relay_behavior(self);
+}
+
+} // namespace
+
+caf::actor fork_client_channel(caf::io::broker* listener,
+                               caf::io::connection_handle hdl,
+                               client_channel_args args) {
+  return listener->fork(client_channel, hdl, std::move(args));
+}
+
+caf::actor spawn_export_channel(caf::actor_system& sys, int fd,
+                                export_channel_args args) {
+  return sys.middleman().spawn_broker(export_channel, fd, std::move(args));
+}
+
+} // namespace p2proxy
