@@ -1,6 +1,7 @@
 #include "actors/channel/channel.hpp"
 
 #include <cassert>
+#include <memory>
 #include <optional>
 
 #include <caf/all.hpp>
@@ -10,6 +11,8 @@
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/log.hpp"
+#include "actors/listener/http_sniffer.hpp"
+#include "actors/listener/socks5_sniffer.hpp"
 #include "proto/admin.pb.h"
 #include "proto/tunnel.pb.h"
 
@@ -50,6 +53,11 @@ constexpr const char* subject = "channel";
 constexpr size_t read_chunk = 64 * 1024;
 constexpr auto drain_timeout = std::chrono::seconds(30);
 constexpr auto open_timeout = std::chrono::seconds(30);
+/// Client bytes a sniffing channel holds while its tunnel is being set up.
+constexpr size_t max_pending = 16 * 1024;
+/// HTTP stop: how long the stream may stay silent before the 421 is written
+/// (a client that does not pipeline already has every earlier response).
+constexpr auto stop_idle = std::chrono::seconds(1);
 
 struct channel_state {
   static inline const char* name = "channel";
@@ -70,6 +78,20 @@ struct channel_state {
   bool close_when_drained = false; // stream FIN: close once all is written
   std::optional<std::string> finish_when_drained; // ...then end, with why
   uint64_t bytes_in = 0, bytes_out = 0; // from / to the local socket
+  // Client side, protocol socks5 / http: the sniffer (kept after `done` for
+  // its failure_reply()), the HTTP request rewriter, and the client bytes
+  // read before the tunnel is up (they follow the StreamOpen preamble, or
+  // wait for the relay).
+  std::string protocol = "tcp";
+  std::string default_resource;
+  std::shared_ptr<socks5_sniffer> socks5;
+  std::shared_ptr<http_sniffer> http;
+  std::shared_ptr<http_request_rewriter> rewriter;
+  bool sniffing = false;    // reading the client for its resource
+  bool sniffed = false;     // the sniffer said `done`
+  bool preamble_sent = false;
+  std::string pending;      // client bytes not yet on the stream
+  std::string stop_reply;   // HTTP: a 421 (or 4xx) for after the target ends
 };
 
 using channel_broker = caf::io::stateful_broker<channel_state>;
@@ -105,15 +127,48 @@ void finish(channel_broker* self, const std::string& why) {
 }
 
 /// Client side, before the tunnel is up: tell the listener (for its
-/// counters) and drop the client.
-void refuse(channel_broker* self, const std::string& why) {
+/// counters), answer a sniffed client in its protocol, and drop the client.
+void refuse(channel_broker* self, const std::string& why,
+            open_failure what = open_failure::internal,
+            const std::string& klass = {}) {
   auto& st = self->state;
   log::warn(subject, "refuses {} for '{}': {}", st.client_address,
             st.resource, why);
   if (st.listener)
-    self->send(st.listener, failed_atom::value, uint64_t{0}, why,
-               std::string{});
+    self->send(st.listener, failed_atom::value, uint64_t{0}, why, klass);
+  if (st.sniffed && st.local_open) {
+    std::string reply;
+    if (st.socks5)
+      reply = st.socks5->failure_reply(what, why);
+    else if (st.http)
+      reply = st.http->failure_reply(what, why);
+    if (!reply.empty()) {
+      self->write(st.hdl, reply.size(), reply.data());
+      self->flush(st.hdl);
+    }
+  }
   finish(self, why);
+}
+
+/// Client bytes for the stream: through the HTTP request rewriter when
+/// there is one. False when the rewriter stopped the connection (a later
+/// request for another resource, or a malformed one).
+bool client_to_stream(channel_broker* self, const std::string& in,
+                      std::string& out) {
+  auto& st = self->state;
+  if (!st.rewriter) {
+    out += in;
+    return true;
+  }
+  if (!st.stop_reply.empty())
+    return false;
+  if (st.rewriter->feed(in, out) == http_request_rewriter::status::stop) {
+    st.stop_reply = st.rewriter->stop_reply();
+    log::info(subject, "stops the connection of {} to '{}': {}",
+              st.client_address, st.resource, st.rewriter->stop_reason());
+    return false;
+  }
+  return true;
 }
 
 void update_reading(channel_broker* self) {
@@ -121,13 +176,12 @@ void update_reading(channel_broker* self) {
   if (!st.local_open || st.tunnel != tunnel_state::connected
       || st.fin_sent)
     return;
-  bool want = st.credit >= read_chunk;
-  if (want && !st.reading) {
-    self->trigger(st.hdl);
+  // One read at a time (an activity token), granted while the stream has
+  // credit. Not halt()/trigger(): in CAF 0.17 a halted scribe did not
+  // reliably resume reading (transfers stalled).
+  if (st.credit >= read_chunk && !st.reading) {
+    self->trigger(st.hdl, 1);
     st.reading = true;
-  } else if (!want && st.reading) {
-    self->halt(st.hdl);
-    st.reading = false;
   }
 }
 
@@ -147,14 +201,56 @@ void write_local(channel_broker* self, const std::string& bytes) {
   st.bytes_out += bytes.size();
 }
 
+void send_client_fin(channel_broker* self);
+
 void start_relay(channel_broker* self) {
   auto& st = self->state;
   ++st.gen; // the open deadline is met
   transition_to(self, tunnel_state::connected);
-  self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+  if (!st.sniffed)
+    self->configure_read(st.hdl,
+                         caf::io::receive_policy::at_most(read_chunk));
   self->ack_writes(st.hdl, true);
+  // Switch the socket to token mode: one more read, then update_reading()
+  // grants the next while there is credit.
+  self->trigger(st.hdl, 1);
   st.reading = true;
+  if (!st.pending.empty()) {
+    // Client bytes that came while the tunnel was being set up.
+    std::string out;
+    bool ok = client_to_stream(self, st.pending, out);
+    st.bytes_in += st.pending.size();
+    st.pending.clear();
+    if (!out.empty()) {
+      st.credit -= std::min<uint64_t>(st.credit, out.size());
+      self->send(st.session, stream_write_atom::value, st.id, std::move(out),
+                 false);
+    }
+    if (!ok) {
+      send_client_fin(self);
+      return;
+    }
+  }
   update_reading(self);
+}
+
+/// HTTP stop: no more client bytes go down the stream; the stream gets our
+/// FIN so the target answers what it has and closes; stop_reply is written
+/// once its side has ended.
+void send_client_fin(channel_broker* self) {
+  auto& st = self->state;
+  if (st.fin_sent)
+    return;
+  st.fin_sent = true; // later client bytes are dropped
+  self->send(st.session, stream_write_atom::value, st.id, std::string{}, true);
+  if (st.fin_received) {
+    // (not reached: the client side closes on the peer's FIN)
+    return;
+  }
+  if (st.tunnel == tunnel_state::connected)
+    transition_to(self, tunnel_state::half_closed);
+  self->delayed_send(self, st.stop_reply.empty() ? drain_timeout : stop_idle,
+                     timeout_atom::value, ++st.gen);
 }
 
 void on_local_closed(channel_broker* self) {
@@ -197,7 +293,8 @@ void on_open_result(channel_broker* self, std::string& bytes) {
                | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
   if (n > 16 * 1024) {
     self->send(st.session, stream_reset_atom::value, st.id, uint64_t{1});
-    refuse(self, "the peer answered with a malformed StreamOpenResult");
+    refuse(self, "the peer answered with a malformed StreamOpenResult",
+           open_failure::internal);
     return;
   }
   if (st.result_buf.size() < 4 + n)
@@ -205,7 +302,8 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   tunnel::StreamOpenResult r;
   if (!r.ParseFromString(st.result_buf.substr(4, n))) {
     self->send(st.session, stream_reset_atom::value, st.id, uint64_t{1});
-    refuse(self, "the peer answered with a malformed StreamOpenResult");
+    refuse(self, "the peer answered with a malformed StreamOpenResult",
+           open_failure::internal);
     return;
   }
   // Preamble bytes are consumed at once: they are bounded.
@@ -214,8 +312,14 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   if (r.code() != tunnel::StreamOpenResult::OK) {
     refuse(self, fmt::format("{}: {}",
                              tunnel::StreamOpenResult::Code_Name(r.code()),
-                             r.text()));
+                             r.text()),
+           open_failure_from_code(static_cast<int>(r.code())));
     return;
+  }
+  if (st.socks5) {
+    auto ok = socks5_reply(socks5_reply_code::succeeded);
+    self->write(st.hdl, ok.size(), ok.data());
+    self->flush(st.hdl);
   }
   bytes = st.result_buf.substr(4 + n);
   st.result_buf.clear();
@@ -224,18 +328,50 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   start_relay(self);
 }
 
+void on_sniff_data(channel_broker* self, const std::string& bytes);
+
+/// Client side: before the tunnel is up, or before our FIN on a failed open.
+bool tunnel_up(const channel_state& st) {
+  return st.tunnel == tunnel_state::connected
+         || st.tunnel == tunnel_state::half_closed;
+}
+
 caf::behavior relay_behavior(channel_broker* self) {
   return {
     // --- the local socket -----------------------------------------------------
     [=](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
+      if (st.client_side && st.sniffing) {
+        on_sniff_data(self, std::string(msg.buf.begin(), msg.buf.end()));
+        return;
+      }
+      if (st.client_side && !tunnel_up(st)) {
+        // Sniffed, the tunnel is being set up: hold the bytes (bounded).
+        if (st.tunnel == tunnel_state::closed)
+          return;
+        st.pending.append(msg.buf.begin(), msg.buf.end());
+        if (st.pending.size() > max_pending)
+          refuse(self, fmt::format("the client sent more than {} bytes before "
+                                   "the tunnel was up", max_pending),
+                 open_failure::overloaded, "client_overflow");
+        return;
+      }
+      st.reading = false; // its token is used
       if (st.fin_sent)
         return;
       std::string bytes(msg.buf.begin(), msg.buf.end());
       st.bytes_in += bytes.size();
-      st.credit -= std::min<uint64_t>(st.credit, bytes.size());
-      self->send(st.session, stream_write_atom::value, st.id, std::move(bytes),
-                 false);
+      std::string out;
+      bool ok = client_to_stream(self, bytes, out);
+      if (!out.empty()) {
+        st.credit -= std::min<uint64_t>(st.credit, out.size());
+        self->send(st.session, stream_write_atom::value, st.id, std::move(out),
+                   false);
+      }
+      if (!ok) {
+        send_client_fin(self);
+        return;
+      }
       update_reading(self);
     },
     [=](const caf::io::data_transferred_msg& msg) {
@@ -252,6 +388,9 @@ caf::behavior relay_behavior(channel_broker* self) {
       }
     },
     [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
+    [=](const caf::io::connection_passivated_msg&) {
+      // The read token is used up; update_reading() grants the next.
+    },
     // --- the stream -----------------------------------------------------------
     [=](stream_credit_atom, int64_t, uint64_t n) {
       self->state.credit += n;
@@ -265,8 +404,19 @@ caf::behavior relay_behavior(channel_broker* self) {
           return;
       }
       write_local(self, bytes);
+      if (st.client_side && !st.stop_reply.empty() && !fin)
+        // HTTP stop: the target is still answering; wait for silence again.
+        self->delayed_send(self, stop_idle, timeout_atom::value, ++st.gen);
       if (fin && !st.fin_received) {
         st.fin_received = true;
+        if (st.client_side && !st.stop_reply.empty() && st.local_open) {
+          // HTTP stop: the target answered what it had; now the 421.
+          self->write(st.hdl, st.stop_reply.size(), st.stop_reply.data());
+          self->flush(st.hdl);
+          st.stop_reply.clear();
+          if (st.unconsumed > 0)
+            st.close_when_drained = true;
+        }
         if (st.fin_sent || !st.local_open) {
           finish(self, "both sides closed");
           return;
@@ -296,23 +446,63 @@ caf::behavior relay_behavior(channel_broker* self) {
       }
     },
     [=](stream_reset_atom, int64_t, uint64_t code) {
-      finish(self, fmt::format("the peer reset the stream (code {})", code));
+      auto& st = self->state;
+      auto why = fmt::format("the peer reset the stream (code {})", code);
+      if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
+        refuse(self, why, open_failure::peer_unreachable);
+      else
+        finish(self, why);
     },
     [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
     [=](session_down_atom, const std::string& why) {
-      finish(self, "session down: " + why);
+      auto& st = self->state;
+      if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
+        refuse(self, "session down: " + why, open_failure::peer_unreachable);
+      else
+        finish(self, "session down: " + why);
     },
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen != st.gen)
         return;
+      if (st.client_side && st.sniffing) {
+        st.sniffing = false;
+        std::string reply = st.socks5 ? st.socks5->timeout_reply()
+                            : st.http ? st.http->timeout_reply()
+                                      : std::string{};
+        if (!reply.empty() && st.local_open) {
+          self->write(st.hdl, reply.size(), reply.data());
+          self->flush(st.hdl);
+        }
+        auto why = fmt::format("timeout: the client did not name a resource "
+                               "within {} s", sniff_timeout.count());
+        log::warn(subject, "refuses {}: {}", st.client_address, why);
+        if (st.listener)
+          self->send(st.listener, failed_atom::value, uint64_t{0}, why,
+                     std::string{"sniff_timeout"});
+        finish(self, why);
+        return;
+      }
       if (st.tunnel == tunnel_state::half_closed
           || st.tunnel == tunnel_state::connected) {
         self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
+        if (st.client_side && !st.stop_reply.empty() && st.local_open) {
+          // HTTP stop: the target has been silent; the client gets its 421
+          // (a CAF 0.17 export cannot half-close the target's socket, so a
+          // keep-alive target would otherwise hold the connection).
+          self->write(st.hdl, st.stop_reply.size(), st.stop_reply.data());
+          self->flush(st.hdl);
+          st.stop_reply.clear();
+          if (st.unconsumed > 0)
+            st.close_when_drained = true;
+          finish(self, "stopped: a request for another resource");
+          return;
+        }
         finish(self, "the peer did not finish within 30 s after the local "
                      "side closed");
       } else if (st.tunnel != tunnel_state::closed) {
-        refuse(self, "timeout: the tunnel was not ready within 30 s");
+        refuse(self, "timeout: the tunnel was not ready within 30 s",
+               open_failure::peer_unreachable);
       }
     },
     [=](status_atom) {
@@ -331,25 +521,16 @@ caf::behavior relay_behavior(channel_broker* self) {
   };
 }
 
-caf::behavior client_channel(channel_broker* self,
-                             caf::io::connection_handle hdl,
-                             client_channel_args args) {
+/// Client side: find the exporting node, open the session and a stream, and
+/// send the StreamOpen preamble (followed by the sniffed client bytes).
+void open_tunnel(channel_broker* self) {
   auto& st = self->state;
-  st.client_side = true;
-  st.hdl = hdl;
-  st.local_open = true;
-  st.resource = args.resource;
-  st.peer = args.peer;
-  st.client_address = args.client_address;
-  st.supervisor = args.supervisor;
-  st.listener = args.listener;
   transition_to(self, tunnel_state::connecting_peer);
   self->delayed_send(self, open_timeout, timeout_atom::value, ++st.gen);
-  // Nothing is read from the client until the tunnel is up (configure_read
-  // comes with the relay): it waits in the socket's buffer.
-  auto protocol = args.protocol;
   auto open_stream = [=](caf::actor session) {
     auto& st = self->state;
+    if (st.tunnel == tunnel_state::closed)
+      return;
     st.session = session;
     self->monitor(session);
     transition_to(self, tunnel_state::peer_ready);
@@ -363,24 +544,47 @@ caf::behavior client_channel(channel_broker* self,
           st.id = id;
           tunnel::StreamOpen open;
           open.set_resource(st.resource);
-          open.set_protocol(protocol);
+          open.set_protocol(st.protocol);
           open.set_client_address(st.client_address);
           open.set_version(1);
           auto preamble = encode_frame(open.SerializeAsString());
+          st.preamble_sent = true;
+          if (st.sniffed && !st.pending.empty()) {
+            // The sniffed bytes go right after the preamble.
+            std::string out;
+            bool ok = client_to_stream(self, st.pending, out);
+            st.bytes_in += st.pending.size();
+            st.pending.clear();
+            preamble += out;
+            if (!ok) {
+              // The rewriter refused the very first bytes (cannot happen
+              // after a `done` sniff, which validated the head).
+              self->send(session, stream_reset_atom::value, id, uint64_t{1});
+              refuse(self, st.rewriter->stop_reason(),
+                     open_failure::bad_request);
+              return;
+            }
+          }
           st.credit -= std::min<uint64_t>(st.credit, preamble.size());
           self->send(session, stream_write_atom::value, id, preamble, false);
           transition_to(self, tunnel_state::remote_connecting);
         },
-        [=](caf::error& err) { refuse(self, error_text(err)); });
+        [=](caf::error& err) {
+          refuse(self, error_text(err), open_failure::peer_unreachable);
+        });
   };
   auto open_session = [=](const std::string& node) {
     auto& st = self->state;
+    if (st.tunnel == tunnel_state::closed)
+      return;
     st.peer = node;
     self->request(st.supervisor, open_timeout, open_atom::value, node)
       .then([=](caf::actor session) { open_stream(session); },
             [=](caf::error& err) {
-              refuse(self, fmt::format("cannot reach node {}: {}", node,
-                                       error_text(err)));
+              refuse(self,
+                     fmt::format("cannot reach node {}: {}", node,
+                                 error_text(err)),
+                     open_failure::peer_unreachable);
             });
   };
   if (!st.peer.empty()) {
@@ -390,22 +594,102 @@ caf::behavior client_channel(channel_broker* self,
                   st.resource)
       .then(
         [=](const std::vector<std::string>& ids) {
+          if (self->state.tunnel == tunnel_state::closed)
+            return;
           if (ids.empty()) {
-            refuse(self, fmt::format("no online node exports '{}'",
-                                     self->state.resource));
+            refuse(self,
+                   fmt::format("no online node exports '{}'",
+                               self->state.resource),
+                   open_failure::unknown_resource);
             return;
           }
           open_session(ids.front());
         },
         [=](caf::error& err) {
-          refuse(self, "look-up failed: " + error_text(err));
+          refuse(self, "look-up failed: " + error_text(err),
+                 open_failure::peer_unreachable);
         });
   }
+}
+
+/// Client side, socks5 / http: the client's first bytes, for the sniffer.
+void on_sniff_data(channel_broker* self, const std::string& bytes) {
+  auto& st = self->state;
+  sniff_result r = st.socks5 ? st.socks5->feed(bytes) : st.http->feed(bytes);
+  if (!r.reply.empty() && st.local_open) {
+    self->write(st.hdl, r.reply.size(), r.reply.data());
+    self->flush(st.hdl);
+  }
+  switch (r.state) {
+    case sniff_state::need_more:
+      return;
+    case sniff_state::failed: {
+      st.sniffing = false;
+      auto klass = std::string{"sniff_"} + to_string(r.error);
+      log::warn(subject, "refuses {} ({}): {}", st.client_address,
+                st.protocol, r.reason);
+      if (st.listener)
+        self->send(st.listener, failed_atom::value, uint64_t{0}, r.reason,
+                   klass);
+      finish(self, r.reason);
+      return;
+    }
+    case sniff_state::done:
+      break;
+  }
+  st.sniffing = false;
+  st.sniffed = true;
+  st.resource = r.resource;
+  st.pending = std::move(r.forward);
+  if (st.http) {
+    http_rewrite_config rc;
+    rc.resource = st.resource;
+    rc.default_resource = st.default_resource;
+    st.rewriter = std::make_shared<http_request_rewriter>(std::move(rc));
+  }
+  log::debug(subject, "{} ({}) asks for '{}'", st.client_address, st.protocol,
+             st.resource);
+  open_tunnel(self);
+}
+
+caf::behavior client_channel(channel_broker* self,
+                             caf::io::connection_handle hdl,
+                             client_channel_args args) {
+  auto& st = self->state;
+  st.client_side = true;
+  st.hdl = hdl;
+  st.local_open = true;
+  st.resource = args.resource;
+  st.default_resource = args.resource;
+  st.protocol = args.protocol;
+  st.peer = args.peer;
+  st.client_address = args.client_address;
+  st.supervisor = args.supervisor;
+  st.listener = args.listener;
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.session && dm.source == st.session.address())
-      finish(self, "the session ended");
+    if (st.session && dm.source == st.session.address()) {
+      if (!tunnel_up(st) && st.tunnel != tunnel_state::closed)
+        refuse(self, "the session ended", open_failure::peer_unreachable);
+      else
+        finish(self, "the session ended");
+    }
   });
+  if (st.protocol == "socks5" || st.protocol == "http") {
+    // The client names its resource: read it first (the sniffer), with a
+    // deadline. Later bytes are held until the tunnel is up.
+    if (st.protocol == "socks5")
+      st.socks5 = std::make_shared<socks5_sniffer>();
+    else
+      st.http = std::make_shared<http_sniffer>(st.default_resource);
+    st.sniffing = true;
+    self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+    self->delayed_send(self, sniff_timeout, timeout_atom::value, ++st.gen);
+  } else {
+    // Nothing is read from the client until the tunnel is up (configure_read
+    // comes with the relay): it waits in the socket's buffer.
+    open_tunnel(self);
+  }
   return relay_behavior(self);
 }
 

@@ -6,7 +6,11 @@
 //   the node exporting its resource (SIGNAL LINK look-up, or the listener's
 //   pinned peer), asks the PEER MANAGER for the session, opens a stream,
 //   sends the StreamOpen preamble and waits for StreamOpenResult before it
-//   reads a byte from the client.
+//   reads a byte from the client (tcp). For "socks5" / "http" it reads the
+//   client first and feeds the protocol's sniffer (10 s timeout) to learn the
+//   resource; the sniffed bytes follow the preamble on the stream, later
+//   ones are held (at most 16 KiB) until the tunnel is up, and a failed
+//   open is answered in the client's protocol (docs/listeners.md).
 // - export channel: spawned by the STREAM SERVICE on the exporting node once
 //   it has connected to the export's target; the stream is handed over to it.
 //
@@ -24,8 +28,9 @@
 //   stream FIN        → pending bytes are written, then the socket closes
 //   stream reset,     → the socket closes; the channel ends
 //   session down
-// Back-pressure: the socket is read only while the stream has credit
-// (halt/trigger); received stream bytes are reported consumed to the session
+// Back-pressure: the socket is read only while the stream has credit (one
+// read at a time, trigger(hdl, 1); never halt(), which did not reliably
+// resume reading in CAF 0.17); received stream bytes are reported consumed to the session
 // only once the socket has written them (ack_writes), so a slow client
 // stalls only its own stream.
 #pragma once

@@ -75,10 +75,11 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
       self->monitor(ch);
       ++st.open_channels;
     },
-    [=](failed_atom, uint64_t, const std::string& why, const std::string&) {
+    [=](failed_atom, uint64_t, const std::string& why,
+        const std::string& klass) {
       auto& st = self->state;
       ++st.refused;
-      ++st.refused_by_reason[refusal_class(why)];
+      ++st.refused_by_reason[klass.empty() ? refusal_class(why) : klass];
     },
     [=](const caf::io::acceptor_closed_msg&) {
       log::error(subject, "lost its socket on {}", st.cfg.bind.to_string());

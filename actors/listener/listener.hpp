@@ -1,8 +1,9 @@
 // LISTENER (seed: ProxySocketServerFactory): one listening socket of a
 // [[listen]] entry. It accepts local clients and forks a CHANNEL for each,
 // counting what it accepted and what its channels had to refuse.
-// This version serves protocol "tcp" (a fixed resource); the RTSP, HTTP and
-// SOCKS5 sniffers plug in here (docs/listeners.md).
+// Protocols "tcp" (a fixed resource), "http" and "socks5" (the client CHANNEL
+// sniffs the resource; `resource` is the HTTP default). RTSP is not wired in
+// yet; the node refuses such a listener at start (docs/listeners.md).
 #pragma once
 
 #include <cstdint>
