@@ -1,6 +1,7 @@
 #include "actors/channel/channel.hpp"
 
 #include <cassert>
+#include <deque>
 #include <memory>
 #include <optional>
 
@@ -12,6 +13,7 @@
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/log.hpp"
 #include "actors/listener/http_sniffer.hpp"
+#include "actors/listener/rtsp_sniffer.hpp"
 #include "actors/listener/socks5_sniffer.hpp"
 #include "proto/admin.pb.h"
 #include "proto/tunnel.pb.h"
@@ -87,6 +89,13 @@ struct channel_state {
   std::shared_ptr<socks5_sniffer> socks5;
   std::shared_ptr<http_sniffer> http;
   std::shared_ptr<http_request_rewriter> rewriter;
+  std::shared_ptr<rtsp_sniffer> rtsp;
+  // Export side, protocol rtsp: the rewriter between stream and target, and
+  // for consumed accounting the rewritten chunks written to the target, each
+  // with the stream bytes it came from (reported consumed once written).
+  std::shared_ptr<rtsp_rewriter> rtsp_rw;
+  std::deque<std::pair<uint64_t, uint64_t>> rtsp_chunks; // {written, stream}
+  uint64_t rtsp_written = 0; // written towards rtsp_chunks.front()
   bool sniffing = false;    // reading the client for its resource
   bool sniffed = false;     // the sniffer said `done`
   bool preamble_sent = false;
@@ -142,6 +151,8 @@ void refuse(channel_broker* self, const std::string& why,
       reply = st.socks5->failure_reply(what, why);
     else if (st.http)
       reply = st.http->failure_reply(what, why);
+    else if (st.rtsp)
+      reply = st.rtsp->failure_reply(what, why);
     if (!reply.empty()) {
       self->write(st.hdl, reply.size(), reply.data());
       self->flush(st.hdl);
@@ -156,6 +167,15 @@ void refuse(channel_broker* self, const std::string& why,
 bool client_to_stream(channel_broker* self, const std::string& in,
                       std::string& out) {
   auto& st = self->state;
+  if (st.rtsp_rw) {
+    // Export side, rtsp: target → stream, through the rewriter.
+    if (st.rtsp_rw->from_server(in, out) == rtsp_rewriter::status::failed) {
+      log::warn(subject, "stops the RTSP connection of node {} to '{}': {}",
+                st.peer, st.resource, st.rtsp_rw->failure_reason());
+      return false;
+    }
+    return true;
+  }
   if (!st.rewriter) {
     out += in;
     return true;
@@ -202,6 +222,47 @@ void write_local(channel_broker* self, const std::string& bytes) {
 }
 
 void send_client_fin(channel_broker* self);
+void finish(channel_broker* self, const std::string& why);
+
+/// Export side, rtsp: stream bytes (client → server) through the rewriter.
+/// What the server should get goes to the target; what the proxy answers
+/// itself (461, an error) goes back on the stream. `stream_bytes` of the
+/// input are reported consumed once their rewritten output is written.
+void rtsp_from_stream(channel_broker* self, const std::string& bytes,
+                      uint64_t stream_bytes) {
+  auto& st = self->state;
+  std::string to_server, to_client;
+  auto status = st.rtsp_rw->from_client(bytes, to_server, to_client);
+  if (!to_server.empty() && st.local_open) {
+    self->write(st.hdl, to_server.size(), to_server.data());
+    self->flush(st.hdl);
+    st.bytes_out += to_server.size();
+    if (stream_bytes > 0)
+      st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
+  } else if (stream_bytes > 0) {
+    // Held by the rewriter (bounded), answered by the proxy, or nobody to
+    // give them to: consume now.
+    self->send(st.session, stream_consumed_atom::value, st.id, stream_bytes);
+  }
+  bool failed = status == rtsp_rewriter::status::failed;
+  if (!to_client.empty() && !st.fin_sent) {
+    st.credit -= std::min<uint64_t>(st.credit, to_client.size());
+    self->send(st.session, stream_write_atom::value, st.id,
+               std::move(to_client), failed);
+    if (failed)
+      st.fin_sent = true;
+  }
+  if (failed) {
+    log::warn(subject, "stops the RTSP connection of node {} to '{}': {}",
+              st.peer, st.resource, st.rtsp_rw->failure_reason());
+    if (!st.fin_sent) {
+      st.fin_sent = true;
+      self->send(st.session, stream_write_atom::value, st.id, std::string{},
+                 true);
+    }
+    finish(self, "RTSP: " + st.rtsp_rw->failure_reason());
+  }
+}
 
 void start_relay(channel_broker* self) {
   auto& st = self->state;
@@ -376,10 +437,26 @@ caf::behavior relay_behavior(channel_broker* self) {
     },
     [=](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
-      auto n = std::min<uint64_t>(msg.written, st.unconsumed);
-      st.unconsumed -= n;
-      if (n > 0 && st.session)
-        self->send(st.session, stream_consumed_atom::value, st.id, n);
+      if (st.rtsp_rw) {
+        // Consume the stream bytes of every rewritten chunk now written.
+        st.rtsp_written += msg.written;
+        uint64_t n = 0;
+        while (!st.rtsp_chunks.empty()
+               && st.rtsp_chunks.front().first <= st.rtsp_written) {
+          st.rtsp_written -= st.rtsp_chunks.front().first;
+          n += st.rtsp_chunks.front().second;
+          st.rtsp_chunks.pop_front();
+        }
+        if (st.rtsp_chunks.empty())
+          st.rtsp_written = 0;
+        if (n > 0 && st.session)
+          self->send(st.session, stream_consumed_atom::value, st.id, n);
+      } else {
+        auto n = std::min<uint64_t>(msg.written, st.unconsumed);
+        st.unconsumed -= n;
+        if (n > 0 && st.session)
+          self->send(st.session, stream_consumed_atom::value, st.id, n);
+      }
       if (st.close_when_drained && msg.remaining == 0 && st.local_open) {
         st.local_open = false;
         self->close(st.hdl);
@@ -403,7 +480,14 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (st.tunnel != tunnel_state::connected)
           return;
       }
-      write_local(self, bytes);
+      if (st.rtsp_rw) {
+        if (!bytes.empty())
+          rtsp_from_stream(self, bytes, bytes.size());
+        if (st.tunnel == tunnel_state::closed)
+          return;
+      } else {
+        write_local(self, bytes);
+      }
       if (st.client_side && !st.stop_reply.empty() && !fin)
         // HTTP stop: the target is still answering; wait for silence again.
         self->delayed_send(self, stop_idle, timeout_atom::value, ++st.gen);
@@ -469,6 +553,7 @@ caf::behavior relay_behavior(channel_broker* self) {
         st.sniffing = false;
         std::string reply = st.socks5 ? st.socks5->timeout_reply()
                             : st.http ? st.http->timeout_reply()
+                            : st.rtsp ? st.rtsp->timeout_reply()
                                       : std::string{};
         if (!reply.empty() && st.local_open) {
           self->write(st.hdl, reply.size(), reply.data());
@@ -615,7 +700,9 @@ void open_tunnel(channel_broker* self) {
 /// Client side, socks5 / http: the client's first bytes, for the sniffer.
 void on_sniff_data(channel_broker* self, const std::string& bytes) {
   auto& st = self->state;
-  sniff_result r = st.socks5 ? st.socks5->feed(bytes) : st.http->feed(bytes);
+  sniff_result r = st.socks5 ? st.socks5->feed(bytes)
+                   : st.http ? st.http->feed(bytes)
+                             : st.rtsp->feed(bytes);
   if (!r.reply.empty() && st.local_open) {
     self->write(st.hdl, r.reply.size(), r.reply.data());
     self->flush(st.hdl);
@@ -675,13 +762,16 @@ caf::behavior client_channel(channel_broker* self,
         finish(self, "the session ended");
     }
   });
-  if (st.protocol == "socks5" || st.protocol == "http") {
+  if (st.protocol == "socks5" || st.protocol == "http"
+      || st.protocol == "rtsp") {
     // The client names its resource: read it first (the sniffer), with a
     // deadline. Later bytes are held until the tunnel is up.
     if (st.protocol == "socks5")
       st.socks5 = std::make_shared<socks5_sniffer>();
-    else
+    else if (st.protocol == "http")
       st.http = std::make_shared<http_sniffer>(st.default_resource);
+    else
+      st.rtsp = std::make_shared<rtsp_sniffer>(st.default_resource);
     st.sniffing = true;
     self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
     self->delayed_send(self, sniff_timeout, timeout_atom::value, ++st.gen);
@@ -705,6 +795,15 @@ caf::behavior export_channel(channel_broker* self, int fd,
   st.resource = args.resource;
   st.client_address = args.peer;
   st.target = args.target;
+  st.protocol = args.protocol;
+  if (st.protocol == "rtsp") {
+    rtsp_url_map map;
+    // client_authority: learned from the client's first request.
+    map.server_authority = st.target;
+    map.resource = st.resource;
+    map.strip_resource = true;
+    st.rtsp_rw = std::make_shared<rtsp_rewriter>(std::move(map));
+  }
   self->monitor(st.session);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
@@ -717,7 +816,12 @@ caf::behavior export_channel(channel_broker* self, int fd,
   st.credit -= std::min<uint64_t>(st.credit, reply.size());
   self->send(st.session, stream_write_atom::value, st.id, reply, false);
   start_relay(self);
-  if (!args.first_bytes.empty()) {
+  if (st.rtsp_rw) {
+    if (!args.first_bytes.empty())
+      rtsp_from_stream(self, args.first_bytes, args.first_unconsumed);
+    if (st.tunnel == tunnel_state::closed)
+      return {};
+  } else if (!args.first_bytes.empty()) {
     self->write(st.hdl, args.first_bytes.size(), args.first_bytes.data());
     self->flush(st.hdl);
     st.unconsumed += args.first_unconsumed;

@@ -6,13 +6,15 @@
 //   the node exporting its resource (SIGNAL LINK look-up, or the listener's
 //   pinned peer), asks the PEER MANAGER for the session, opens a stream,
 //   sends the StreamOpen preamble and waits for StreamOpenResult before it
-//   reads a byte from the client (tcp). For "socks5" / "http" it reads the
-//   client first and feeds the protocol's sniffer (10 s timeout) to learn the
-//   resource; the sniffed bytes follow the preamble on the stream, later
-//   ones are held (at most 16 KiB) until the tunnel is up, and a failed
-//   open is answered in the client's protocol (docs/listeners.md).
+//   reads a byte from the client (tcp). For "socks5" / "http" / "rtsp" it
+//   reads the client first and feeds the protocol's sniffer (10 s timeout)
+//   to learn the resource; the sniffed bytes follow the preamble on the
+//   stream, later ones are held (at most 16 KiB) until the tunnel is up, and
+//   a failed open is answered in the client's protocol (docs/listeners.md).
 // - export channel: spawned by the STREAM SERVICE on the exporting node once
 //   it has connected to the export's target; the stream is handed over to it.
+//   For an export with protocol "rtsp" it runs an rtsp_rewriter between the
+//   stream and the target (URLs both ways, 461 for UDP-only SETUPs).
 //
 // States: local socket × tunnel side (the seed's pairs).
 //   local:  connected ──client/target EOF──▶ closed
@@ -81,6 +83,10 @@ struct export_channel_args {
   std::string peer;
   std::string resource;
   std::string target;
+  /// The export's protocol: "rtsp" runs an rtsp_rewriter between the stream
+  /// and the target (client authority learned from the first request,
+  /// server authority = target, resource stripped).
+  std::string protocol = "tcp";
 };
 
 /// For the STREAM SERVICE: a channel for the connected target socket `fd`.

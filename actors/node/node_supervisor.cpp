@@ -232,15 +232,6 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
 
   for (size_t i = 0; i < st.cfg.listens.size() && !st.stopping; ++i) {
     auto& l = st.cfg.listens[i];
-    if (l.protocol == "rtsp") {
-      st.exit_reason = make_error(
-        ec::bad_config,
-        fmt::format("{}: listen[{}]: protocol \"{}\" is not available in "
-                    "this version yet (use \"tcp\", \"http\" or \"socks5\")",
-                    st.cfg.source, i + 1, l.protocol));
-      stop_children(self, "unsupported listener protocol");
-      break;
-    }
     listener_config lc2{l.bind, l.protocol, l.resource, l.peer};
     uint16_t port = 0;
     auto lst = start_listener(sys, lc2, caf::actor{self}, port);
