@@ -466,7 +466,10 @@ caf::behavior relay_behavior(channel_broker* self) {
     },
     [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
     [=](const caf::io::connection_passivated_msg&) {
-      // The read token is used up; update_reading() grants the next.
+      // The read token is used up: the socket is not being read, whatever
+      // the flag says; grant the next token if there is credit.
+      self->state.reading = false;
+      update_reading(self);
     },
     // --- the stream -----------------------------------------------------------
     [=](stream_credit_atom, int64_t, uint64_t n) {
