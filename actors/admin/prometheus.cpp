@@ -24,43 +24,33 @@ std::string metric_value::to_string() const {
   return "NaN";
 }
 
-std::string escape_label_value(std::string_view text) {
+namespace {
+
+/// Backslash and newline always; the double quote only in label values.
+std::string escape(std::string_view text, bool quote) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '"':
-        out += "\\\"";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out += c;
-    }
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '"' && quote)
+      out += "\\\"";
+    else
+      out += c;
   }
   return out;
 }
 
+} // namespace
+
+std::string escape_label_value(std::string_view text) {
+  return escape(text, true);
+}
+
 std::string escape_help(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
+  return escape(text, false);
 }
 
 void prometheus_writer::counter(std::string_view name, std::string_view help,

@@ -184,6 +184,15 @@ protected:
     return res;
   }
 
+  /// open() from `from` to `to` and run until it is answered (60 s of
+  /// virtual time at most).
+  std::shared_ptr<open_result> open_and_wait(node& from, node& to) {
+    auto res = open(from, to.id->node_id());
+    run_until([&] { return res->answered; });
+    EXPECT_TRUE(res->answered) << "no answer to open()";
+    return res;
+  }
+
   admin::SessionList sessions(node& n) {
     caf::scoped_actor self{t.sys};
     self->send(n.manager, get_atom::value);
@@ -267,8 +276,7 @@ TEST_F(peer_session_test, ice_failure_is_reported_to_the_opener) {
   net->fail = true;
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   EXPECT_NE(res->error.find("ICE failed"), std::string::npos) << res->error;
   run_until([&] { return net->open_agents() == 0; }, 2s);
   EXPECT_EQ(sessions(a).sessions_size(), 0);
@@ -311,8 +319,7 @@ TEST_F(peer_session_test, connect_timeout_when_the_peer_never_answers) {
 TEST_F(peer_session_test, streams_echo_and_linger_is_cancelled_by_a_new_stream) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   EXPECT_EQ(sessions(a).sessions(0).state(), "lingering");
   // 20 s into the linger a stream opens: the session is ready again.
@@ -348,8 +355,7 @@ TEST_F(peer_session_test, streams_echo_and_linger_is_cancelled_by_a_new_stream) 
 TEST_F(peer_session_test, echo_of_4_mib_arrives_intact) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto r = std::make_shared<pump_result>();
   t.sys.spawn(stream_pump, res->session, std::string{"echo"},
@@ -364,8 +370,7 @@ TEST_F(peer_session_test, echo_of_4_mib_arrives_intact) {
 TEST_F(peer_session_test, sixteen_concurrent_streams_each_arrive_intact) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   std::vector<std::shared_ptr<pump_result>> rs;
   for (int i = 0; i < 16; ++i) {
@@ -396,8 +401,7 @@ TEST_F(peer_session_test, one_percent_loss_still_delivers_intact) {
   net->delay = 1ms;
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto r = std::make_shared<pump_result>();
   t.sys.spawn(stream_pump, res->session, std::string{"echo"},
@@ -420,8 +424,7 @@ TEST_F(peer_session_test, one_percent_loss_still_delivers_intact) {
 TEST_F(peer_session_test, unknown_resource_is_refused_on_the_stream) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto r = std::make_shared<pump_result>();
   t.sys.spawn(stream_pump, res->session, std::string{"no-such-thing"},
@@ -436,8 +439,7 @@ TEST_F(peer_session_test, unknown_resource_is_refused_on_the_stream) {
 TEST_F(peer_session_test, linger_expiry_closes_and_a_new_open_starts_over) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   t.advance(29s);
   EXPECT_EQ(sessions(a).sessions_size(), 1);
@@ -472,8 +474,7 @@ TEST_F(peer_session_test, close_while_connecting_fails_the_open) {
 TEST_F(peer_session_test, simultaneous_close_from_both_ends_is_clean) {
   auto& a = make_node("a");
   auto& b = make_node("b");
-  auto res = open(a, b.id->node_id());
-  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto la = sessions(a);
   auto lb = sessions(b);
