@@ -148,6 +148,14 @@ using linger_atom = caf::atom_constant<caf::atom("linger")>;
 //  uint32_t streams) -> std::string JSON result
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 
+// --- CHANNEL (one client or target TCP connection <-> one stream) -----------------
+// stream owner handoff, STREAM SERVICE -> session:
+//   (stream_owner_atom, int64_t id, caf::actor new_owner); the session answers
+//   the old owner with (stream_owner_atom, int64_t id) once messages for the
+//   stream go to the new owner, so the old one forwards what came before.
+// INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
+using stream_owner_atom = caf::atom_constant<caf::atom("s_owner")>;
+
 // --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;
 using ice_gathered_atom = caf::atom_constant<caf::atom("ice_gath")>;

@@ -21,6 +21,8 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   python3 python3-protobuf curl procps iproute2 iptables nftables coturn iperf3 ethtool
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
 )
 
 export DEBIAN_FRONTEND=noninteractive

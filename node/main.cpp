@@ -246,8 +246,9 @@ int cmd_node(const std::string& config_path, const std::string& log_level) {
   return 0;
 }
 
-/// Shows the two demo nodes finding each other: the viewer looks up cam1 and
-/// probes the camera node through the signaling server. Bounded: 10 tries.
+/// Shows the two demo nodes finding each other: the viewer looks up the
+/// sample service and probes the camera node through the signaling server.
+/// Bounded: 10 tries.
 void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
                        const std::string& camera_id) {
   caf::scoped_actor self{sys};
@@ -255,16 +256,17 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
   for (int attempt = 0; attempt < 10; ++attempt) {
     bool found = false;
     self->request(viewer, std::chrono::seconds(6), lookup_atom::value,
-                  std::string{"cam1"})
+                  std::string{"status-page"})
       .receive(
         [&](const std::vector<std::string>& ids) {
           found = std::find(ids.begin(), ids.end(), camera_id) != ids.end();
           if (!found)
-            last_error = "cam1 is not registered yet";
+            last_error = "status-page is not registered yet";
         },
         [&](caf::error& err) { last_error = error_text(err); });
     if (found) {
-      fmt::print("  viewer-host looked up cam1: exported by {}\n", camera_id);
+      fmt::print("  viewer-host looked up status-page: exported by {}\n",
+                 camera_id);
       self->request(viewer, std::chrono::seconds(6), probe_atom::value,
                     camera_id)
         .receive(
@@ -281,7 +283,8 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
-  fmt::print("  viewer-host could not look up cam1: {}\n", last_error);
+  fmt::print("  viewer-host could not look up status-page: {}\n",
+             last_error);
   std::fflush(stdout);
 }
 
@@ -330,12 +333,21 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
     nc.admin_listen = endpoint{"127.0.0.1",
                                static_cast<uint16_t>(base_port + 1 + i)};
     if (i == 0) {
+      // The sample service: camera-host's own status page (its admin
+      // port), exported as "status-page" to every node of the network.
       export_config ex;
-      ex.name = "cam1";
-      ex.target = endpoint{"127.0.0.1", 8554};
-      ex.protocol = "rtsp";
+      ex.name = "status-page";
+      ex.target = nc.admin_listen;
+      ex.protocol = "tcp";
       ex.allow = {"*"};
       nc.exports.push_back(ex);
+    } else {
+      // viewer-host's local clients reach it through the tunnel.
+      listen_config l;
+      l.bind = endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 4)};
+      l.protocol = "tcp";
+      l.resource = "status-page";
+      nc.listens.push_back(l);
     }
     std::shared_ptr<const identity> id;
     try {
@@ -353,10 +365,13 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
   for (int i = 0; i < 2; ++i)
     fmt::print("  node {} ({}): p2proxy status --admin 127.0.0.1:{}\n",
                names[i], ids[i], base_port + 1 + i);
-  fmt::print("  {} exports cam1; look it up from {}:\n"
-             "    curl http://127.0.0.1:{}/v1/lookup/cam1\n"
+  fmt::print("  {} exports its status page as 'status-page'; {} carries it\n"
+             "  through an encrypted peer-to-peer session to a local port.\n"
+             "  Open this, fetched through the tunnel:\n"
+             "    curl http://127.0.0.1:{}/v1/status\n"
+             "  and watch the session: p2proxy status --admin 127.0.0.1:{}\n"
              "Ctrl-C ends the demo.\n",
-             names[0], names[1], base_port + 2);
+             names[0], names[1], base_port + 4, base_port + 2);
   std::fflush(stdout);
   demo_check_tunnel(sys, nodes[1], ids[0]);
   auto watched = nodes;
@@ -426,8 +441,8 @@ int main(int argc, char** argv) {
                                          "nodes on this machine");
   demo->add_option("--dir", demo_dir, "where the demo keeps its node keys");
   demo->add_option("--port", demo_port,
-                   "first of four loopback ports: signal, node admin x2, server "
-                   "admin")
+                   "first of five loopback ports: signal, node admin x2, server "
+                   "admin, tunnel")
     ->capture_default_str();
 
   try {

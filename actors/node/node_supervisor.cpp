@@ -17,6 +17,7 @@
 #include "actors/peer/peer_manager.hpp"
 #include "actors/peer/pump_runner.hpp"
 #include "actors/peer/stream_service.hpp"
+#include "actors/listener/listener.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
 
@@ -134,6 +135,8 @@ void stop_children(node_supervisor_actor* self, const std::string& reason) {
     return;
   st.stopping = true;
   log::info(subject, "stops: {}", reason);
+  for (auto& l : st.listeners)
+    self->send(l, stop_atom::value, reason);
   for (auto& child : {st.manager, st.link, st.admin})
     if (child)
       self->send(child, stop_atom::value, reason);
@@ -160,9 +163,11 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
     auto& st = self->state;
     st.children.erase(dm.source);
     if (!st.stopping) {
-      auto what = dm.source == st.link.address()    ? "signal link"
-                  : dm.source == st.admin.address() ? "admin server"
-                                                    : "connector";
+      auto what = dm.source == st.link.address()      ? "signal link"
+                  : dm.source == st.admin.address()   ? "admin server"
+                  : dm.source == st.manager.address() ? "peer manager"
+                  : dm.source == st.connector.address() ? "connector"
+                                                        : "listener";
       auto why = dm.reason ? error_text(dm.reason) : "no reason given";
       log::error(subject, "lost its {} ({}); shutting down", what, why);
       st.exit_reason = make_error(ec::unspecified,
@@ -210,6 +215,9 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   pc.link = st.link;
   stream_service_config sc;
   sc.test_resources = st.cfg.test_resources;
+  for (auto& ex : st.cfg.exports)
+    sc.exports.push_back(export_entry{ex.name, ex.target, ex.protocol,
+                                      ex.allow});
   pc.handler = make_stream_handler(sc);
   pc.settings.idle_linger = st.cfg.idle_linger;
   pc.settings.connect_timeout = st.cfg.connect_timeout;
@@ -222,7 +230,21 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   st.children.insert(st.manager.address());
   self->send(st.link, sink_atom::value, st.manager);
 
-  if (st.cfg.admin_enabled) {
+  for (size_t i = 0; i < st.cfg.listens.size() && !st.stopping; ++i) {
+    auto& l = st.cfg.listens[i];
+    listener_config lc2{l.bind, l.protocol, l.resource, l.peer};
+    uint16_t port = 0;
+    auto lst = start_listener(sys, lc2, caf::actor{self}, port);
+    if (!lst) {
+      st.exit_reason = lst.error();
+      stop_children(self, "a listener could not be opened");
+      break;
+    }
+    st.listeners.push_back(*lst);
+    self->monitor(*lst);
+    st.children.insert(lst->address());
+  }
+  if (st.cfg.admin_enabled && !st.stopping) {
     auto admin = start_admin_server(sys, st.cfg.admin_listen, caf::actor{self},
                                     st.admin_port);
     if (!admin) {
@@ -250,6 +272,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
       for (auto& c : {st.link, st.manager, st.admin, st.connector})
         if (c)
           children.push_back(c);
+      for (auto& l : st.listeners)
+        children.push_back(l);
       auto pending = std::make_shared<size_t>(children.size() + 2);
       auto finish = [=]() mutable {
         if (--*pending == 0)

@@ -93,8 +93,8 @@ admin::SessionStatus session_status(const peer_session_state& st) {
   s.set_local_address(st.local_addr);
   s.set_remote_candidate_type(st.remote_type);
   s.set_remote_address(st.remote_addr);
-  if (st.quic) {
-    auto q = st.quic->stats();
+  if (st.quic || st.last_stats) {
+    auto q = st.quic ? st.quic->stats() : *st.last_stats;
     s.set_rtt_ms(q.smoothed_rtt.count() / 1000.0);
     s.set_bytes_sent(q.bytes_sent);
     s.set_bytes_received(q.bytes_received);
@@ -388,6 +388,7 @@ void process_events(peer_session_actor* self) {
           if (st.state != session_state::closing
               && st.state != session_state::closed) {
             auto reason = ev.bytes;
+            st.last_stats = st.quic->stats();
             st.quic.reset(); // nothing more to write
             close_session(self, reason, false);
             return;
@@ -605,6 +606,26 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       s.pending += bytes;
       s.pending_fin = fin;
       flush(self);
+    },
+    [=](stream_owner_atom, int64_t id, caf::actor new_owner) {
+      // A STREAM SERVICE hands its stream to a CHANNEL: from now on the
+      // channel gets the stream's messages; the old owner hears the ack and
+      // forwards what reached it before.
+      auto& st = self->state;
+      auto i = st.streams.find(id);
+      auto old = caf::actor_cast<caf::actor>(self->current_sender());
+      if (i == st.streams.end()) {
+        self->send(new_owner, stream_closed_atom::value, id);
+        if (old)
+          self->send(old, stream_owner_atom::value, id);
+        return;
+      }
+      if (i->second.owner)
+        self->demonitor(i->second.owner);
+      i->second.owner = new_owner;
+      self->monitor(new_owner);
+      if (old)
+        self->send(old, stream_owner_atom::value, id);
     },
     [=](stream_consumed_atom, int64_t id, uint64_t n) {
       auto& st = self->state;

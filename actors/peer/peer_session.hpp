@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -113,6 +114,9 @@ struct peer_session_state : quic_events {
   std::string local_type, local_addr, remote_type, remote_addr;
   uint64_t local_candidates = 0, remote_candidates = 0;
   uint64_t datagrams_in = 0, datagrams_out = 0;
+  /// The QUIC figures as of when the connection went away, for the final
+  /// status row.
+  std::optional<quic_stats> last_stats;
 
   // quic_events: recorded, then handled after the QUIC call returns, so no
   // handler runs while ngtcp2 is on the stack.

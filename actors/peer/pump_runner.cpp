@@ -74,7 +74,7 @@ caf::behavior pump_runner(caf::stateful_actor<pump_runner_state>* self,
                     prom->deliver(fmt::format(
                       "{{\"sent\":{},\"received\":{},\"sentSha256\":\"{}\","
                       "\"receivedSha256\":\"{}\",\"streams\":{},"
-                      "\"streamsOk\":{},\"seconds\":{:.3f},\"error\":\"{}\"}}",
+                      "\"streamsOk\":{},\"seconds\":{:.3f},\"error\":{}}}",
                       sent, received, first.sent_sha256, first.received_sha256,
                       streams, ok, secs, json_quote(error)));
                     self->quit();

@@ -1,9 +1,13 @@
 #include "actors/peer/stream_service.hpp"
 
+#include <algorithm>
+
 #include <caf/all.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/channel/channel.hpp"
 #include "actors/common/frame_codec.hpp"
+#include "actors/common/tcp_connect.hpp"
 #include "actors/common/log.hpp"
 #include "proto/tunnel.pb.h"
 
@@ -14,7 +18,7 @@ namespace {
 constexpr const char* subject = "stream_service";
 constexpr size_t source_chunk = 64 * 1024;
 
-enum class service_kind { none, echo, discard, source };
+enum class service_kind { none, echo, discard, source, export_target };
 
 struct stream_service_state {
   static inline const char* name = "stream_service";
@@ -32,6 +36,9 @@ struct stream_service_state {
   bool fin_sent = false;
   uint64_t source_left = 0;
   uint64_t source_offset = 0;
+  // export_target: connecting, then handing the stream to a CHANNEL.
+  const export_entry* ex = nullptr;
+  caf::actor channel;       // set once handed off; forward to it
 };
 
 using service_actor = caf::stateful_actor<stream_service_state>;
@@ -82,6 +89,7 @@ void pump(service_actor* self) {
       }
       break;
     case service_kind::none:
+    case service_kind::export_target:
       break;
   }
 }
@@ -108,6 +116,36 @@ void on_preamble(service_actor* self, const std::string& frame) {
     return;
   }
   auto& r = open.resource();
+  for (auto& e : st.cfg.exports)
+    if (e.name == r)
+      st.ex = &e;
+  if (st.ex != nullptr) {
+    auto& allow = st.ex->allow;
+    bool allowed = std::find(allow.begin(), allow.end(), "*") != allow.end()
+                   || std::find(allow.begin(), allow.end(), st.peer)
+                        != allow.end();
+    if (!allowed) {
+      answer(self, tunnel::StreamOpenResult::DENIED,
+             fmt::format("node {} is not allowed to use '{}'", st.peer, r));
+      return;
+    }
+    st.kind = service_kind::export_target;
+    auto target = st.ex->target;
+    auto timeout = st.cfg.connect_timeout;
+    auto me = caf::actor{self};
+    log::debug(subject, "connects '{}' for {} to {}", r, st.peer,
+               target.to_string());
+    self->spawn<caf::detached>([=](caf::event_based_actor* worker) {
+      std::string why;
+      auto fd = tcp_connect(target.host, target.port, timeout, why);
+      if (fd >= 0)
+        caf::anon_send(me, connect_atom::value, fd);
+      else
+        caf::anon_send(me, conn_fail_atom::value, uint64_t{0}, why);
+      worker->quit();
+    });
+    return;
+  }
   if (st.cfg.test_resources && r == "echo")
     st.kind = service_kind::echo;
   else if (st.cfg.test_resources && r == "discard")
@@ -136,8 +174,13 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
   self->delayed_send(self, cfg.preamble_timeout, timeout_atom::value,
                      uint64_t{0});
   return {
-    [=](stream_data_atom, int64_t, std::string& bytes, bool fin) {
+    [=](stream_data_atom, int64_t id, std::string& bytes, bool fin) {
       auto& st = self->state;
+      if (st.channel) { // handed off: it came before the session switched
+        self->send(st.channel, stream_data_atom::value, id, std::move(bytes),
+                   fin);
+        return;
+      }
       if (!st.opened) {
         // The preamble is consumed (credit returned) at once: it is bounded.
         self->send(st.session, stream_consumed_atom::value, st.id,
@@ -189,15 +232,60 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
                        static_cast<uint64_t>(bytes.size() - skip));
           break;
         }
+        case service_kind::export_target:
+          st.backlog += bytes; // for the channel, consumed once written
+          break;
         case service_kind::none:
           break;
       }
       st.peer_fin = st.peer_fin || fin;
       pump(self);
     },
-    [=](stream_credit_atom, int64_t, uint64_t n) {
-      self->state.credit += n;
+    [=](stream_credit_atom, int64_t id, uint64_t n) {
+      auto& st = self->state;
+      if (st.channel) {
+        self->send(st.channel, stream_credit_atom::value, id, n);
+        return;
+      }
+      st.credit += n;
       pump(self);
+    },
+    [=](connect_atom, int fd) {
+      auto& st = self->state;
+      export_channel_args a;
+      a.session = st.session;
+      a.stream_id = st.id;
+      a.credit = st.credit;
+      a.first_bytes = std::move(st.backlog);
+      a.first_unconsumed = a.first_bytes.size() - st.unconsumed_prefix;
+      a.peer_fin = st.peer_fin;
+      a.peer = st.peer;
+      a.resource = st.ex->name;
+      a.target = st.ex->target.to_string();
+      a.protocol = st.ex->protocol.empty() ? "tcp" : st.ex->protocol;
+      st.credit = 0;
+      st.channel = spawn_export_channel(self->system(), fd, std::move(a));
+      self->send(st.session, stream_owner_atom::value, st.id, st.channel);
+    },
+    [=](conn_fail_atom, uint64_t, const std::string& why) {
+      auto& st = self->state;
+      auto unreachable = why.find("refused") == std::string::npos;
+      answer(self,
+             unreachable ? tunnel::StreamOpenResult::TARGET_UNREACHABLE
+                         : tunnel::StreamOpenResult::TARGET_REFUSED,
+             fmt::format("'{}' at {}: {}", st.ex->name,
+                         st.ex->target.to_string(), why));
+      // What the peer sent meanwhile will never be read: consume it.
+      auto n = st.backlog.size() - st.unconsumed_prefix;
+      if (n > 0)
+        self->send(st.session, stream_consumed_atom::value, st.id,
+                   static_cast<uint64_t>(n));
+      st.backlog.clear();
+      st.unconsumed_prefix = 0;
+    },
+    [=](stream_owner_atom, int64_t) {
+      // The session now sends the stream's messages to the channel.
+      self->quit();
     },
     [=](timeout_atom, uint64_t) {
       auto& st = self->state;
@@ -207,13 +295,29 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
                "no StreamOpen within 10 s");
       }
     },
-    [=](stream_reset_atom, int64_t, uint64_t) {
+    [=](stream_reset_atom, int64_t id, uint64_t code) {
       auto& st = self->state;
+      if (st.channel) {
+        self->send(st.channel, stream_reset_atom::value, id, code);
+        return;
+      }
       self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
       self->quit();
     },
-    [=](stream_closed_atom, int64_t) { self->quit(); },
-    [=](session_down_atom, const std::string&) { self->quit(); },
+    [=](stream_closed_atom, int64_t id) {
+      auto& st = self->state;
+      if (st.channel) {
+        self->send(st.channel, stream_closed_atom::value, id);
+        return;
+      }
+      self->quit();
+    },
+    [=](session_down_atom, const std::string& why) {
+      auto& st = self->state;
+      if (st.channel)
+        self->send(st.channel, session_down_atom::value, why);
+      self->quit();
+    },
     [=](status_atom) {
       admin::ActorStatus as;
       as.set_name(stream_service_state::name);

@@ -6,23 +6,40 @@
 //   echo     every byte back, FIN after the peer's FIN
 //   discard  reads everything, FIN after the peer's FIN
 //   source   sends StreamOpen.source_bytes bytes of a fixed pattern, then FIN
-// Anything else is answered UNKNOWN_RESOURCE (exports come with the proxy
-// channels). Back-pressure: bytes are consumed (credit returned to the peer)
+// An export's name: DENIED unless the export's allow list names the peer
+// (or "*"); otherwise the target is connected (off the actor threads, within
+// connect_timeout) and the stream is handed to a CHANNEL (stream_owner_atom
+// handoff), or answered TARGET_REFUSED / TARGET_UNREACHABLE. Anything else
+// is answered UNKNOWN_RESOURCE. Nothing reaches a target before the ACL
+// check passed. Back-pressure: bytes are consumed (credit returned to the peer)
 // only once they have been passed on, so a slow side never grows a buffer.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
 
+#include "actors/common/endpoint.hpp"
 #include "actors/peer/peer_session.hpp"
 
 namespace p2proxy {
 
+/// One [[export]]: a resource name this node serves, where it lives, and
+/// which nodes may use it ("*" for every node of the network).
+struct export_entry {
+  std::string name;
+  endpoint target;
+  std::string protocol;
+  std::vector<std::string> allow;
+};
+
 struct stream_service_config {
+  std::vector<export_entry> exports;
+  std::chrono::milliseconds connect_timeout{10000}; // to an export's target
   bool test_resources = false;
   std::chrono::milliseconds preamble_timeout{10000};
   size_t max_preamble = 16 * 1024;

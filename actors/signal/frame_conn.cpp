@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "actors/actors.hpp"
+#include "actors/common/tcp_connect.hpp"
 #include "proto/admin.pb.h"
 #include "actors/common/endpoint.hpp"
 #include "actors/common/frame_codec.hpp"
@@ -132,68 +133,6 @@ caf::behavior adopt_fd(frame_conn_broker* self, int fd, caf::actor owner,
 
 // --- CONNECTOR ---------------------------------------------------------------
 
-// Returns a connected non-blocking socket or -1 with `why` set. Runs on its
-// own thread: getaddrinfo blocks and has no timeout of its own.
-int connect_blocking(const std::string& host, uint16_t port,
-                     std::chrono::milliseconds timeout, std::string& why) {
-  using clock = std::chrono::steady_clock;
-  auto deadline = clock::now() + timeout;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  addrinfo* res = nullptr;
-  auto port_text = std::to_string(port);
-  if (auto rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
-      rc != 0) {
-    why = fmt::format("cannot resolve {}: {}", host, ::gai_strerror(rc));
-    return -1;
-  }
-  why = "no address to try";
-  int result = -1;
-  for (auto ai = res; ai != nullptr && result < 0; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
-    if (fd < 0) {
-      why = std::strerror(errno);
-      continue;
-    }
-    int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
-    if (rc != 0 && errno != EINPROGRESS) {
-      why = std::strerror(errno);
-      ::close(fd);
-      continue;
-    }
-    if (rc != 0) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - clock::now());
-      pollfd pfd{fd, POLLOUT, 0};
-      int n = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count()))
-                               : 0;
-      if (n <= 0) {
-        why = n == 0 ? fmt::format("timed out after {} ms", timeout.count())
-                     : std::string{std::strerror(errno)};
-        ::close(fd);
-        if (n == 0)
-          break; // the deadline covers all addresses
-        continue;
-      }
-      int err = 0;
-      socklen_t len = sizeof(err);
-      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) {
-        why = std::strerror(err);
-        ::close(fd);
-        continue;
-      }
-    }
-    set_nodelay(fd);
-    result = fd;
-  }
-  ::freeaddrinfo(res);
-  return result;
-}
-
 struct connector_state {
   static inline const char* name = "connector";
   uint64_t attempts = 0;
@@ -219,7 +158,7 @@ caf::behavior connector_impl(caf::stateful_actor<connector_state>* self,
       self->spawn<caf::detached>(
         [=](caf::event_based_actor* worker) {
           std::string why;
-          auto fd = connect_blocking(host, port, timeout, why);
+          auto fd = tcp_connect(host, port, timeout, why);
           auto target = endpoint{host, port}.to_string();
           if (fd < 0) {
             ++*failures;

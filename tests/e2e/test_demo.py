@@ -6,7 +6,9 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, free_port, status, wait_until
+import json
+
+from harness import BIN, free_port, http_get, status, wait_until
 
 
 class Demo(unittest.TestCase):
@@ -14,7 +16,7 @@ class Demo(unittest.TestCase):
         # Four consecutive free ports: try a few bases.
         for _ in range(20):
             base = free_port()
-            if base + 3 < 65536 and all(self._free(base + i) for i in range(4)):
+            if base + 4 < 65536 and all(self._free(base + i) for i in range(5)):
                 break
         workdir = tempfile.mkdtemp(prefix="p2proxy-demo-")
         out_path = os.path.join(workdir, "demo.out")
@@ -26,13 +28,19 @@ class Demo(unittest.TestCase):
                 text = lambda: open(out_path).read()
                 wait_until(lambda: "round trip" in text() or "failed" in text(),
                            20, "the demo's look-up and probe")
-                self.assertIn("viewer-host looked up cam1", text())
+                self.assertIn("viewer-host looked up status-page", text())
                 self.assertIn("probed camera-host", text())
                 srv = status(base + 3)
                 self.assertEqual(len(srv["nodes"]), 2)
                 cam = status(base + 1)
                 self.assertEqual(cam["signal"]["state"], "online")
-                self.assertEqual(cam["exports"][0]["name"], "cam1")
+                self.assertEqual(cam["exports"][0]["name"], "status-page")
+                # The README's promise: the page, fetched through the tunnel.
+                code, body = http_get(f"http://127.0.0.1:{base + 4}/v1/status")
+                self.assertEqual(code, 200, body)
+                self.assertEqual(json.loads(body)["nodeId"], cam["nodeId"])
+                viewer = status(base + 2)
+                self.assertEqual(len(viewer["sessions"]["sessions"]), 1)
                 self.assertEqual(oct(os.stat(os.path.join(workdir, "camera-host.key")).st_mode & 0o777), "0o600")
                 p.send_signal(signal.SIGINT)
                 self.assertEqual(p.wait(timeout=15), 0, text())

@@ -1,0 +1,96 @@
+// CHANNEL (seed: ProxySocketBegin): one local TCP connection and one stream
+// of a PEER SESSION, relayed both ways with back-pressure. A CAF broker.
+//
+// Two kinds, one relay:
+// - client channel: forked by a LISTENER for an accepted client. It finds
+//   the node exporting its resource (SIGNAL LINK look-up, or the listener's
+//   pinned peer), asks the PEER MANAGER for the session, opens a stream,
+//   sends the StreamOpen preamble and waits for StreamOpenResult before it
+//   reads a byte from the client (tcp). For "socks5" / "http" / "rtsp" it
+//   reads the client first and feeds the protocol's sniffer (10 s timeout)
+//   to learn the resource; the sniffed bytes follow the preamble on the
+//   stream, later ones are held (at most 16 KiB) until the tunnel is up, and
+//   a failed open is answered in the client's protocol (docs/listeners.md).
+// - export channel: spawned by the STREAM SERVICE on the exporting node once
+//   it has connected to the export's target; the stream is handed over to it.
+//   For an export with protocol "rtsp" it runs an rtsp_rewriter between the
+//   stream and the target (URLs both ways, 461 for UDP-only SETUPs).
+//
+// States: local socket × tunnel side (the seed's pairs).
+//   local:  connected ──client/target EOF──▶ closed
+//           (CAF 0.17 brokers report EOF as a full close, so there is no
+//            local half-closed state in this version; see docs/design.md)
+//   tunnel: not_connected ─▶ connecting_peer ─▶ peer_ready ─▶ remote_connecting
+//             ─▶ connected ─▶ half_closed (one FIN) ─▶ closed
+//           any ─▶ closed on reset, refusal, session down, timeout
+//
+//   client EOF        → stream FIN; data the peer still sends is consumed
+//                       and dropped; the channel ends when the stream closes
+//                       (or 30 s later, resetting it)
+//   stream FIN        → pending bytes are written, then the socket closes
+//   stream reset,     → the socket closes; the channel ends
+//   session down
+// Back-pressure: the socket is read only while the stream has credit (one
+// read at a time, trigger(hdl, 1); never halt(), which did not reliably
+// resume reading in CAF 0.17); received stream bytes are reported consumed to the session
+// only once the socket has written them (ack_writes), so a slow client
+// stalls only its own stream.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/io/broker.hpp>
+#include <caf/io/connection_handle.hpp>
+
+namespace p2proxy {
+
+enum class tunnel_state {
+  not_connected,
+  connecting_peer,
+  peer_ready,
+  remote_connecting,
+  connected,
+  half_closed,
+  closed
+};
+
+const char* to_string(tunnel_state s);
+bool tunnel_transition_allowed(tunnel_state from, tunnel_state to);
+
+struct client_channel_args {
+  std::string resource;
+  std::string protocol = "tcp";
+  std::string peer;              // pinned exporting node, or empty
+  std::string client_address;
+  caf::actor supervisor;         // answers (lookup_atom) and (open_atom)
+  caf::actor listener;           // told (failed_atom, 0, reason, "") on refusal
+};
+
+/// For LISTENERs: fork a client channel for an accepted connection.
+caf::actor fork_client_channel(caf::io::broker* listener,
+                               caf::io::connection_handle hdl,
+                               client_channel_args args);
+
+struct export_channel_args {
+  caf::actor session;
+  int64_t stream_id = -1;
+  uint64_t credit = 0;           // stream credit handed over
+  std::string first_bytes;       // stream bytes that came after the preamble
+  uint64_t first_unconsumed = 0; // of those, not yet reported consumed
+  bool peer_fin = false;         // the stream's FIN came with them
+  std::string peer;
+  std::string resource;
+  std::string target;
+  /// The export's protocol: "rtsp" runs an rtsp_rewriter between the stream
+  /// and the target (client authority learned from the first request,
+  /// server authority = target, resource stripped).
+  std::string protocol = "tcp";
+};
+
+/// For the STREAM SERVICE: a channel for the connected target socket `fd`.
+caf::actor spawn_export_channel(caf::actor_system& sys, int fd,
+                                export_channel_args args);
+
+} // namespace p2proxy

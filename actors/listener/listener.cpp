@@ -1,0 +1,144 @@
+#include "actors/listener/listener.hpp"
+
+#include <map>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/channel/channel.hpp"
+#include "actors/common/error.hpp"
+#include "actors/common/log.hpp"
+#include "proto/admin.pb.h"
+
+namespace p2proxy {
+
+namespace {
+
+constexpr const char* subject = "listener";
+
+struct listener_state {
+  static inline const char* name = "listener";
+  listener_config cfg;
+  caf::actor supervisor;
+  uint64_t accepted = 0;
+  uint64_t refused = 0;
+  std::map<std::string, uint64_t> refused_by_reason;
+  size_t open_channels = 0;
+  bool stopping = false;
+};
+
+using listener_broker = caf::io::stateful_broker<listener_state>;
+
+/// The class of a refusal, for the counters.
+std::string refusal_class(const std::string& why) {
+  if (why.find("no online node exports") != std::string::npos
+      || why.find("UNKNOWN_RESOURCE") != std::string::npos)
+    return "unknown_resource";
+  if (why.find("DENIED") != std::string::npos)
+    return "denied";
+  if (why.find("offline") != std::string::npos)
+    return "peer_offline";
+  if (why.find("TARGET_") != std::string::npos)
+    return "target_failed";
+  if (why.find("timeout") != std::string::npos)
+    return "timeout";
+  return "other";
+}
+
+caf::behavior listener_impl(listener_broker* self, listener_config cfg,
+                            caf::actor supervisor,
+                            caf::io::accept_handle acceptor) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.supervisor = std::move(supervisor);
+  self->set_down_handler([=](const caf::down_msg&) {
+    auto& st = self->state;
+    if (st.open_channels > 0)
+      --st.open_channels;
+    if (st.stopping && st.open_channels == 0)
+      self->quit();
+  });
+  return {
+    [=](const caf::io::new_connection_msg& msg) {
+      auto& st = self->state;
+      ++st.accepted;
+      client_channel_args a;
+      a.resource = st.cfg.resource;
+      a.protocol = st.cfg.protocol;
+      a.peer = st.cfg.peer;
+      a.client_address = fmt::format("{}:{}", self->remote_addr(msg.handle),
+                                     self->remote_port(msg.handle));
+      a.supervisor = st.supervisor;
+      a.listener = caf::actor{self};
+      auto ch = fork_client_channel(self, msg.handle, std::move(a));
+      self->monitor(ch);
+      ++st.open_channels;
+    },
+    [=](failed_atom, uint64_t, const std::string& why,
+        const std::string& klass) {
+      auto& st = self->state;
+      ++st.refused;
+      ++st.refused_by_reason[klass.empty() ? refusal_class(why) : klass];
+    },
+    [=](const caf::io::acceptor_closed_msg&) {
+      log::error(subject, "lost its socket on {}", st.cfg.bind.to_string());
+      self->quit(make_error(ec::io_failure, "the listening socket closed"));
+    },
+    [=](status_atom) {
+      auto& st = self->state;
+      admin::ActorStatus as;
+      as.set_name(listener_state::name);
+      as.set_state(st.stopping ? "stopping" : "listening");
+      auto& f = *as.mutable_fields();
+      f["bind"] = st.cfg.bind.to_string();
+      f["protocol"] = st.cfg.protocol;
+      f["resource"] = st.cfg.resource;
+      f["accepted"] = std::to_string(st.accepted);
+      f["refused"] = std::to_string(st.refused);
+      for (auto& [k, v] : st.refused_by_reason)
+        f["refused_" + k] = std::to_string(v);
+      f["open_channels"] = std::to_string(st.open_channels);
+      return as.SerializeAsString();
+    },
+    [=](stop_atom, const std::string& why) {
+      auto& st = self->state;
+      st.stopping = true;
+      log::info(subject, "stops listening on {}: {}", st.cfg.bind.to_string(),
+                why);
+      // Stop accepting; channels end through their own close protocol.
+      self->close(acceptor);
+      if (st.open_channels == 0)
+        self->quit();
+    },
+  };
+}
+
+} // namespace
+
+caf::expected<caf::actor> start_listener(caf::actor_system& sys,
+                                         const listener_config& cfg,
+                                         caf::actor supervisor,
+                                         uint16_t& bound_port) {
+  auto& mm = sys.middleman();
+  auto res = mm.backend().new_tcp_doorman(cfg.bind.port, cfg.bind.host.c_str(),
+                                          true);
+  if (!res)
+    return make_error(ec::io_failure,
+                      fmt::format("listen: cannot listen on {}: {}",
+                                  cfg.bind.to_string(),
+                                  sys.render(res.error())));
+  bound_port = (*res)->port();
+  auto doorman = std::move(*res);
+  auto hdl = doorman->hdl();
+  auto listener = mm.spawn_broker(
+    [cfg, supervisor, hdl, d = doorman](listener_broker* self) mutable {
+      self->add_doorman(std::move(d));
+      return listener_impl(self, cfg, supervisor, hdl);
+    });
+  log::info(subject, "listens on {}:{} for '{}' ({})", cfg.bind.host,
+            bound_port, cfg.resource, cfg.protocol);
+  return listener;
+}
+
+} // namespace p2proxy

@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""A real RTSP server for the e2e tests (GStreamer's gst-rtsp-server through
+python3-gi; run it with Debian's /usr/bin/python3, which has `gi`).
+
+    rtsp_server.py PORT
+
+Serves rtsp://127.0.0.1:PORT/stream: a live 320x240 15 fps test picture,
+H.264 over RTP. Prints "ready" once it listens; runs until killed."""
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+PIPELINE = ("( videotestsrc is-live=true ! "
+            "video/x-raw,width=320,height=240,framerate=15/1 ! "
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! "
+            "rtph264pay name=pay0 pt=96 )")
+
+
+def main():
+    port = int(sys.argv[1])
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(PIPELINE)
+    factory.set_shared(True)
+    server.get_mount_points().add_factory("/stream", factory)
+    if server.attach(None) == 0:
+        print("cannot listen on port", port, file=sys.stderr, flush=True)
+        sys.exit(1)
+    print("ready", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
