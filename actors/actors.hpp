@@ -155,6 +155,9 @@ using pump_atom = caf::atom_constant<caf::atom("pump")>;
 //   stream go to the new owner, so the old one forwards what came before.
 // INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
 using stream_owner_atom = caf::atom_constant<caf::atom("s_owner")>;
+/// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
+/// for lack of credit, may be read again (see update_reading in channel.cpp).
+using read_more_atom = caf::atom_constant<caf::atom("read_more")>;
 
 // --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;

@@ -71,7 +71,10 @@ struct channel_state {
   tunnel_state tunnel = tunnel_state::not_connected;
   int64_t id = -1;
   uint64_t credit = 0;          // bytes we may still write to the stream
-  bool reading = false;
+  bool reading = false;         // a read token is outstanding
+  bool paused = false;          // the socket used its last token: CAF took it
+                                // out of the read loop (or is about to)
+  bool resume_posted = false;   // a read_more is on its way
   bool fin_sent = false;        // our FIN on the stream
   bool fin_received = false;    // the peer's FIN
   uint64_t unconsumed = 0;      // written to the socket, not yet acked
@@ -191,18 +194,33 @@ bool client_to_stream(channel_broker* self, const std::string& in,
   return true;
 }
 
-void update_reading(channel_broker* self) {
+/// Reading the local socket, one chunk at a time while the stream has
+/// credit: each read is an activity token (trigger(hdl, 1)). A socket that
+/// used its last token is paused: CAF 0.17 queues its removal from the read
+/// loop and applies it only at the end of the multiplexer's poll round, and
+/// a trigger() in between is lost (the scribe still looks active, then the
+/// removal lands, and the socket is never read again: the transfer stalls).
+/// So a paused socket is resumed only from a read_more message posted
+/// through the multiplexer, which runs after that round. Inside the socket's
+/// own callbacks (new_data, passivated) a trigger() is safe: the token count
+/// never reaches zero.
+void update_reading(channel_broker* self, bool safe_to_trigger = false) {
   auto& st = self->state;
   if (!st.local_open || st.tunnel != tunnel_state::connected
-      || st.fin_sent)
+      || st.fin_sent || st.reading || st.credit < read_chunk)
     return;
-  // One read at a time (an activity token), granted while the stream has
-  // credit. Not halt()/trigger(): in CAF 0.17 a halted scribe did not
-  // reliably resume reading (transfers stalled).
-  if (st.credit >= read_chunk && !st.reading) {
-    self->trigger(st.hdl, 1);
-    st.reading = true;
+  if (st.paused && !safe_to_trigger) {
+    if (!st.resume_posted) {
+      st.resume_posted = true;
+      self->backend().post([me = caf::actor{self}] {
+        caf::anon_send(me, read_more_atom::value);
+      });
+    }
+    return;
   }
+  st.paused = false;
+  self->trigger(st.hdl, 1);
+  st.reading = true;
 }
 
 void write_local(channel_broker* self, const std::string& bytes) {
@@ -433,7 +451,7 @@ caf::behavior relay_behavior(channel_broker* self) {
         send_client_fin(self);
         return;
       }
-      update_reading(self);
+      update_reading(self, true);
     },
     [=](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
@@ -466,10 +484,17 @@ caf::behavior relay_behavior(channel_broker* self) {
     },
     [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
     [=](const caf::io::connection_passivated_msg&) {
-      // The read token is used up: the socket is not being read, whatever
-      // the flag says; grant the next token if there is credit.
-      self->state.reading = false;
-      update_reading(self);
+      // The last read token is used: read on now if there is credit (safe
+      // here), else the socket is paused until credit comes.
+      auto& st = self->state;
+      st.reading = false;
+      st.paused = true;
+      update_reading(self, true);
+    },
+    [=](read_more_atom) {
+      // Posted after the poll round that took the socket out of the loop.
+      self->state.resume_posted = false;
+      update_reading(self, true);
     },
     // --- the stream -----------------------------------------------------------
     [=](stream_credit_atom, int64_t, uint64_t n) {

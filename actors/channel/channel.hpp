@@ -31,8 +31,11 @@
 //   stream reset,     → the socket closes; the channel ends
 //   session down
 // Back-pressure: the socket is read only while the stream has credit (one
-// read at a time, trigger(hdl, 1); never halt(), which did not reliably
-// resume reading in CAF 0.17); received stream bytes are reported consumed to the session
+// read at a time, trigger(hdl, 1)). A socket that ran out of credit is
+// resumed only by a read_more message posted through the I/O multiplexer:
+// CAF 0.17 removes a passivated socket from its read loop at the end of the
+// poll round, and a trigger() before that is lost (update_reading() in
+// channel.cpp). Received stream bytes are reported consumed to the session
 // only once the socket has written them (ack_writes), so a slow client
 // stalls only its own stream.
 #pragma once
