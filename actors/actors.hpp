@@ -158,6 +158,11 @@ using stream_owner_atom = caf::atom_constant<caf::atom("s_owner")>;
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
 /// for lack of credit, may be read again (see update_reading in channel.cpp).
 using read_more_atom = caf::atom_constant<caf::atom("read_more")>;
+/// CHANNEL → node supervisor: (channel_atom) once started (the supervisor
+/// monitors it and asks it for status_atom), and (channel_atom, bool
+/// connected, uint64_t bytes_in, uint64_t bytes_out) when it ends, for the
+/// node's totals.
+using channel_atom = caf::atom_constant<caf::atom("channel")>;
 
 // --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;

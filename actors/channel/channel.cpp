@@ -66,6 +66,9 @@ struct channel_state {
   bool client_side = false;
   std::string resource, peer, client_address, target;
   caf::actor supervisor, listener, session;
+  caf::actor_addr node;         // told when the channel ends (its totals)
+  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
+  bool was_connected = false;   // the relay started at least once
   caf::io::connection_handle hdl;
   bool local_open = false;
   tunnel_state tunnel = tunnel_state::not_connected;
@@ -135,6 +138,10 @@ void finish(channel_broker* self, const std::string& why) {
   }
   log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)",
              st.resource, st.client_address, why, st.bytes_in, st.bytes_out);
+  if (auto node = caf::actor_cast<caf::actor>(st.node))
+    self->send(node, channel_atom::value, st.was_connected, st.bytes_in,
+               st.bytes_out);
+  st.node = caf::actor_addr{};
   self->quit();
 }
 
@@ -286,6 +293,7 @@ void start_relay(channel_broker* self) {
   auto& st = self->state;
   ++st.gen; // the open deadline is met
   transition_to(self, tunnel_state::connected);
+  st.was_connected = true;
   if (!st.sniffed)
     self->configure_read(st.hdl,
                          caf::io::receive_policy::at_most(read_chunk));
@@ -628,6 +636,14 @@ caf::behavior relay_behavior(channel_broker* self) {
       f["client"] = st.client_address;
       f["bytes_in"] = std::to_string(st.bytes_in);
       f["bytes_out"] = std::to_string(st.bytes_out);
+      f["side"] = st.client_side ? "client" : "export";
+      f["peer"] = st.peer;
+      f["stream"] = std::to_string(st.id);
+      f["target"] = st.target;
+      f["age_ms"] = std::to_string(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - st.since)
+          .count());
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& why) { finish(self, why); },
@@ -781,6 +797,8 @@ caf::behavior client_channel(channel_broker* self,
   st.client_address = args.client_address;
   st.supervisor = args.supervisor;
   st.listener = args.listener;
+  st.node = st.supervisor.address();
+  self->send(st.supervisor, channel_atom::value);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (st.session && dm.source == st.session.address()) {
@@ -824,6 +842,9 @@ caf::behavior export_channel(channel_broker* self, int fd,
   st.client_address = args.peer;
   st.target = args.target;
   st.protocol = args.protocol;
+  st.node = args.node;
+  if (auto node = caf::actor_cast<caf::actor>(st.node))
+    self->send(node, channel_atom::value);
   if (st.protocol == "rtsp") {
     rtsp_url_map map;
     // client_authority: learned from the client's first request.

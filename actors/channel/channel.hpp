@@ -44,6 +44,7 @@
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
 #include <caf/io/broker.hpp>
 #include <caf/io/connection_handle.hpp>
 
@@ -90,6 +91,8 @@ struct export_channel_args {
   /// and the target (client authority learned from the first request,
   /// server authority = target, resource stripped).
   std::string protocol = "tcp";
+  /// The node supervisor (weak: it is told of the channel and its totals).
+  caf::actor_addr node;
 };
 
 /// For the STREAM SERVICE: a channel for the connected target socket `fd`.

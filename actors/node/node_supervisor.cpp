@@ -1,6 +1,9 @@
 #include "actors/node/node_supervisor.hpp"
 
+#include <dirent.h>
+#include <fstream>
 #include <map>
+#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <google/protobuf/util/json_util.h>
@@ -37,6 +40,55 @@ std::string to_json(const google::protobuf::Message& msg) {
   return out;
 }
 
+/// Open file descriptors and resident memory of this process (Linux /proc).
+void fill_process(node_supervisor_actor* self, admin::ProcessStatus& ps) {
+  uint64_t fds = 0;
+  if (auto dir = opendir("/proc/self/fd")) {
+    while (auto e = readdir(dir))
+      if (e->d_name[0] != '.')
+        ++fds;
+    closedir(dir);
+    if (fds > 0)
+      --fds; // the directory stream's own descriptor
+  }
+  ps.set_open_fds(fds);
+  ps.set_running_actors(self->system().registry().running());
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  if (statm >> size >> resident)
+    ps.set_rss_bytes(resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+}
+
+/// A CHANNEL's common status answer, as a ChannelStatus.
+void fill_channel(const admin::ActorStatus& as, admin::ChannelStatus& cs) {
+  auto& f = as.fields();
+  auto get = [&](const char* k) {
+    auto i = f.find(k);
+    return i == f.end() ? std::string{} : i->second;
+  };
+  auto num = [&](const char* k) -> uint64_t {
+    try {
+      return std::stoull(get(k));
+    } catch (...) {
+      return 0;
+    }
+  };
+  cs.set_side(get("side"));
+  cs.set_resource(get("resource"));
+  cs.set_client(get("client"));
+  cs.set_peer(get("peer"));
+  try {
+    cs.set_stream_id(std::stoll(get("stream")));
+  } catch (...) {
+    cs.set_stream_id(-1);
+  }
+  cs.set_state(as.state());
+  cs.set_bytes_in(num("bytes_in"));
+  cs.set_bytes_out(num("bytes_out"));
+  cs.set_age_ms(num("age_ms"));
+  cs.set_target(get("target"));
+}
+
 admin::NodeStatus base_status(node_supervisor_actor* self) {
   auto& st = self->state;
   admin::NodeStatus ns;
@@ -55,6 +107,11 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
     for (auto& a : ex.allow)
       e->add_allow(a);
   }
+  fill_process(self, *ns.mutable_process());
+  ns.set_channels_opened(st.channels_opened);
+  ns.set_channels_failed(st.channels_failed);
+  ns.set_channel_bytes_in(st.channel_bytes_in);
+  ns.set_channel_bytes_out(st.channel_bytes_out);
   auto me = ns.add_actors();
   me->set_name(node_supervisor_state::name);
   me->set_state(st.stopping ? "stopping" : "running");
@@ -68,8 +125,9 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
 }
 
 std::string metrics_text(node_supervisor_actor* self,
-                         const admin::SignalLinkStatus& ls,
-                         const admin::SessionList& sl) {
+                         const admin::NodeStatus& ns) {
+  auto& ls = ns.signal();
+  auto& sl = ns.sessions();
   prometheus_writer w;
   std::map<std::pair<std::string, std::string>, uint64_t> by_state_path;
   std::map<std::string, std::pair<uint64_t, uint64_t>> bytes_by_path;
@@ -126,6 +184,61 @@ std::string metrics_text(node_supervisor_actor* self,
             static_cast<double>(ls.signals_out()));
   w.gauge("p2proxy_exports", "Resources this node exports",
           static_cast<double>(self->state.cfg.exports.size()));
+  // Channels: open ones by side, ended ones by result, bytes of both.
+  std::map<std::string, uint64_t> open_by_side{{"client", 0}, {"export", 0}};
+  uint64_t bytes_in = ns.channel_bytes_in(), bytes_out = ns.channel_bytes_out();
+  for (auto& c : ns.channels()) {
+    ++open_by_side[c.side().empty() ? "unknown" : c.side()];
+    bytes_in += c.bytes_in();
+    bytes_out += c.bytes_out();
+  }
+  for (auto& [side, n] : open_by_side)
+    w.gauge("p2proxy_channels_open", "Open channels by side",
+            static_cast<double>(n), {{"side", side}});
+  w.counter("p2proxy_channels_ended_total",
+            "Ended channels by result (ok: it reached its target)",
+            static_cast<double>(ns.channels_opened()), {{"result", "ok"}});
+  w.counter("p2proxy_channels_ended_total",
+            "Ended channels by result (ok: it reached its target)",
+            static_cast<double>(ns.channels_failed()), {{"result", "failed"}});
+  w.counter("p2proxy_channel_bytes_total",
+            "Bytes between channels and their local sockets (in: read from "
+            "the client or target, out: written to it)",
+            static_cast<double>(bytes_in), {{"direction", "in"}});
+  w.counter("p2proxy_channel_bytes_total",
+            "Bytes between channels and their local sockets (in: read from "
+            "the client or target, out: written to it)",
+            static_cast<double>(bytes_out), {{"direction", "out"}});
+  // Listeners: accepted clients, refusals by reason.
+  for (auto& a : ns.actors()) {
+    if (a.name() != "listener")
+      continue;
+    auto& f = a.fields();
+    auto bind = f.count("bind") ? f.at("bind") : std::string{};
+    auto num = [](const std::string& v) {
+      try {
+        return static_cast<double>(std::stoull(v));
+      } catch (...) {
+        return 0.0;
+      }
+    };
+    if (f.count("accepted"))
+      w.counter("p2proxy_listener_accepted_total",
+                "Client connections a listener accepted",
+                num(f.at("accepted")), {{"listener", bind}});
+    for (auto& [k, v] : f)
+      if (k.rfind("refused_", 0) == 0)
+        w.counter("p2proxy_listener_refused_total",
+                  "Client connections a listener refused, by reason",
+                  num(v), {{"listener", bind}, {"reason", k.substr(8)}});
+  }
+  auto& ps = ns.process();
+  w.gauge("p2proxy_process_open_fds", "Open file descriptors",
+          static_cast<double>(ps.open_fds()));
+  w.gauge("p2proxy_process_running_actors", "Running actors",
+          static_cast<double>(ps.running_actors()));
+  w.gauge("p2proxy_process_resident_bytes", "Resident memory",
+          static_cast<double>(ps.rss_bytes()));
   return w.str();
 }
 
@@ -149,6 +262,85 @@ void stop_children(node_supervisor_actor* self, const std::string& reason) {
   }
 }
 
+/// Fans out for the node's status: the link's own document, the session
+/// list, every child's and every channel's common status answer; a child
+/// that does not answer in time is listed as such. Calls `done` once.
+template <class F>
+void collect_status(node_supervisor_actor* self, F done) {
+  auto ns = std::make_shared<admin::NodeStatus>(base_status(self));
+  auto& st = self->state;
+  std::vector<caf::actor> children;
+  for (auto& c : {st.link, st.manager, st.admin, st.connector})
+    if (c)
+      children.push_back(c);
+  for (auto& l : st.listeners)
+    children.push_back(l);
+  std::vector<caf::actor> channels(st.channels.begin(), st.channels.end());
+  auto pending = std::make_shared<size_t>(children.size() + channels.size()
+                                          + 2);
+  auto finish = [=]() mutable {
+    if (--*pending != 0)
+      return;
+    // Each session lists its channels on this node.
+    for (auto& s : *ns->mutable_sessions()->mutable_sessions())
+      for (auto& c : ns->channels())
+        if (c.peer() == s.peer())
+          *s.add_channels() = c;
+    done(*ns);
+  };
+  if (!st.link || !st.manager) {
+    *pending -= 2;
+    if (*pending == 0) {
+      done(*ns);
+      return;
+    }
+  }
+  if (st.link)
+    self->request(st.link, child_timeout, get_atom::value)
+      .then(
+        [=](const std::string& link_status) mutable {
+          ns->mutable_signal()->ParseFromString(link_status);
+          finish();
+        },
+        [=](caf::error& err) mutable {
+          ns->mutable_signal()->set_state("unknown");
+          ns->mutable_signal()->set_last_error(error_text(err));
+          finish();
+        });
+  if (st.manager)
+    self->request(st.manager, child_timeout, get_atom::value)
+      .then(
+        [=](const std::string& list) mutable {
+          ns->mutable_sessions()->ParseFromString(list);
+          finish();
+        },
+        [=](caf::error&) mutable { finish(); });
+  for (auto& child : children)
+    self->request(child, child_timeout, status_atom::value)
+      .then(
+        [=](const std::string& as) mutable {
+          ns->add_actors()->ParseFromString(as);
+          finish();
+        },
+        [=](caf::error& err) mutable {
+          auto a = ns->add_actors();
+          a->set_name("unknown");
+          a->set_state("not answering: " + error_text(err));
+          finish();
+        });
+  for (auto& ch : channels)
+    self->request(ch, child_timeout, status_atom::value)
+      .then(
+        [=](const std::string& bytes) mutable {
+          admin::ActorStatus as;
+          if (as.ParseFromString(bytes))
+            fill_channel(as, *ns->add_channels());
+          finish();
+        },
+        // A channel that ended meanwhile is simply not listed.
+        [=](caf::error&) mutable { finish(); });
+}
+
 } // namespace
 
 caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
@@ -161,6 +353,9 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
 
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
+    if (auto ch = caf::actor_cast<caf::actor>(dm.source);
+        ch && st.channels.erase(ch) > 0)
+      return; // a CHANNEL ended (its totals came with channel_atom)
     st.children.erase(dm.source);
     if (!st.stopping) {
       auto what = dm.source == st.link.address()      ? "signal link"
@@ -215,6 +410,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   pc.link = st.link;
   stream_service_config sc;
   sc.test_resources = st.cfg.test_resources;
+  sc.node = self->address();
   for (auto& ex : st.cfg.exports)
     sc.exports.push_back(export_entry{ex.name, ex.target, ex.protocol,
                                       ex.allow});
@@ -263,75 +459,32 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
 
   return {
     [=](get_atom) {
-      // Fan out: the link's own document, then every child's common status
-      // answer; a child that does not answer in time is listed as such.
       auto rp = self->make_response_promise<std::string>();
-      auto ns = std::make_shared<admin::NodeStatus>(base_status(self));
-      auto& st = self->state;
-      std::vector<caf::actor> children;
-      for (auto& c : {st.link, st.manager, st.admin, st.connector})
-        if (c)
-          children.push_back(c);
-      for (auto& l : st.listeners)
-        children.push_back(l);
-      auto pending = std::make_shared<size_t>(children.size() + 2);
-      auto finish = [=]() mutable {
-        if (--*pending == 0)
-          rp.deliver(to_json(*ns));
-      };
-      self->request(st.link, child_timeout, get_atom::value)
-        .then(
-          [=](const std::string& link_status) mutable {
-            ns->mutable_signal()->ParseFromString(link_status);
-            finish();
-          },
-          [=](caf::error& err) mutable {
-            ns->mutable_signal()->set_state("unknown");
-            ns->mutable_signal()->set_last_error(error_text(err));
-            finish();
-          });
-      self->request(st.manager, child_timeout, get_atom::value)
-        .then(
-          [=](const std::string& list) mutable {
-            ns->mutable_sessions()->ParseFromString(list);
-            finish();
-          },
-          [=](caf::error&) mutable { finish(); });
-      for (auto& child : children)
-        self->request(child, child_timeout, status_atom::value)
-          .then(
-            [=](const std::string& as) mutable {
-              ns->add_actors()->ParseFromString(as);
-              finish();
-            },
-            [=](caf::error& err) mutable {
-              auto a = ns->add_actors();
-              a->set_name("unknown");
-              a->set_state("not answering: " + error_text(err));
-              finish();
-            });
+      collect_status(self, [rp](const admin::NodeStatus& ns) mutable {
+        rp.deliver(to_json(ns));
+      });
       return rp;
     },
     [=](metrics_atom) {
       auto rp = self->make_response_promise<std::string>();
-      self->request(self->state.link, child_timeout, get_atom::value)
-        .then(
-          [=](const std::string& link_status) mutable {
-            admin::SignalLinkStatus ls;
-            ls.ParseFromString(link_status);
-            self->request(self->state.manager, child_timeout, get_atom::value)
-              .then(
-                [=](const std::string& list) mutable {
-                  admin::SessionList sl;
-                  sl.ParseFromString(list);
-                  rp.deliver(metrics_text(self, ls, sl));
-                },
-                [=](caf::error&) mutable {
-                  rp.deliver(metrics_text(self, ls, admin::SessionList{}));
-                });
-          },
-          [=](caf::error& err) mutable { rp.deliver(err); });
+      collect_status(self, [=](const admin::NodeStatus& ns) mutable {
+        rp.deliver(metrics_text(self, ns));
+      });
       return rp;
+    },
+    [=](channel_atom) {
+      // A CHANNEL started: watched for status until it ends.
+      auto ch = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!ch)
+        return;
+      self->state.channels.insert(ch);
+      self->monitor(ch);
+    },
+    [=](channel_atom, bool connected, uint64_t bytes_in, uint64_t bytes_out) {
+      auto& st = self->state;
+      ++(connected ? st.channels_opened : st.channels_failed);
+      st.channel_bytes_in += bytes_in;
+      st.channel_bytes_out += bytes_out;
     },
     [=](open_atom, std::string& peer) {
       return self->delegate(self->state.manager, open_atom::value,

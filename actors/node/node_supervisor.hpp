@@ -41,6 +41,11 @@ struct node_supervisor_state {
   caf::error exit_reason;
   std::set<caf::actor_addr> children;
   uint64_t signals_unowned = 0;
+  std::set<caf::actor> channels;   // open CHANNELs (monitored)
+  uint64_t channels_opened = 0;    // ended channels that reached their target
+  uint64_t channels_failed = 0;    // ended channels that did not
+  uint64_t channel_bytes_in = 0;   // of ended channels
+  uint64_t channel_bytes_out = 0;
 };
 
 using node_supervisor_actor = caf::stateful_actor<node_supervisor_state>;

@@ -263,6 +263,7 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
       a.resource = st.ex->name;
       a.target = st.ex->target.to_string();
       a.protocol = st.ex->protocol.empty() ? "tcp" : st.ex->protocol;
+      a.node = st.cfg.node;
       st.credit = 0;
       st.channel = spawn_export_channel(self->system(), fd, std::move(a));
       self->send(st.session, stream_owner_atom::value, st.id, st.channel);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
 #include <caf/event_based_actor.hpp>
 
 #include "actors/common/endpoint.hpp"
@@ -43,6 +44,9 @@ struct stream_service_config {
   bool test_resources = false;
   std::chrono::milliseconds preamble_timeout{10000};
   size_t max_preamble = 16 * 1024;
+  /// The node supervisor, for the export channels' status (weak: the
+  /// handler lives in the sessions, which the supervisor outlives).
+  caf::actor_addr node;
 };
 
 /// The handler factory a PEER SESSION uses for peer-opened streams.
