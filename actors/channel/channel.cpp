@@ -5,6 +5,8 @@
 #include <memory>
 #include <optional>
 
+#include <sys/socket.h>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
@@ -100,6 +102,9 @@ struct channel_state {
   // for consumed accounting the rewritten chunks written to the target, each
   // with the stream bytes it came from (reported consumed once written).
   std::shared_ptr<rtsp_rewriter> rtsp_rw;
+  // Export side, protocol http: Host set to the target on every request
+  // (same consumed accounting as rtsp, through rtsp_chunks).
+  std::shared_ptr<http_request_rewriter> http_rw;
   std::deque<std::pair<uint64_t, uint64_t>> rtsp_chunks; // {written, stream}
   uint64_t rtsp_written = 0; // written towards rtsp_chunks.front()
   bool sniffing = false;    // reading the client for its resource
@@ -107,6 +112,13 @@ struct channel_state {
   bool preamble_sent = false;
   std::string pending;      // client bytes not yet on the stream
   std::string stop_reply;   // HTTP: a 421 (or 4xx) for after the target ends
+  // Export side: the target's socket. On the stream's FIN it is half-closed
+  // (shutdown SHUT_WR) once every byte before the FIN is written, so the
+  // target sees its client finish (an RTSP server then closes; CAF 0.17 has
+  // no half-close of its own).
+  int target_fd = -1;
+  bool shut_wr_pending = false;
+  uint64_t acked_out = 0;   // of bytes_out, written by the socket
 };
 
 using channel_broker = caf::io::stateful_broker<channel_state>;
@@ -249,6 +261,20 @@ void write_local(channel_broker* self, const std::string& bytes) {
 void send_client_fin(channel_broker* self);
 void finish(channel_broker* self, const std::string& why);
 
+/// Export side, the stream's FIN: half-close the target's socket now, or
+/// once what is still unwritten is written (data_transferred_msg).
+void half_close_target(channel_broker* self) {
+  auto& st = self->state;
+  if (st.target_fd < 0 || !st.local_open)
+    return;
+  if (st.acked_out < st.bytes_out) {
+    st.shut_wr_pending = true;
+    return;
+  }
+  st.shut_wr_pending = false;
+  ::shutdown(st.target_fd, SHUT_WR);
+}
+
 /// Export side, rtsp: stream bytes (client → server) through the rewriter.
 /// What the server should get goes to the target; what the proxy answers
 /// itself (461, an error) goes back on the stream. `stream_bytes` of the
@@ -287,6 +313,45 @@ void rtsp_from_stream(channel_broker* self, const std::string& bytes,
     }
     finish(self, "RTSP: " + st.rtsp_rw->failure_reason());
   }
+}
+
+/// Export side, http: stream bytes (client → server) with each request's
+/// Host set to the target. A request the rewriter cannot frame is answered
+/// on the stream (400) and the connection ends.
+void http_from_stream(channel_broker* self, const std::string& bytes,
+                      uint64_t stream_bytes) {
+  auto& st = self->state;
+  std::string to_server;
+  auto status = st.http_rw->feed(bytes, to_server);
+  if (!to_server.empty() && st.local_open) {
+    self->write(st.hdl, to_server.size(), to_server.data());
+    self->flush(st.hdl);
+    st.bytes_out += to_server.size();
+    if (stream_bytes > 0)
+      st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
+  } else if (stream_bytes > 0) {
+    self->send(st.session, stream_consumed_atom::value, st.id, stream_bytes);
+  }
+  if (status == http_request_rewriter::status::stop) {
+    log::warn(subject, "stops the HTTP connection of node {} to '{}': {}",
+              st.peer, st.resource, st.http_rw->stop_reason());
+    if (!st.fin_sent) {
+      st.fin_sent = true;
+      self->send(st.session, stream_write_atom::value, st.id,
+                 st.http_rw->stop_reply(), true);
+    }
+    finish(self, "HTTP: " + st.http_rw->stop_reason());
+  }
+}
+
+/// Export side: stream bytes towards the target, through the export's
+/// rewriter when it has one.
+void export_from_stream(channel_broker* self, const std::string& bytes,
+                        uint64_t stream_bytes) {
+  if (self->state.rtsp_rw)
+    rtsp_from_stream(self, bytes, stream_bytes);
+  else
+    http_from_stream(self, bytes, stream_bytes);
 }
 
 void start_relay(channel_broker* self) {
@@ -463,7 +528,7 @@ caf::behavior relay_behavior(channel_broker* self) {
     },
     [=](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
-      if (st.rtsp_rw) {
+      if (st.rtsp_rw || st.http_rw) {
         // Consume the stream bytes of every rewritten chunk now written.
         st.rtsp_written += msg.written;
         uint64_t n = 0;
@@ -483,6 +548,9 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (n > 0 && st.session)
           self->send(st.session, stream_consumed_atom::value, st.id, n);
       }
+      st.acked_out += msg.written;
+      if (st.shut_wr_pending)
+        half_close_target(self);
       if (st.close_when_drained && msg.remaining == 0 && st.local_open) {
         st.local_open = false;
         self->close(st.hdl);
@@ -516,9 +584,9 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (st.tunnel != tunnel_state::connected)
           return;
       }
-      if (st.rtsp_rw) {
+      if (st.rtsp_rw || st.http_rw) {
         if (!bytes.empty())
-          rtsp_from_stream(self, bytes, bytes.size());
+          export_from_stream(self, bytes, bytes.size());
         if (st.tunnel == tunnel_state::closed)
           return;
       } else {
@@ -542,9 +610,10 @@ caf::behavior relay_behavior(channel_broker* self) {
           return;
         }
         if (!st.client_side) {
-          // The client finished sending. A CAF 0.17 socket cannot be
-          // half-closed, so the target's socket stays open for its answer;
-          // the channel ends when the target closes.
+          // The client finished sending: so does the target's socket, once
+          // written (it stays open for the target's answer); the channel
+          // ends when the target closes.
+          half_close_target(self);
           return;
         }
         // The peer is done sending: the socket closes once everything is
@@ -833,6 +902,7 @@ caf::behavior export_channel(channel_broker* self, int fd,
                              export_channel_args args) {
   auto& st = self->state;
   st.hdl = self->add_scribe(fd);
+  st.target_fd = fd;
   st.local_open = true;
   st.session = args.session;
   st.id = args.stream_id;
@@ -852,6 +922,12 @@ caf::behavior export_channel(channel_broker* self, int fd,
     map.resource = st.resource;
     map.strip_resource = true;
     st.rtsp_rw = std::make_shared<rtsp_rewriter>(std::move(map));
+  } else if (st.protocol == "http") {
+    // The client CHANNEL routed and stripped /r/<name>; here only Host,
+    // which only this node can know, becomes the target's.
+    http_rewrite_config rc;
+    rc.target_authority = st.target;
+    st.http_rw = std::make_shared<http_request_rewriter>(std::move(rc));
   }
   self->monitor(st.session);
   self->set_down_handler([=](const caf::down_msg& dm) {
@@ -865,9 +941,9 @@ caf::behavior export_channel(channel_broker* self, int fd,
   st.credit -= std::min<uint64_t>(st.credit, reply.size());
   self->send(st.session, stream_write_atom::value, st.id, reply, false);
   start_relay(self);
-  if (st.rtsp_rw) {
+  if (st.rtsp_rw || st.http_rw) {
     if (!args.first_bytes.empty())
-      rtsp_from_stream(self, args.first_bytes, args.first_unconsumed);
+      export_from_stream(self, args.first_bytes, args.first_unconsumed);
     if (st.tunnel == tunnel_state::closed)
       return {};
   } else if (!args.first_bytes.empty()) {
@@ -879,8 +955,10 @@ caf::behavior export_channel(channel_broker* self, int fd,
   log::info(subject, "connects node {} to '{}' at {}", st.peer, st.resource,
             st.target);
   // The client may have finished sending before the target was connected;
-  // the target's socket stays open for its answer (no half-close in CAF 0.17).
+  // the target's socket stays open for its answer, half-closed.
   st.fin_received = args.peer_fin;
+  if (st.fin_received)
+    half_close_target(self);
   return relay_behavior(self);
 }
 
