@@ -480,6 +480,48 @@ std::string describe_node(const admin::NodeStatus& n) {
              e.allow().empty() ? "nobody" : join(e.allow(), ",")});
     out += t.render("  ");
   }
+  if (n.has_sessions()) {
+    auto& sl = n.sessions();
+    out += "\nsessions\n";
+    if (sl.sessions().empty()) {
+      out += "  none\n";
+    } else {
+      text_table t{{"PEER", "STATE", "PATH", "RTT", "SENT", "RECEIVED",
+                    "STREAMS"}};
+      for (auto& x : sl.sessions()) {
+        auto path = x.local_candidate_type().empty()
+                      ? std::string{"-"}
+                      : fmt::format("{} {} -> {} {}", x.local_candidate_type(),
+                                    x.local_address(),
+                                    x.remote_candidate_type(),
+                                    x.remote_address());
+        t.add({x.peer(), or_dash(x.state()), path,
+               fmt::format("{:.1f} ms", x.rtt_ms()),
+               std::to_string(x.bytes_sent()),
+               std::to_string(x.bytes_received()),
+               std::to_string(x.open_streams())});
+      }
+      out += t.render("  ");
+    }
+  }
+  out += fmt::format("\nchannels ({} open; ended: {} ok, {} failed)\n",
+                     n.channels_size(), n.channels_opened(),
+                     n.channels_failed());
+  if (!n.channels().empty()) {
+    text_table t{{"SIDE", "RESOURCE", "CLIENT", "STATE", "IN", "OUT", "AGE"}};
+    for (auto& c : n.channels())
+      t.add({or_dash(c.side()), or_dash(c.resource()), or_dash(c.client()),
+             or_dash(c.state()), std::to_string(c.bytes_in()),
+             std::to_string(c.bytes_out()),
+             fmt::format("{} s", c.age_ms() / 1000)});
+    out += t.render("  ");
+  }
+  if (n.has_process()) {
+    auto& p = n.process();
+    out += fmt::format("\nprocess: {} open fds, {} actors, {} MiB resident\n",
+                       p.open_fds(), p.running_actors(),
+                       p.rss_bytes() / (1024 * 1024));
+  }
   out += describe_actors(n.actors());
   return out;
 }

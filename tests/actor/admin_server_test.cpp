@@ -242,6 +242,27 @@ TEST(describe_status, summarises_a_node) {
     EXPECT_NE(text->find(needle), std::string::npos) << needle << "\n" << *text;
 }
 
+TEST(describe_status, lists_sessions_and_channels) {
+  std::string why;
+  auto text = describe_status(
+    R"({"nodeId":"N2","sessions":{"sessions":[{"peer":"PEERA","state":"ready",)"
+    R"("localCandidateType":"srflx","localAddress":"198.18.1.2:5000",)"
+    R"("remoteCandidateType":"host","remoteAddress":"198.18.2.2:6000",)"
+    R"("rttMs":1.5,"bytesSent":"100","bytesReceived":"2000","openStreams":1}]},)"
+    R"("channels":[{"side":"client","resource":"cam1","client":"127.0.0.1:40000",)"
+    R"("state":"connected","bytesIn":"7","bytesOut":"9000","ageMs":"65000"}],)"
+    R"("channelsOpened":"3","channelsFailed":"1",)"
+    R"("process":{"openFds":"17","runningActors":"12","rssBytes":"10485760"}})",
+    why);
+  ASSERT_TRUE(text) << why;
+  for (auto needle :
+       {"sessions", "PEERA", "ready",
+        "srflx 198.18.1.2:5000 -> host 198.18.2.2:6000", "1.5 ms", "2000",
+        "channels (1 open; ended: 3 ok, 1 failed)", "cam1", "127.0.0.1:40000",
+        "connected", "9000", "65 s", "17 open fds, 12 actors, 10 MiB"})
+    EXPECT_NE(text->find(needle), std::string::npos) << needle << "\n" << *text;
+}
+
 TEST(describe_status, summarises_a_signaling_server) {
   std::string why;
   auto text = describe_status(
