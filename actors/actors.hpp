@@ -163,6 +163,9 @@ using read_more_atom = caf::atom_constant<caf::atom("read_more")>;
 /// connected, uint64_t bytes_in, uint64_t bytes_out) when it ends, for the
 /// node's totals.
 using channel_atom = caf::atom_constant<caf::atom("channel")>;
+/// Half-closable scribe → its broker: (local_eof_atom, connection_handle)
+/// once the peer of the socket has sent FIN (actors/common/half_close.hpp).
+using local_eof_atom = caf::atom_constant<caf::atom("local_eof")>;
 
 // --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;
