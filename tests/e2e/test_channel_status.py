@@ -68,12 +68,14 @@ class ChannelStatus(unittest.TestCase):
         cls.source = Source(8 << 20)
         cls.a, cls.a_admin = cls.lab.node(
             "node-a",
-            extra=f'[[export]]\nname = "src"\ntarget = "127.0.0.1:{cls.source.port}"\n'
+            extra='[session]\nidle_linger = "4s"\n'
+                  f'[[export]]\nname = "src"\ntarget = "127.0.0.1:{cls.source.port}"\n'
                   f'protocol = "tcp"\nallow = ["*"]\n')
         cls.port = free_port()
         cls.b, cls.b_admin = cls.lab.node(
             "node-b",
-            extra=f'[[listen]]\nbind = "127.0.0.1:{cls.port}"\nprotocol = "tcp"\n'
+            extra='[session]\nidle_linger = "4s"\n'
+                  f'[[listen]]\nbind = "127.0.0.1:{cls.port}"\nprotocol = "tcp"\n'
                   f'resource = "src"\n')
         wait_until(lambda: online(cls.a_admin), 10, "node A online")
         wait_until(lambda: online(cls.b_admin), 10, "node B online")
@@ -139,6 +141,39 @@ class ChannelStatus(unittest.TestCase):
         self.assertEqual(metric(self.b_admin, "p2proxy_channels_ended_total", {"result": "ok"}), 1)
         self.assertEqual(metric(self.b_admin, "p2proxy_listener_accepted_total",
                                 {"listener": f"127.0.0.1:{self.port}"}), 1)
+
+
+    def fetch_some(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as c:
+            got = b""
+            while len(got) < 1000:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            self.assertGreaterEqual(len(got), 1000)
+
+    def sessions(self):
+        return status(self.b_admin)["sessions"]
+
+    def test_z_a_client_during_the_linger_reuses_the_session_then_it_ends(self):
+        self.fetch_some()
+        def lingering():
+            s = self.sessions()["sessions"]
+            return s if len(s) == 1 and s[0]["state"] == "lingering" else None
+        first = wait_until(lingering, 40, "the session to linger after its last channel")[0]
+        self.fetch_some()   # during the linger
+        s = wait_until(lingering, 40, "the session to linger again")[0]
+        self.assertEqual(s["sessionId"], first["sessionId"], "a new session was opened")
+        opened = int(self.sessions()["opened"])
+        # After the linger (4 s here) the session is closed on both nodes.
+        wait_until(lambda: not self.sessions()["sessions"], 30, "node B's session to end")
+        wait_until(lambda: not status(self.a_admin)["sessions"]["sessions"], 30,
+                   "node A's session to end")
+        closed = self.sessions()["recentlyClosed"]
+        self.assertIn("idle", closed[-1]["closeReason"])
+        self.fetch_some()   # a new client after that opens a new session
+        self.assertEqual(int(self.sessions()["opened"]), opened + 1)
 
 
 if __name__ == "__main__":
