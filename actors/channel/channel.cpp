@@ -80,6 +80,9 @@ struct channel_state {
   bool paused = false;          // the socket used its last token: CAF took it
                                 // out of the read loop (or is about to)
   bool resume_posted = false;   // a read_more is on its way
+  bool watching = false;        // tcp client before the tunnel is up: read
+                                // one chunk at a time into `pending`, so a
+                                // client that leaves is noticed at once
   bool fin_sent = false;        // our FIN on the stream
   bool fin_received = false;    // the peer's FIN
   uint64_t unconsumed = 0;      // written to the socket, not yet acked
@@ -354,19 +357,32 @@ void export_from_stream(channel_broker* self, const std::string& bytes,
     http_from_stream(self, bytes, stream_bytes);
 }
 
+void on_local_closed(channel_broker* self);
+
 void start_relay(channel_broker* self) {
   auto& st = self->state;
   ++st.gen; // the open deadline is met
   transition_to(self, tunnel_state::connected);
   st.was_connected = true;
-  if (!st.sniffed)
-    self->configure_read(st.hdl,
-                         caf::io::receive_policy::at_most(read_chunk));
-  self->ack_writes(st.hdl, true);
-  // Switch the socket to token mode: one more read, then update_reading()
-  // grants the next while there is credit.
-  self->trigger(st.hdl, 1);
-  st.reading = true;
+  bool watched = st.watching;
+  st.watching = false;
+  if (!st.local_open) {
+    // The client sent its bytes and left before the tunnel was up: they
+    // still go on the stream, followed by our FIN.
+  } else if (watched) {
+    // Already in token mode: a read is outstanding, or the socket is
+    // paused and update_reading() below resumes it the safe way.
+    self->ack_writes(st.hdl, true);
+  } else {
+    if (!st.sniffed)
+      self->configure_read(st.hdl,
+                           caf::io::receive_policy::at_most(read_chunk));
+    self->ack_writes(st.hdl, true);
+    // Switch the socket to token mode: one more read, then update_reading()
+    // grants the next while there is credit.
+    self->trigger(st.hdl, 1);
+    st.reading = true;
+  }
   if (!st.pending.empty()) {
     // Client bytes that came while the tunnel was being set up.
     std::string out;
@@ -382,6 +398,10 @@ void start_relay(channel_broker* self) {
       send_client_fin(self);
       return;
     }
+  }
+  if (!st.local_open) {
+    on_local_closed(self); // now with the tunnel up: our FIN
+    return;
   }
   update_reading(self);
 }
@@ -428,6 +448,13 @@ void on_local_closed(channel_broker* self) {
     self->delayed_send(self, drain_timeout, timeout_atom::value, ++st.gen);
     return;
   }
+  if (!st.pending.empty() && st.tunnel != tunnel_state::closed) {
+    // The client sent something and closed: deliver it once the tunnel is
+    // up (start_relay), then our FIN, as if it had come later.
+    return;
+  }
+  // The client left without a byte: abandon the open. The exporting node
+  // resets a target connection under way; nothing reaches the target.
   if (st.tunnel != tunnel_state::closed && st.session && st.id >= 0)
     self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
   finish(self, "the local side closed before the tunnel was up");
@@ -468,7 +495,7 @@ void on_open_result(channel_broker* self, std::string& bytes) {
            open_failure_from_code(static_cast<int>(r.code())));
     return;
   }
-  if (st.socks5) {
+  if (st.socks5 && st.local_open) {
     auto ok = socks5_reply(socks5_reply_code::succeeded);
     self->write(st.hdl, ok.size(), ok.data());
     self->flush(st.hdl);
@@ -502,6 +529,19 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (st.tunnel == tunnel_state::closed)
           return;
         st.pending.append(msg.buf.begin(), msg.buf.end());
+        if (st.watching) {
+          // tcp: its token is used; read on while the hold has room (a
+          // trigger inside the socket's own callback is safe), else the
+          // socket pauses until the relay resumes it.
+          st.reading = false;
+          if (st.pending.size() < max_pending) {
+            self->trigger(st.hdl, 1);
+            st.reading = true;
+          } else {
+            st.paused = true;
+          }
+          return;
+        }
         if (st.pending.size() > max_pending)
           refuse(self, fmt::format("the client sent more than {} bytes before "
                                    "the tunnel was up", max_pending),
@@ -891,8 +931,14 @@ caf::behavior client_channel(channel_broker* self,
     self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
     self->delayed_send(self, sniff_timeout, timeout_atom::value, ++st.gen);
   } else {
-    // Nothing is read from the client until the tunnel is up (configure_read
-    // comes with the relay): it waits in the socket's buffer.
+    // Watch the client while the tunnel is set up: a client that leaves is
+    // noticed at once (the open is abandoned, nothing reaches the target).
+    // Its early bytes are held, one read at a time up to max_pending; the
+    // rest waits in the socket's buffer.
+    st.watching = true;
+    self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+    self->trigger(st.hdl, 1);
+    st.reading = true;
     open_tunnel(self);
   }
   return relay_behavior(self);

@@ -30,6 +30,13 @@
 //   stream FIN        → pending bytes are written, then the socket closes
 //   stream reset,     → the socket closes; the channel ends
 //   session down
+//   client EOF before → with no byte sent: the open is abandoned (stream
+//   the tunnel is up     reset if one was opened; an exporting node still
+//                        connecting the target closes that connection when
+//                        it completes). With bytes sent: they go on the
+//                        stream once it is up, then our FIN. (A tcp client
+//                        channel watches its socket from the start for
+//                        this: one read at a time until 16 KiB are held.)
 // Back-pressure: the socket is read only while the stream has credit (one
 // read at a time, trigger(hdl, 1)). A socket that ran out of credit is
 // resumed only by a read_more message posted through the I/O multiplexer:

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <unistd.h>
+
 #include <caf/all.hpp>
 
 #include "actors/actors.hpp"
@@ -39,6 +41,11 @@ struct stream_service_state {
   // export_target: connecting, then handing the stream to a CHANNEL.
   const export_entry* ex = nullptr;
   caf::actor channel;       // set once handed off; forward to it
+  // The target is being connected (by a detached worker). If the stream
+  // ends meanwhile the service stays until the worker reports, so the
+  // socket it may still bring is closed, not leaked.
+  bool connecting = false;
+  bool abandoned = false;   // the stream ended while connecting
 };
 
 using service_actor = caf::stateful_actor<stream_service_state>;
@@ -130,6 +137,7 @@ void on_preamble(service_actor* self, const std::string& frame) {
       return;
     }
     st.kind = service_kind::export_target;
+    st.connecting = true;
     auto target = st.ex->target;
     auto timeout = st.cfg.connect_timeout;
     auto me = caf::actor{self};
@@ -252,6 +260,17 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
     },
     [=](connect_atom, int fd) {
       auto& st = self->state;
+      st.connecting = false;
+      if (st.abandoned) {
+        // Nobody wants it any more: the target sees a connection that
+        // closes at once.
+        log::debug(subject, "closes its connection to '{}' for {}: the "
+                   "stream ended while it was connecting", st.ex->name,
+                   st.peer);
+        ::close(fd);
+        self->quit();
+        return;
+      }
       export_channel_args a;
       a.session = st.session;
       a.stream_id = st.id;
@@ -270,6 +289,11 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
     },
     [=](conn_fail_atom, uint64_t, const std::string& why) {
       auto& st = self->state;
+      st.connecting = false;
+      if (st.abandoned) {
+        self->quit();
+        return;
+      }
       auto unreachable = why.find("refused") == std::string::npos;
       answer(self,
              unreachable ? tunnel::StreamOpenResult::TARGET_UNREACHABLE
@@ -302,8 +326,13 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
         self->send(st.channel, stream_reset_atom::value, id, code);
         return;
       }
+      if (st.abandoned)
+        return;
       self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
-      self->quit();
+      if (st.connecting)
+        st.abandoned = true;
+      else
+        self->quit();
     },
     [=](stream_closed_atom, int64_t id) {
       auto& st = self->state;
@@ -311,12 +340,19 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
         self->send(st.channel, stream_closed_atom::value, id);
         return;
       }
-      self->quit();
+      if (st.connecting)
+        st.abandoned = true;
+      else
+        self->quit();
     },
     [=](session_down_atom, const std::string& why) {
       auto& st = self->state;
       if (st.channel)
         self->send(st.channel, session_down_atom::value, why);
+      else if (st.connecting) {
+        st.abandoned = true; // nothing more goes to the session
+        return;
+      }
       self->quit();
     },
     [=](status_atom) {
