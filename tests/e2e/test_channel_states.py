@@ -58,6 +58,8 @@ class EchoServer:
         self.conns = set()
         self.accepted = 0
         self.eofs = 0            # connections the other side closed first
+        self.received = {}       # connection -> bytes it sent so far
+        self.completed = []      # bytes of each connection that ended in EOF
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.closed = threading.Event()
@@ -74,6 +76,7 @@ class EchoServer:
         c.close()
         with self.lock:
             self.conns.discard(c)
+            self.received.pop(c, None)
 
     def _run(self):
         while not self.stopping:
@@ -102,8 +105,11 @@ class EchoServer:
                     if not data:
                         with self.lock:
                             self.eofs += 1
+                            self.completed.append(bytes(self.received.pop(c, b"")))
                         self._drop(c)
                         continue
+                    with self.lock:
+                        self.received.setdefault(c, bytearray()).extend(data)
                     try:
                         c.sendall(data)  # small pieces: the buffer has room
                     except OSError:
@@ -394,21 +400,26 @@ class CloseInEveryState(unittest.TestCase):
         cls.a, cls.a_admin = cls.lab.node("node-a", extra=session + exports)
         # Node C exports echo too; it is frozen (SIGSTOP) while a client
         # waits for a session to it: online, but it never answers.
+        cls.sink = EchoServer()
         cls.c, cls.c_admin = cls.lab.node("node-c", extra=session + (
             f'[[export]]\nname = "echo"\ntarget = "127.0.0.1:{cls.echo.port}"\n'
+            f'protocol = "tcp"\nallow = ["*"]\n'
+            f'[[export]]\nname = "sink"\ntarget = "127.0.0.1:{cls.sink.port}"\n'
             f'protocol = "tcp"\nallow = ["*"]\n'))
         wait_until(lambda: online(cls.a_admin), 10, "node A online")
         wait_until(lambda: online(cls.c_admin), 10, "node C online")
         cls.a_id = status(cls.a_admin)["nodeId"]
         cls.c_id = status(cls.c_admin)["nodeId"]
         cls.port = {name: free_port() for name in
-                    ("echo", "stuck", "dead", "talker", "frozen", "http")}
+                    ("echo", "stuck", "dead", "talker", "frozen", "frozen_sink", "http")}
         listens = "".join(
             f'[[listen]]\nbind = "127.0.0.1:{cls.port[name]}"\nprotocol = "tcp"\n'
             f'resource = "{name}"\npeer = "{cls.a_id}"\n'
             for name in ("echo", "stuck", "dead", "talker"))
         listens += (f'[[listen]]\nbind = "127.0.0.1:{cls.port["frozen"]}"\n'
                     f'protocol = "tcp"\nresource = "echo"\npeer = "{cls.c_id}"\n')
+        listens += (f'[[listen]]\nbind = "127.0.0.1:{cls.port["frozen_sink"]}"\n'
+                    f'protocol = "tcp"\nresource = "sink"\npeer = "{cls.c_id}"\n')
         listens += (f'[[listen]]\nbind = "127.0.0.1:{cls.port["http"]}"\n'
                     f'protocol = "http"\npeer = "{cls.a_id}"\n')
         cls.b, cls.b_admin = cls.lab.node("node-b", extra=session + listens)
@@ -420,6 +431,8 @@ class CloseInEveryState(unittest.TestCase):
             os.kill(cls.c.p.pid, signal.SIGCONT)
         cls.lab.close()
         cls.echo.stop()
+        if hasattr(cls, "sink"):
+            cls.sink.stop()
         cls.stuck.close()
         cls.talker.stop()
 
@@ -500,6 +513,30 @@ class CloseInEveryState(unittest.TestCase):
         except AssertionError:
             self.fail(f"the session to C is still {unsettled}")
         self.assertEqual(self.echo.accepted, 0, "a connection reached the target")
+        self.assert_no_errors(self.b, self.c)
+
+    def test_1a_client_sends_and_leaves_before_the_tunnel_is_up(self):
+        # What it sent before leaving still reaches the target, then EOF:
+        # a client that writes and closes (nc < file) loses nothing.
+        data = os.urandom(200 * 1024)  # more than the channel holds early
+        os.kill(self.c.p.pid, signal.SIGSTOP)
+        try:
+            with self.connect("frozen_sink") as s:
+                s.sendall(data)
+            # (connecting-peer, or remote-connecting if test 1 left a
+            # session to C: C is frozen either way, so the tunnel is not up)
+            wait_until(lambda: self.channel_state(self.b_admin, "sink")
+                       in ("connecting-peer", "peer-ready", "remote-connecting"),
+                       10, "the channel to wait for its tunnel")
+        finally:
+            os.kill(self.c.p.pid, signal.SIGCONT)
+        wait_until(lambda: self.sink.completed, self.SESSION_CONNECT + 15,
+                   "the target to see the client's bytes and EOF")
+        self.assertEqual(len(self.sink.completed), 1)
+        got = self.sink.completed[0]
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(data).digest())
+        self.settle("after the delivery", nodes=(("B", self.b_admin), ("C", self.c_admin)))
         self.assert_no_errors(self.b, self.c)
 
     def test_2_client_gone_while_the_target_is_connecting(self):
