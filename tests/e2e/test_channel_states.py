@@ -258,6 +258,11 @@ class ThousandChannels(unittest.TestCase):
                           f"actors {got[1]} (baseline {actors0})")
         for p in (self.a, self.b):
             self.assertEqual(error_lines(p), [], f"{p.name} logged errors")
+        # The session holds no stream for them any more.
+        for name, admin in (("A", self.a_admin), ("B", self.b_admin)):
+            wait_until(lambda: all(int(s.get("openStreams", 0)) == 0 for s in
+                                   status(admin)["sessions"]["sessions"]), 30,
+                       f"node {name}'s session to hold no stream")
         # No refusals, and the listener has no channel open.
         for a in status(self.b_admin)["actors"]:
             if a["name"] == "listener":
@@ -548,7 +553,7 @@ class CloseInEveryState(unittest.TestCase):
                    15, "the channel to wait for the target")
         s.close()
         # Both nodes let go at once, not when the target connect times out.
-        self.settle("after the client left", timeout=self.TARGET_CONNECT / 2)
+        self.settle("after the client left", timeout=self.TARGET_CONNECT - 2)
         # Room in the target's queue again: the export's connect, if still
         # under way, now succeeds; that socket must be closed, not leaked.
         self.stuck.drain()
