@@ -338,6 +338,8 @@ class BadInput(unittest.TestCase):
         self.assertEqual(r.stdout, b"")
 
     # -- TCP (no sniffing: bytes pass untouched) --------------------------------
+    # A tcp listener parses nothing, so the size limits and the 10 s request
+    # timeout do not apply; what it refuses, it refuses by closing.
 
     def test_tcp_unknown_resource_is_closed(self):
         self.refused("tcp_nothing", http_head("/hello.txt"), "unknown_resource", b"")
