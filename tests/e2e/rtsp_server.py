@@ -2,10 +2,17 @@
 """A real RTSP server for the e2e tests (GStreamer's gst-rtsp-server through
 python3-gi; run it with Debian's /usr/bin/python3, which has `gi`).
 
-    rtsp_server.py PORT
+    rtsp_server.py PORT [--per-client]
 
 Serves rtsp://127.0.0.1:PORT/stream: a live 320x240 15 fps test picture,
-H.264 over RTP. Prints "ready" once it listens; runs until killed."""
+H.264 over RTP. Prints "ready" once it listens; runs until killed.
+
+By default every client shares one pipeline (like a camera's one encoder).
+--per-client gives each client its own pipeline: GStreamer 1.22's shared
+media can deadlock (every client then waits forever, new ones too) when
+PLAYs with a Range header, which ffmpeg always sends, race with other
+clients joining and leaving; the tests that start and stop many clients at
+once use this."""
 import sys
 
 import gi
@@ -22,13 +29,14 @@ PIPELINE = ("( videotestsrc is-live=true ! "
 
 def main():
     port = int(sys.argv[1])
+    shared = "--per-client" not in sys.argv[2:]
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(PIPELINE)
-    factory.set_shared(True)
+    factory.set_shared(shared)
     server.get_mount_points().add_factory("/stream", factory)
     if server.attach(None) == 0:
         print("cannot listen on port", port, file=sys.stderr, flush=True)
