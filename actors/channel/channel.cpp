@@ -13,6 +13,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
+#include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
 #include "actors/listener/http_sniffer.hpp"
 #include "actors/listener/rtsp_sniffer.hpp"
@@ -85,6 +86,10 @@ struct channel_state {
                                 // client that leaves is noticed at once
   bool fin_sent = false;        // our FIN on the stream
   bool fin_received = false;    // the peer's FIN
+  bool local_eof = false;       // the local socket's FIN (client or target)
+  bool local_fin_sent = false;  // our FIN on the local socket
+  uint64_t written_total = 0;     // bytes handed to the local socket
+  uint64_t transferred_total = 0; // of those, acknowledged as written
   uint64_t unconsumed = 0;      // written to the socket, not yet acked
   std::string result_buf;       // client side: StreamOpenResult as it comes
   uint64_t gen = 0;
@@ -115,16 +120,32 @@ struct channel_state {
   bool preamble_sent = false;
   std::string pending;      // client bytes not yet on the stream
   std::string stop_reply;   // HTTP: a 421 (or 4xx) for after the target ends
-  // Export side: the target's socket. On the stream's FIN it is half-closed
-  // (shutdown SHUT_WR) once every byte before the FIN is written, so the
-  // target sees its client finish (an RTSP server then closes; CAF 0.17 has
-  // no half-close of its own).
-  int target_fd = -1;
-  bool shut_wr_pending = false;
-  uint64_t acked_out = 0;   // of bytes_out, written by the socket
 };
 
 using channel_broker = caf::io::stateful_broker<channel_state>;
+
+/// The relay has started (and not yet ended).
+bool tunnel_up(const channel_state& st) {
+  return st.tunnel == tunnel_state::connected
+         || st.tunnel == tunnel_state::half_closed;
+}
+
+/// Every write to the local socket goes through here, so the channel knows
+/// when all of it is on the wire (data_transferred_msg).
+void local_write(channel_broker* self, const std::string& bytes) {
+  auto& st = self->state;
+  if (bytes.empty())
+    return;
+  self->write(st.hdl, bytes.size(), bytes.data());
+  self->flush(st.hdl);
+  st.written_total += bytes.size();
+}
+
+uint64_t pending_out(const channel_state& st) {
+  return st.written_total > st.transferred_total
+           ? st.written_total - st.transferred_total
+           : 0;
+}
 
 void transition_to(channel_broker* self, tunnel_state to) {
   auto& st = self->state;
@@ -160,6 +181,16 @@ void finish(channel_broker* self, const std::string& why) {
   self->quit();
 }
 
+/// The other end failed (stream reset, session gone): the local connection
+/// is reset rather than finished, so the client or target can tell a cut-off
+/// transfer from a complete one.
+void reset_local_and_finish(channel_broker* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.local_open && !st.close_when_drained)
+    reset_on_close(st.hdl);
+  finish(self, why);
+}
+
 /// Client side, before the tunnel is up: tell the listener (for its
 /// counters), answer a sniffed client in its protocol, and drop the client.
 void refuse(channel_broker* self, const std::string& why,
@@ -179,8 +210,7 @@ void refuse(channel_broker* self, const std::string& why,
     else if (st.rtsp)
       reply = st.rtsp->failure_reply(what, why);
     if (!reply.empty()) {
-      self->write(st.hdl, reply.size(), reply.data());
-      self->flush(st.hdl);
+      local_write(self, reply);
     }
   }
   finish(self, why);
@@ -228,8 +258,10 @@ bool client_to_stream(channel_broker* self, const std::string& in,
 /// never reaches zero.
 void update_reading(channel_broker* self, bool safe_to_trigger = false) {
   auto& st = self->state;
-  if (!st.local_open || st.tunnel != tunnel_state::connected
-      || st.fin_sent || st.reading || st.credit < read_chunk)
+  // (half_closed with our FIN not sent: the peer finished, the local side
+  // still sends.)
+  if (!st.local_open || st.local_eof || !tunnel_up(st) || st.fin_sent
+      || st.reading || st.credit < read_chunk)
     return;
   if (st.paused && !safe_to_trigger) {
     if (!st.resume_posted) {
@@ -255,8 +287,7 @@ void write_local(channel_broker* self, const std::string& bytes) {
                static_cast<uint64_t>(bytes.size()));
     return;
   }
-  self->write(st.hdl, bytes.size(), bytes.data());
-  self->flush(st.hdl);
+  local_write(self, bytes);
   st.unconsumed += bytes.size();
   st.bytes_out += bytes.size();
 }
@@ -264,18 +295,31 @@ void write_local(channel_broker* self, const std::string& bytes) {
 void send_client_fin(channel_broker* self);
 void finish(channel_broker* self, const std::string& why);
 
-/// Export side, the stream's FIN: half-close the target's socket now, or
-/// once what is still unwritten is written (data_transferred_msg).
-void half_close_target(channel_broker* self) {
+/// Half-close, both sides alike: once the peer's FIN has come and every
+/// byte before it is written, the local socket gets our FIN (shutdown of
+/// its write side; reading goes on). Once the local side has sent its FIN
+/// too, both directions are done and the channel ends.
+void settle_local(channel_broker* self) {
   auto& st = self->state;
-  if (st.target_fd < 0 || !st.local_open)
+  if (!st.local_open)
     return;
-  if (st.acked_out < st.bytes_out) {
-    st.shut_wr_pending = true;
-    return;
+  if (st.fin_received && !st.local_fin_sent && st.stop_reply.empty()
+      && !st.close_when_drained && pending_out(st) == 0) {
+    shutdown_write(st.hdl);
+    st.local_fin_sent = true;
   }
-  st.shut_wr_pending = false;
-  ::shutdown(st.target_fd, SHUT_WR);
+  if (st.local_fin_sent && st.local_eof)
+    finish(self, "both sides closed");
+}
+
+/// The local connection failed (reset, or a write to a socket its peer
+/// closed): the stream is reset, not finished, so the other end can tell a
+/// cut-off transfer from a complete one.
+void abort_stream(channel_broker* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.session && st.id >= 0 && st.tunnel != tunnel_state::closed)
+    self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
+  finish(self, why);
 }
 
 /// Export side, rtsp: stream bytes (client → server) through the rewriter.
@@ -288,8 +332,7 @@ void rtsp_from_stream(channel_broker* self, const std::string& bytes,
   std::string to_server, to_client;
   auto status = st.rtsp_rw->from_client(bytes, to_server, to_client);
   if (!to_server.empty() && st.local_open) {
-    self->write(st.hdl, to_server.size(), to_server.data());
-    self->flush(st.hdl);
+    local_write(self, to_server);
     st.bytes_out += to_server.size();
     if (stream_bytes > 0)
       st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
@@ -327,8 +370,7 @@ void http_from_stream(channel_broker* self, const std::string& bytes,
   std::string to_server;
   auto status = st.http_rw->feed(bytes, to_server);
   if (!to_server.empty() && st.local_open) {
-    self->write(st.hdl, to_server.size(), to_server.data());
-    self->flush(st.hdl);
+    local_write(self, to_server);
     st.bytes_out += to_server.size();
     if (stream_bytes > 0)
       st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
@@ -358,6 +400,8 @@ void export_from_stream(channel_broker* self, const std::string& bytes,
 }
 
 void on_local_closed(channel_broker* self);
+void settle_local(channel_broker* self);
+void abort_stream(channel_broker* self, const std::string& why);
 
 void start_relay(channel_broker* self) {
   auto& st = self->state;
@@ -366,9 +410,8 @@ void start_relay(channel_broker* self) {
   st.was_connected = true;
   bool watched = st.watching;
   st.watching = false;
-  if (!st.local_open) {
-    // The client sent its bytes and left before the tunnel was up: they
-    // still go on the stream, followed by our FIN.
+  if (!st.local_open || st.local_eof) {
+    // Nothing more to read (see below).
   } else if (watched) {
     // Already in token mode: a read is outstanding, or the socket is
     // paused and update_reading() below resumes it the safe way.
@@ -400,7 +443,19 @@ void start_relay(channel_broker* self) {
     }
   }
   if (!st.local_open) {
-    on_local_closed(self); // now with the tunnel up: our FIN
+    abort_stream(self, "the local connection failed before the tunnel was up");
+    return;
+  }
+  if (st.local_eof) {
+    // The client sent its bytes and finished before the tunnel was up: they
+    // went on the stream above; now our FIN, and its answer still comes.
+    if (!st.fin_sent) {
+      st.fin_sent = true;
+      self->send(st.session, stream_write_atom::value, st.id, std::string{},
+                 true);
+    }
+    transition_to(self, tunnel_state::half_closed);
+    settle_local(self);
     return;
   }
   update_reading(self);
@@ -425,39 +480,67 @@ void send_client_fin(channel_broker* self) {
                      timeout_atom::value, ++st.gen);
 }
 
+/// The local connection failed: reset or error (an orderly FIN comes as
+/// local_eof_atom instead, see on_local_eof).
 void on_local_closed(channel_broker* self) {
   auto& st = self->state;
-  log::debug(subject, "for {} ({}): the local socket closed ({} in, {} out, "
-             "{} unconsumed)", st.resource, st.client_address, st.bytes_in,
-             st.bytes_out, st.unconsumed);
+  log::debug(subject, "for {} ({}): the local connection failed ({} in, {} "
+             "out, {} unconsumed)", st.resource, st.client_address,
+             st.bytes_in, st.bytes_out, st.unconsumed);
   st.local_open = false;
-  if (st.tunnel == tunnel_state::connected
-      || st.tunnel == tunnel_state::half_closed) {
-    if (!st.fin_sent) {
-      st.fin_sent = true;
-      self->send(st.session, stream_write_atom::value, st.id, std::string{},
-                 true);
-    }
-    if (st.fin_received) {
-      finish(self, "both sides closed");
-      return;
-    }
-    if (st.tunnel == tunnel_state::connected)
-      transition_to(self, tunnel_state::half_closed);
-    // Wait for the peer's FIN (bounded), dropping what it still sends.
-    self->delayed_send(self, drain_timeout, timeout_atom::value, ++st.gen);
+  if (tunnel_up(st) && st.fin_sent) {
+    // Our FIN already went: everything the local side sent is on its way
+    // and must not be reset away. It stopped reading (a client that closed
+    // while the answer still came): the channel ends; the session consumes
+    // what the peer still sends.
+    finish(self, "the local side closed while the peer was still sending");
     return;
   }
-  if (!st.pending.empty() && st.tunnel != tunnel_state::closed) {
-    // The client sent something and closed: deliver it once the tunnel is
-    // up (start_relay), then our FIN, as if it had come later.
+  if (tunnel_up(st)) {
+    abort_stream(self, "the local connection was reset");
     return;
   }
-  // The client left without a byte: abandon the open. The exporting node
-  // resets a target connection under way; nothing reaches the target.
-  if (st.tunnel != tunnel_state::closed && st.session && st.id >= 0)
-    self->send(st.session, stream_reset_atom::value, st.id, uint64_t{0});
-  finish(self, "the local side closed before the tunnel was up");
+  // Before the tunnel is up: abandon the open. The exporting node resets a
+  // target connection under way; nothing reaches the target.
+  abort_stream(self, "the local side closed before the tunnel was up");
+}
+
+/// The local peer sent FIN: our FIN on the stream (after the bytes before
+/// it); the other direction goes on until the stream's FIN (settle_local).
+void on_local_eof(channel_broker* self) {
+  auto& st = self->state;
+  if (!st.local_open || st.local_eof)
+    return;
+  st.local_eof = true;
+  st.reading = false;
+  log::debug(subject, "for {} ({}): the local side finished sending ({} in)",
+             st.resource, st.client_address, st.bytes_in);
+  if (st.client_side && st.sniffing) {
+    st.sniffing = false;
+    if (st.listener)
+      self->send(st.listener, failed_atom::value, uint64_t{0},
+                 std::string{"the client finished before naming a resource"},
+                 std::string{"sniff_eof"});
+    finish(self, "the client finished before naming a resource");
+    return;
+  }
+  if (st.tunnel == tunnel_state::closed)
+    return;
+  if (!tunnel_up(st)) {
+    if (st.sniffed || !st.pending.empty())
+      return; // its bytes, then our FIN, once the tunnel is up (start_relay)
+    // A tcp client that left without a byte: abandon the open.
+    abort_stream(self, "the local side closed before the tunnel was up");
+    return;
+  }
+  if (!st.fin_sent) {
+    st.fin_sent = true;
+    self->send(st.session, stream_write_atom::value, st.id, std::string{},
+               true);
+  }
+  if (st.tunnel == tunnel_state::connected)
+    transition_to(self, tunnel_state::half_closed);
+  settle_local(self);
 }
 
 /// Client side: the first bytes on the stream are the StreamOpenResult.
@@ -497,8 +580,7 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   }
   if (st.socks5 && st.local_open) {
     auto ok = socks5_reply(socks5_reply_code::succeeded);
-    self->write(st.hdl, ok.size(), ok.data());
-    self->flush(st.hdl);
+    local_write(self, ok);
   }
   bytes = st.result_buf.substr(4 + n);
   st.result_buf.clear();
@@ -509,11 +591,6 @@ void on_open_result(channel_broker* self, std::string& bytes) {
 
 void on_sniff_data(channel_broker* self, const std::string& bytes);
 
-/// Client side: before the tunnel is up, or before our FIN on a failed open.
-bool tunnel_up(const channel_state& st) {
-  return st.tunnel == tunnel_state::connected
-         || st.tunnel == tunnel_state::half_closed;
-}
 
 caf::behavior relay_behavior(channel_broker* self) {
   return {
@@ -588,17 +665,18 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (n > 0 && st.session)
           self->send(st.session, stream_consumed_atom::value, st.id, n);
       }
-      st.acked_out += msg.written;
-      if (st.shut_wr_pending)
-        half_close_target(self);
+      st.transferred_total += msg.written;
       if (st.close_when_drained && msg.remaining == 0 && st.local_open) {
         st.local_open = false;
         self->close(st.hdl);
         if (st.finish_when_drained)
           finish(self, *st.finish_when_drained);
+        return;
       }
+      settle_local(self);
     },
     [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
+    [=](local_eof_atom, caf::io::connection_handle) { on_local_eof(self); },
     [=](const caf::io::connection_passivated_msg&) {
       // The last read token is used: read on now if there is credit (safe
       // here), else the socket is paused until credit comes.
@@ -621,7 +699,7 @@ caf::behavior relay_behavior(channel_broker* self) {
       auto& st = self->state;
       if (st.client_side && st.tunnel == tunnel_state::remote_connecting) {
         on_open_result(self, bytes);
-        if (st.tunnel != tunnel_state::connected)
+        if (!tunnel_up(st))
           return;
       }
       if (st.rtsp_rw || st.http_rw) {
@@ -637,41 +715,23 @@ caf::behavior relay_behavior(channel_broker* self) {
         self->delayed_send(self, stop_idle, timeout_atom::value, ++st.gen);
       if (fin && !st.fin_received) {
         st.fin_received = true;
+        bool stopped = false;
         if (st.client_side && !st.stop_reply.empty() && st.local_open) {
           // HTTP stop: the target answered what it had; now the 421.
-          self->write(st.hdl, st.stop_reply.size(), st.stop_reply.data());
-          self->flush(st.hdl);
+          local_write(self, st.stop_reply);
           st.stop_reply.clear();
-          if (st.unconsumed > 0)
-            st.close_when_drained = true;
+          st.close_when_drained = true; // close once the 421 is out
+          stopped = true;
         }
-        if (st.fin_sent || !st.local_open) {
+        if (!st.local_open || stopped || st.close_when_drained) {
           finish(self, "both sides closed");
           return;
         }
-        if (!st.client_side) {
-          // The client finished sending: so does the target's socket, once
-          // written (it stays open for the target's answer); the channel
-          // ends when the target closes.
-          half_close_target(self);
-          return;
-        }
-        // The peer is done sending: the socket closes once everything is
-        // written (CAF's close() may drop a large unsent buffer, so wait for
-        // the write acknowledgements), which also ends reading from it.
-        if (st.unconsumed == 0) {
-          st.local_open = false;
-          self->close(st.hdl);
-        } else {
-          st.close_when_drained = true;
-        }
-        if (!st.fin_sent) {
-          st.fin_sent = true;
-          self->send(st.session, stream_write_atom::value, st.id,
-                     std::string{}, true);
-        }
+        // The peer is done sending: the local socket gets our FIN once
+        // everything before it is written; it may still send (half-close).
         if (st.tunnel == tunnel_state::connected)
           transition_to(self, tunnel_state::half_closed);
+        settle_local(self);
       }
     },
     [=](stream_reset_atom, int64_t, uint64_t code) {
@@ -680,7 +740,7 @@ caf::behavior relay_behavior(channel_broker* self) {
       if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
         refuse(self, why, open_failure::peer_unreachable);
       else
-        finish(self, why);
+        reset_local_and_finish(self, why);
     },
     [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
     [=](session_down_atom, const std::string& why) {
@@ -688,7 +748,7 @@ caf::behavior relay_behavior(channel_broker* self) {
       if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
         refuse(self, "session down: " + why, open_failure::peer_unreachable);
       else
-        finish(self, "session down: " + why);
+        reset_local_and_finish(self, "session down: " + why);
     },
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
@@ -701,8 +761,7 @@ caf::behavior relay_behavior(channel_broker* self) {
                             : st.rtsp ? st.rtsp->timeout_reply()
                                       : std::string{};
         if (!reply.empty() && st.local_open) {
-          self->write(st.hdl, reply.size(), reply.data());
-          self->flush(st.hdl);
+          local_write(self, reply);
         }
         auto why = fmt::format("timeout: the client did not name a resource "
                                "within {} s", sniff_timeout.count());
@@ -720,8 +779,7 @@ caf::behavior relay_behavior(channel_broker* self) {
           // HTTP stop: the target has been silent; the client gets its 421
           // (a CAF 0.17 export cannot half-close the target's socket, so a
           // keep-alive target would otherwise hold the connection).
-          self->write(st.hdl, st.stop_reply.size(), st.stop_reply.data());
-          self->flush(st.hdl);
+          local_write(self, st.stop_reply);
           st.stop_reply.clear();
           if (st.unconsumed > 0)
             st.close_when_drained = true;
@@ -857,8 +915,7 @@ void on_sniff_data(channel_broker* self, const std::string& bytes) {
                    : st.http ? st.http->feed(bytes)
                              : st.rtsp->feed(bytes);
   if (!r.reply.empty() && st.local_open) {
-    self->write(st.hdl, r.reply.size(), r.reply.data());
-    self->flush(st.hdl);
+    local_write(self, r.reply);
   }
   switch (r.state) {
     case sniff_state::need_more:
@@ -899,6 +956,7 @@ caf::behavior client_channel(channel_broker* self,
   st.client_side = true;
   st.hdl = hdl;
   st.local_open = true;
+  self->ack_writes(hdl, true); // pending_out() counts every local write
   st.resource = args.resource;
   st.default_resource = args.resource;
   st.protocol = args.protocol;
@@ -947,8 +1005,8 @@ caf::behavior client_channel(channel_broker* self,
 caf::behavior export_channel(channel_broker* self, int fd,
                              export_channel_args args) {
   auto& st = self->state;
-  st.hdl = self->add_scribe(fd);
-  st.target_fd = fd;
+  st.hdl = add_half_close_scribe(self, fd);
+  self->ack_writes(st.hdl, true); // pending_out() counts every local write
   st.local_open = true;
   st.session = args.session;
   st.id = args.stream_id;
@@ -993,18 +1051,20 @@ caf::behavior export_channel(channel_broker* self, int fd,
     if (st.tunnel == tunnel_state::closed)
       return {};
   } else if (!args.first_bytes.empty()) {
-    self->write(st.hdl, args.first_bytes.size(), args.first_bytes.data());
-    self->flush(st.hdl);
+    local_write(self, args.first_bytes);
     st.unconsumed += args.first_unconsumed;
     st.bytes_out += args.first_bytes.size();
   }
   log::info(subject, "connects node {} to '{}' at {}", st.peer, st.resource,
             st.target);
-  // The client may have finished sending before the target was connected;
-  // the target's socket stays open for its answer, half-closed.
+  // The client may have finished sending before the target was connected:
+  // the target gets our FIN once those bytes are written, and its answer
+  // still goes back (half-close).
   st.fin_received = args.peer_fin;
-  if (st.fin_received)
-    half_close_target(self);
+  if (st.fin_received) {
+    transition_to(self, tunnel_state::half_closed);
+    settle_local(self);
+  }
   return relay_behavior(self);
 }
 

@@ -17,20 +17,25 @@
 //   stream and the target (URLs both ways, 461 for UDP-only SETUPs).
 //
 // States: local socket × tunnel side (the seed's pairs).
-//   local:  connected ──client/target EOF──▶ closed
-//           (CAF 0.17 brokers report EOF as a full close, so there is no
-//            local half-closed state in this version; see docs/design.md)
+//   local:  open ──local FIN──▶ eof ─┐          (half-closable scribes:
+//           open ──our FIN───▶ fin ──┴▶ closed   actors/common/half_close.hpp)
+//           any ──reset / error──▶ closed
 //   tunnel: not_connected ─▶ connecting_peer ─▶ peer_ready ─▶ remote_connecting
 //             ─▶ connected ─▶ half_closed (one FIN) ─▶ closed
 //           any ─▶ closed on reset, refusal, session down, timeout
 //
-//   client EOF        → stream FIN; data the peer still sends is consumed
-//                       and dropped; the channel ends when the stream closes
-//                       (or 30 s later, resetting it)
-//   stream FIN        → pending bytes are written, then the socket closes
-//   stream reset,     → the socket closes; the channel ends
-//   session down
-//   client EOF before → with no byte sent: the open is abandoned (stream
+//   local FIN          → stream FIN after the bytes before it; the peer's
+//   (client or target)   bytes are still written to the socket
+//   stream FIN         → once every byte before it is written, the socket
+//                        gets our FIN (shutdown of its write side); it is
+//                        still read
+//   both FINs          → the channel ends ("both sides closed")
+//   local reset/error  → before our stream FIN: RESET_STREAM (the peer can
+//                        tell a cut-off transfer); after it: the channel ends
+//                        and the session consumes what the peer still sends
+//   stream reset,      → the socket is reset (RST, no FIN first); the
+//   session down         channel ends
+//   local FIN before   → with no byte sent: the open is abandoned (stream
 //   the tunnel is up     reset if one was opened; an exporting node still
 //                        connecting the target closes that connection when
 //                        it completes). With bytes sent: they go on the

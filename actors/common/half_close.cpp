@@ -64,7 +64,15 @@ public:
   }
 
   void graceful_shutdown() override {
-    stream_.graceful_shutdown();
+    // After reset_on_close() (SO_LINGER 0): no FIN first, so the peer sees
+    // only the reset when the socket is closed.
+    linger l{0, 0};
+    socklen_t len = sizeof l;
+    bool abort = ::getsockopt(stream_.fd(), SOL_SOCKET, SO_LINGER, &l, &len)
+                   == 0
+                 && l.l_onoff != 0 && l.l_linger == 0;
+    if (!abort)
+      stream_.graceful_shutdown();
     detach(&stream_.backend(), false);
   }
 
@@ -170,6 +178,12 @@ new_half_close_doorman(caf::actor_system& sys, uint16_t port,
 
 void shutdown_write(caf::io::connection_handle hdl) {
   ::shutdown(static_cast<int>(hdl.id()), SHUT_WR);
+}
+
+void reset_on_close(caf::io::connection_handle hdl) {
+  linger l{1, 0};
+  ::setsockopt(static_cast<int>(hdl.id()), SOL_SOCKET, SO_LINGER, &l,
+               sizeof l);
 }
 
 } // namespace p2proxy

@@ -41,4 +41,8 @@ new_half_close_doorman(caf::actor_system& sys, uint16_t port,
 /// remaining == 0), or they are lost.
 void shutdown_write(caf::io::connection_handle hdl);
 
+/// Makes the coming close(hdl) reset the connection (RST) instead of
+/// ending it normally: for a connection whose other end failed.
+void reset_on_close(caf::io::connection_handle hdl);
+
 } // namespace p2proxy

@@ -8,6 +8,7 @@
 #include "actors/actors.hpp"
 #include "actors/channel/channel.hpp"
 #include "actors/common/error.hpp"
+#include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
 #include "proto/admin.pb.h"
 
@@ -121,8 +122,9 @@ caf::expected<caf::actor> start_listener(caf::actor_system& sys,
                                          caf::actor supervisor,
                                          uint16_t& bound_port) {
   auto& mm = sys.middleman();
-  auto res = mm.backend().new_tcp_doorman(cfg.bind.port, cfg.bind.host.c_str(),
-                                          true);
+  // Half-closable connections: a client's FIN does not end its channel's
+  // other direction (actors/common/half_close.hpp).
+  auto res = new_half_close_doorman(sys, cfg.bind.port, cfg.bind.host);
   if (!res)
     return make_error(ec::io_failure,
                       fmt::format("listen: cannot listen on {}: {}",

@@ -425,11 +425,16 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   st.agent = st.args.ice->create_agent(st.args.controlling, caf::actor{self},
                                        st.args.session_id);
   self->set_down_handler([=](const caf::down_msg& dm) {
-    // A stream owner ended without closing its stream: reset it.
+    // A stream owner ended without closing its stream: reset it. One that
+    // sent its FIN first ended normally (a channel whose both directions
+    // are done): its last bytes and the FIN still go out, and what the peer
+    // still sends is consumed (deliver()).
     auto& st = self->state;
     for (auto& [id, s] : st.streams)
       if (s.owner && s.owner.address() == dm.source) {
         s.owner = nullptr;
+        if (s.pending_fin)
+          break;
         if (st.quic && !st.quic->closed()) {
           st.quic->reset_stream(id, 2);
           flush(self);
