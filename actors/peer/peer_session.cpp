@@ -200,6 +200,8 @@ void finish(peer_session_actor* self) {
 /// waits this much longer, so a stream the controlling end opens in the last
 /// moment of its linger is not met by the controlled end closing at once.
 constexpr auto linger_grace = std::chrono::seconds(5);
+/// QUIC datagrams kept while this side's ICE has not reported the path yet.
+constexpr size_t max_early_datagrams = 16;
 
 void start_linger(peer_session_actor* self) {
   auto& st = self->state;
@@ -227,7 +229,7 @@ void stream_gone(peer_session_actor* self, int64_t id) {
 
 void grant_credit(peer_session_actor* self, int64_t id, session_stream& s) {
   auto window = self->state.args.settings.owner_credit;
-  auto outstanding = s.granted + s.pending.size();
+  auto outstanding = s.granted + s.unsent();
   if (s.owner && !s.pending_fin && outstanding <= window / 2) {
     auto more = window - outstanding;
     s.granted += more;
@@ -254,9 +256,17 @@ void flush(peer_session_actor* self) {
       continue;
     auto fin = s.pending_fin;
     auto taken = st.quic->write_stream(
-      id, reinterpret_cast<const uint8_t*>(s.pending.data()), s.pending.size(),
-      fin);
-    s.pending.erase(0, taken);
+      id, reinterpret_cast<const uint8_t*>(s.pending.data()) + s.pending_off,
+      s.unsent(), fin);
+    s.pending_off += taken;
+    if (s.pending_off == s.pending.size()) {
+      s.pending.clear();
+      s.pending_off = 0;
+    } else if (s.pending_off >= 256 * 1024
+               && s.pending_off * 2 >= s.pending.size()) {
+      s.pending.erase(0, s.pending_off); // at most once per half a buffer
+      s.pending_off = 0;
+    }
     if (s.pending.empty() && fin)
       s.fin_queued = true;
     else if (!s.pending.empty())
@@ -414,6 +424,15 @@ void start_quic(peer_session_actor* self) {
     close_session(self, "could not create the QUIC connection", true);
     return;
   }
+  auto early = std::move(st.early);
+  st.early.clear();
+  for (auto& d : early) {
+    ++st.datagrams_in;
+    st.quic->receive(reinterpret_cast<const uint8_t*>(d.data()), d.size(),
+                     now);
+    if (!st.quic)
+      return;
+  }
   flush(self);
 }
 
@@ -527,8 +546,16 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     },
     [=](ice_data_atom, uint64_t, std::vector<std::string>& datagrams) {
       auto& st = self->state;
-      if (!st.quic)
-        return; // QUIC not started yet: like a lost UDP packet
+      if (!st.quic) {
+        // The peer's ICE may report the path a moment before ours, so its
+        // first QUIC packets can come before QUIC starts here: keep a few
+        // for start_quic() (dropping them cost a 1 s retransmission).
+        if (st.state == session_state::connecting_ice)
+          for (auto& d : datagrams)
+            if (st.early.size() < max_early_datagrams)
+              st.early.push_back(std::move(d));
+        return;
+      }
       st.datagrams_in += datagrams.size();
       auto now = now_ns(self);
       for (auto& d : datagrams) {
@@ -658,7 +685,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         = std::to_string(self->state.streams.size());
       for (auto& [id, s] : self->state.streams)
         (*as.mutable_fields())["stream_" + std::to_string(id)] = fmt::format(
-          "pending={} granted={} fin={} unacked={}", s.pending.size(),
+          "pending={} granted={} fin={} unacked={}", s.unsent(),
           s.granted, s.pending_fin, self->state.quic ? self->state.quic->unacked(id) : 0);
       (*as.mutable_fields())["send_order"]
         = std::to_string(self->state.send_order.size());

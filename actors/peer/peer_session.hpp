@@ -87,7 +87,13 @@ struct session_args {
 
 struct session_stream {
   caf::actor owner;
-  std::string pending;      // from the owner, not yet taken by QUIC
+  std::string pending;      // from the owner; QUIC has taken pending_off
+  size_t pending_off = 0;   // bytes of it (dropped in bulk, not per write:
+                            // erasing the front on every partial write
+                            // moved up to a window per ack batch)
+  size_t unsent() const {
+    return pending.size() - pending_off;
+  }
   bool pending_fin = false;
   bool fin_queued = false;  // FIN handed to QUIC
   uint64_t granted = 0;     // credit the owner has not used yet
@@ -96,6 +102,8 @@ struct session_stream {
 
 struct peer_session_state : quic_events {
   static inline const char* name = "peer_session";
+  std::vector<std::string> early; // QUIC datagrams that came before QUIC
+                                  // started here (bounded)
 
   session_args args;
   session_state state = session_state::connecting_ice;
