@@ -335,6 +335,8 @@ void deliver(peer_session_actor* self, data_batch& batch) {
   for (auto id : batch.order) {
     auto& [bytes, fin] = batch.by_stream[id];
     auto i = st.streams.find(id);
+    if (i != st.streams.end() && fin)
+      i->second.peer_fin = true;
     if (i != st.streams.end() && i->second.owner)
       self->send(i->second.owner, stream_data_atom::value, id,
                  std::move(bytes), fin);
@@ -452,8 +454,15 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     for (auto& [id, s] : st.streams)
       if (s.owner && s.owner.address() == dm.source) {
         s.owner = nullptr;
-        if (s.pending_fin)
+        if (s.pending_fin) {
+          // The peer still sending to nobody (a client that closed while
+          // its answer came): ask it to stop; our bytes and FIN still go.
+          if (!s.peer_fin && st.quic && !st.quic->closed()) {
+            st.quic->stop_sending(id, 3);
+            flush(self);
+          }
           break;
+        }
         if (st.quic && !st.quic->closed()) {
           st.quic->reset_stream(id, 2);
           flush(self);

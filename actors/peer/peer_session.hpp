@@ -96,6 +96,7 @@ struct session_stream {
   }
   bool pending_fin = false;
   bool fin_queued = false;  // FIN handed to QUIC
+  bool peer_fin = false;    // the peer's FIN was handed to the owner
   uint64_t granted = 0;     // credit the owner has not used yet
   bool closed = false;
 };

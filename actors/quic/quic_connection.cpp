@@ -311,6 +311,16 @@ public:
       ngtcp2_conn_shutdown_stream(conn_, id, app_error);
   }
 
+  void stop_sending(int64_t id, uint64_t app_error) override {
+    auto* s = find(id);
+    if (s == nullptr || closed_ || s->closed || s->local_reset)
+      return;
+    if (depth_ > 0)
+      deferred_stops_.emplace_back(id, app_error);
+    else
+      ngtcp2_conn_shutdown_stream_read(conn_, id, app_error);
+  }
+
   size_t unacked(int64_t id) const override {
     auto i = streams_.find(id);
     return i == streams_.end() ? 0 : i->second->tx.unacked();
@@ -734,6 +744,14 @@ private:
           ngtcp2_conn_shutdown_stream(conn_, id, err);
         continue;
       }
+      if (!deferred_stops_.empty() && !closed_) {
+        auto stops = std::move(deferred_stops_);
+        deferred_stops_.clear();
+        for (auto& [id, err] : stops)
+          if (auto* s = find(id); s != nullptr && !s->closed)
+            ngtcp2_conn_shutdown_stream_read(conn_, id, err);
+        continue;
+      }
       if (handshake_event_ && !closed_) {
         handshake_event_ = false;
         events_.on_handshake_done();
@@ -759,6 +777,7 @@ private:
     }
     if (closed_) {
       deferred_resets_.clear();
+      deferred_stops_.clear();
       writable_.clear();
     }
   }
@@ -967,6 +986,7 @@ private:
   std::deque<int64_t> closed_streams_;
   std::deque<int64_t> writable_;
   std::vector<std::pair<int64_t, uint64_t>> deferred_resets_;
+  std::vector<std::pair<int64_t, uint64_t>> deferred_stops_;
 
   quic_stats stats_;
   uint64_t lost_in_closed_streams_ = 0;

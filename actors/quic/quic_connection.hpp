@@ -122,6 +122,9 @@ public:
   virtual void consume(int64_t id, size_t size) = 0;
   /// RESET_STREAM + STOP_SENDING with `app_error`.
   virtual void reset_stream(int64_t id, uint64_t app_error) = 0;
+  /// STOP_SENDING with `app_error`: the peer should stop sending on `id`;
+  /// what we send (and our FIN) still goes out.
+  virtual void stop_sending(int64_t id, uint64_t app_error) = 0;
   /// Bytes queued on stream `id` and not yet acknowledged.
   virtual size_t unacked(int64_t id) const = 0;
   /// Graceful close with CONNECTION_CLOSE carrying `reason`; write() emits it.

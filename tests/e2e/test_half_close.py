@@ -54,6 +54,11 @@ class Target:
                 conn.shutdown(socket.SHUT_WR)   # done sending, still listening
                 self.heard.append(self.read_to_eof(conn))
                 conn.close()
+            elif self.mode == "endless":
+                # Streams until the client side goes away (a camera).
+                chunk = b"z" * 65536
+                while True:
+                    conn.sendall(chunk)
             elif self.mode == "reset-midway":
                 conn.sendall(b"x" * 100000)
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
@@ -73,7 +78,8 @@ class HalfClose(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.targets = {m: Target(m) for m in
-                       ("count-until-eof", "speak-first-then-listen", "reset-midway")}
+                       ("count-until-eof", "speak-first-then-listen", "reset-midway",
+                        "endless")}
         cls.lab = Lab()
         cls.lab.start_server()
         exports = "".join(
@@ -148,6 +154,22 @@ class HalfClose(unittest.TestCase):
         finally:
             c.close()
         self.assertLessEqual(len(got), 100000)
+        self.no_channels_left()
+
+
+    def test_client_that_finishes_and_leaves_stops_an_endless_target(self):
+        t = self.targets["endless"]
+        t.done.clear()
+        c = self.connect("endless")
+        try:
+            got = b""
+            while len(got) < 200000:
+                got += c.recv(65536)
+            c.shutdown(socket.SHUT_WR)   # finished sending...
+        finally:
+            c.close()                    # ...and gone, the stream still coming
+        # The exporting node stops reading the target and lets it go.
+        self.assertTrue(t.done.wait(30), "the endless target still has its connection")
         self.no_channels_left()
 
 
