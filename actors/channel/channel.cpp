@@ -737,9 +737,14 @@ caf::behavior relay_behavior(channel_broker* self) {
     [=](stream_reset_atom, int64_t, uint64_t code) {
       auto& st = self->state;
       auto why = fmt::format("the peer reset the stream (code {})", code);
-      if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
+      if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed) {
+        // (A reset can overtake the StreamOpenResult: a target that reset
+        // at once. A tcp client has no protocol to be told in: it gets the
+        // reset, not a clean end.)
+        if (!st.sniffed && st.local_open)
+          reset_on_close(st.hdl);
         refuse(self, why, open_failure::peer_unreachable);
-      else
+      } else
         reset_local_and_finish(self, why);
     },
     [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
