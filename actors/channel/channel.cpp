@@ -322,6 +322,23 @@ void abort_stream(channel_broker* self, const std::string& why) {
   finish(self, why);
 }
 
+/// Export side, a rewriter's output for the target: written, with the
+/// `stream_bytes` it came from reported consumed once it is (data_transferred);
+/// bytes the rewriter holds (bounded) or answers itself, or that nobody can
+/// take, are consumed at once.
+void rewritten_to_target(channel_broker* self, const std::string& to_server,
+                         uint64_t stream_bytes) {
+  auto& st = self->state;
+  if (!to_server.empty() && st.local_open) {
+    local_write(self, to_server);
+    st.bytes_out += to_server.size();
+    if (stream_bytes > 0)
+      st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
+  } else if (stream_bytes > 0) {
+    self->send(st.session, stream_consumed_atom::value, st.id, stream_bytes);
+  }
+}
+
 /// Export side, rtsp: stream bytes (client → server) through the rewriter.
 /// What the server should get goes to the target; what the proxy answers
 /// itself (461, an error) goes back on the stream. `stream_bytes` of the
@@ -331,16 +348,7 @@ void rtsp_from_stream(channel_broker* self, const std::string& bytes,
   auto& st = self->state;
   std::string to_server, to_client;
   auto status = st.rtsp_rw->from_client(bytes, to_server, to_client);
-  if (!to_server.empty() && st.local_open) {
-    local_write(self, to_server);
-    st.bytes_out += to_server.size();
-    if (stream_bytes > 0)
-      st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
-  } else if (stream_bytes > 0) {
-    // Held by the rewriter (bounded), answered by the proxy, or nobody to
-    // give them to: consume now.
-    self->send(st.session, stream_consumed_atom::value, st.id, stream_bytes);
-  }
+  rewritten_to_target(self, to_server, stream_bytes);
   bool failed = status == rtsp_rewriter::status::failed;
   if (!to_client.empty() && !st.fin_sent) {
     st.credit -= std::min<uint64_t>(st.credit, to_client.size());
@@ -369,14 +377,7 @@ void http_from_stream(channel_broker* self, const std::string& bytes,
   auto& st = self->state;
   std::string to_server;
   auto status = st.http_rw->feed(bytes, to_server);
-  if (!to_server.empty() && st.local_open) {
-    local_write(self, to_server);
-    st.bytes_out += to_server.size();
-    if (stream_bytes > 0)
-      st.rtsp_chunks.emplace_back(to_server.size(), stream_bytes);
-  } else if (stream_bytes > 0) {
-    self->send(st.session, stream_consumed_atom::value, st.id, stream_bytes);
-  }
+  rewritten_to_target(self, to_server, stream_bytes);
   if (status == http_request_rewriter::status::stop) {
     log::warn(subject, "stops the HTTP connection of node {} to '{}': {}",
               st.peer, st.resource, st.http_rw->stop_reason());
