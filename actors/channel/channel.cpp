@@ -256,6 +256,22 @@ bool client_to_stream(channel_broker* self, const std::string& in,
 /// through the multiplexer, which runs after that round. Inside the socket's
 /// own callbacks (new_data, passivated) a trigger() is safe: the token count
 /// never reaches zero.
+/// Bytes read from the local socket go on the stream (through the
+/// connection's rewriter, if any), spending credit. False when the rewriter
+/// stopped the connection.
+bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
+  auto& st = self->state;
+  st.bytes_in += bytes.size();
+  std::string out;
+  bool ok = client_to_stream(self, bytes, out);
+  if (!out.empty()) {
+    st.credit -= std::min<uint64_t>(st.credit, out.size());
+    self->send(st.session, stream_write_atom::value, st.id, std::move(out),
+               false);
+  }
+  return ok;
+}
+
 void update_reading(channel_broker* self, bool safe_to_trigger = false) {
   auto& st = self->state;
   // (half_closed with our FIN not sent: the peer finished, the local side
@@ -429,16 +445,9 @@ void start_relay(channel_broker* self) {
   }
   if (!st.pending.empty()) {
     // Client bytes that came while the tunnel was being set up.
-    std::string out;
-    bool ok = client_to_stream(self, st.pending, out);
-    st.bytes_in += st.pending.size();
+    auto pending = std::move(st.pending);
     st.pending.clear();
-    if (!out.empty()) {
-      st.credit -= std::min<uint64_t>(st.credit, out.size());
-      self->send(st.session, stream_write_atom::value, st.id, std::move(out),
-                 false);
-    }
-    if (!ok) {
+    if (!relay_local_bytes(self, pending)) {
       send_client_fin(self);
       return;
     }
@@ -630,15 +639,7 @@ caf::behavior relay_behavior(channel_broker* self) {
       if (st.fin_sent)
         return;
       std::string bytes(msg.buf.begin(), msg.buf.end());
-      st.bytes_in += bytes.size();
-      std::string out;
-      bool ok = client_to_stream(self, bytes, out);
-      if (!out.empty()) {
-        st.credit -= std::min<uint64_t>(st.credit, out.size());
-        self->send(st.session, stream_write_atom::value, st.id, std::move(out),
-                   false);
-      }
-      if (!ok) {
+      if (!relay_local_bytes(self, bytes)) {
         send_client_fin(self);
         return;
       }
