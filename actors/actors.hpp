@@ -166,6 +166,9 @@ using channel_atom = caf::atom_constant<caf::atom("channel")>;
 /// Half-closable scribe → its broker: (local_eof_atom, connection_handle)
 /// once the peer of the socket has sent FIN (actors/common/half_close.hpp).
 using local_eof_atom = caf::atom_constant<caf::atom("local_eof")>;
+/// Half-closable scribe → its broker: (local_lost_atom, connection_handle)
+/// once the peer of the socket no longer reads (a write failed).
+using local_lost_atom = caf::atom_constant<caf::atom("local_lost")>;
 
 // --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;

@@ -88,6 +88,7 @@ struct channel_state {
   bool fin_received = false;    // the peer's FIN
   bool local_eof = false;       // the local socket's FIN (client or target)
   bool local_fin_sent = false;  // our FIN on the local socket
+  bool local_write_lost = false; // the local peer no longer reads (closed)
   uint64_t written_total = 0;     // bytes handed to the local socket
   uint64_t transferred_total = 0; // of those, acknowledged as written
   uint64_t unconsumed = 0;      // written to the socket, not yet acked
@@ -550,6 +551,12 @@ void on_local_eof(channel_broker* self) {
   }
   if (st.tunnel == tunnel_state::connected)
     transition_to(self, tunnel_state::half_closed);
+  if (st.local_write_lost) {
+    // Nothing can be written to it any more: done. (The session asks the
+    // peer to stop sending: our FIN went first.)
+    finish(self, "the local side finished and no longer reads");
+    return;
+  }
   settle_local(self);
 }
 
@@ -679,6 +686,19 @@ caf::behavior relay_behavior(channel_broker* self) {
     },
     [=](const caf::io::connection_closed_msg&) { on_local_closed(self); },
     [=](local_eof_atom, caf::io::connection_handle) { on_local_eof(self); },
+    [=](local_lost_atom, caf::io::connection_handle) {
+      // The local peer closed its socket: what we write is dropped (the
+      // scribe reports it written, so the stream is consumed). What it sent
+      // before is still read, to its FIN (on_local_eof ends the channel).
+      auto& st = self->state;
+      if (!st.local_open || st.local_write_lost)
+        return;
+      st.local_write_lost = true;
+      log::debug(subject, "for {} ({}): the local side no longer reads",
+                 st.resource, st.client_address);
+      if (st.local_eof)
+        finish(self, "the local side finished and no longer reads");
+    },
     [=](const caf::io::connection_passivated_msg&) {
       // The last read token is used: read on now if there is credit (safe
       // here), else the socket is paused until credit comes.
@@ -746,8 +766,20 @@ caf::behavior relay_behavior(channel_broker* self) {
         if (!st.sniffed && st.local_open)
           reset_on_close(st.hdl);
         refuse(self, why, open_failure::peer_unreachable);
-      } else
+      } else if (st.fin_received && st.local_open) {
+        // The peer's bytes are complete; it only no longer wants ours (its
+        // local side closed: STOP_SENDING). The local side still gets all
+        // of them and a normal end, as from a TCP peer that closed.
+        st.fin_sent = true; // nothing more goes on the stream
+        if (pending_out(st) == 0) {
+          finish(self, why);
+        } else {
+          st.close_when_drained = true;
+          st.finish_when_drained = why;
+        }
+      } else {
         reset_local_and_finish(self, why);
+      }
     },
     [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
     [=](session_down_atom, const std::string& why) {

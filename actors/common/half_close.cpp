@@ -33,6 +33,9 @@ struct eof_aware_tcp : caf::policy::tcp {
   net::rw_state read_some(size_t& result, net::native_socket fd, void* buf,
                           size_t len);
 
+  net::rw_state write_some(size_t& result, net::native_socket fd,
+                           const void* buf, size_t len);
+
   half_close_scribe* owner;
 };
 
@@ -99,6 +102,17 @@ public:
     stream_.passivate();
   }
 
+  /// The peer no longer reads (our write met EPIPE / ECONNRESET): tell the
+  /// broker once; what it still had sent can be read to its end.
+  void on_write_lost() {
+    if (write_lost_)
+      return;
+    write_lost_ = true;
+    if (auto p = parent())
+      caf::anon_send(caf::actor_cast<caf::actor>(p), local_lost_atom::value,
+                     hdl());
+  }
+
   /// The peer sent FIN: stop reading, tell the broker once.
   void on_eof() {
     stream_.passivate();
@@ -113,6 +127,7 @@ public:
 private:
   bool launched_ = false;
   bool eof_ = false;
+  bool write_lost_ = false;
   net::stream_impl<eof_aware_tcp> stream_;
 };
 
@@ -131,6 +146,27 @@ net::rw_state eof_aware_tcp::read_some(size_t& result, net::native_socket fd,
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
     return net::rw_state::success; // nothing now
   return net::rw_state::failure;   // reset or error: the connection is over
+}
+
+net::rw_state eof_aware_tcp::write_some(size_t& result, net::native_socket fd,
+                                        const void* buf, size_t len) {
+  result = 0;
+  auto n = ::send(fd, buf, len, MSG_NOSIGNAL);
+  if (n >= 0) {
+    result = static_cast<size_t>(n);
+    return net::rw_state::success;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return net::rw_state::success;
+  if (errno == EPIPE || errno == ECONNRESET) {
+    // The peer closed its socket: nobody reads what we write (drop it), but
+    // CAF would end the whole connection on a write failure, and the bytes
+    // the peer sent before closing are still to be read.
+    result = len;
+    owner->on_write_lost();
+    return net::rw_state::success;
+  }
+  return net::rw_state::failure;
 }
 
 /// CAF's doorman, except that accepted connections get half_close_scribes.

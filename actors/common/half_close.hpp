@@ -8,6 +8,12 @@
 //
 //   broker ◀── (local_eof_atom, connection_handle)   the peer sent FIN; no
 //                                                   more new_data_msg follow
+//   broker ◀── (local_lost_atom, connection_handle)  the peer no longer reads
+//                                                   (a write met EPIPE or
+//                                                   ECONNRESET): writes are
+//                                                   dropped from now on; what
+//                                                   it sent before is still
+//                                                   read, to its FIN
 //   shutdown_write(hdl)                              our FIN, once our writes
 //                                                   are on the wire; reading
 //                                                   goes on

@@ -5,6 +5,8 @@
 #include <future>
 #include <string>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -128,31 +130,83 @@ TEST_F(half_close_test, our_fin_keeps_reading) {
   waiter->wait_for(broker);
 }
 
-TEST_F(half_close_test, reset_still_closes_the_connection) {
-  std::promise<void> closed;
-  auto fut = closed.get_future();
+/// A connected TCP pair on loopback: {ours, the peer's}.
+std::pair<int, int> tcp_pair() {
+  int lst = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(lst, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
+      || ::listen(lst, 1) != 0
+      || ::getsockname(lst, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    return {-1, -1};
+  int peer = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (::connect(peer, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return {-1, -1};
+  int ours = ::accept(lst, nullptr, nullptr);
+  ::close(lst);
+  return {ours, peer};
+}
+
+TEST_F(half_close_test, a_peer_that_closed_is_reported_lost_and_still_read) {
+  // The peer sends and closes (FIN). Our writes then meet its reset: the
+  // broker hears local_lost_atom, and still reads what the peer sent, to
+  // its FIN (as a TCP client that wrote its request and closed).
+  auto [ours, peer] = tcp_pair();
+  ASSERT_GE(ours, 0);
+  ASSERT_GE(peer, 0);
+  std::string last_words = "sent before closing";
+  ASSERT_EQ(::write(peer, last_words.data(), last_words.size()),
+            static_cast<ssize_t>(last_words.size()));
+  ::close(peer);
+  std::promise<std::string> got_all;
+  auto fut = got_all.get_future();
   auto broker = sys.middleman().spawn_broker(
-    [fd = fds[0], &closed](caf::io::broker* self) -> caf::behavior {
+    [fd = ours, &got_all](caf::io::broker* self) -> caf::behavior {
       auto hdl = add_half_close_scribe(self, fd);
-      self->configure_read(hdl, caf::io::receive_policy::at_most(1024));
+      self->ack_writes(hdl, true);
+      auto got = std::make_shared<std::string>();
+      auto lost = std::make_shared<bool>(false);
+      auto poke = [=](caf::io::connection_handle h) {
+        std::string x(4096, 'x');
+        self->write(h, x.size(), x.data());
+        self->flush(h);
+      };
+      // Write first, until a write fails; read only afterwards.
+      poke(hdl);
       return {
-        [=](const caf::io::new_data_msg&) {},
-        [=](local_eof_atom, caf::io::connection_handle h) {
-          // A unix socketpair reports the peer's close as EOF: write to
-          // provoke the error a TCP reset gives at once.
-          std::string x = "x";
-          self->write(h, 1, x.data());
-          self->flush(h);
+        [=](const caf::io::data_transferred_msg& m) {
+          if (!*lost)
+            self->delayed_send(self, std::chrono::milliseconds(20),
+                               timeout_atom::value,
+                               static_cast<uint64_t>(m.handle.id()));
         },
-        [=, &closed](const caf::io::connection_closed_msg&) {
-          closed.set_value();
+        [=](timeout_atom, uint64_t id) {
+          if (!*lost)
+            poke(caf::io::connection_handle::from_int(
+              static_cast<int64_t>(id)));
+        },
+        [=](local_lost_atom, caf::io::connection_handle h) {
+          *lost = true;
+          self->configure_read(h, caf::io::receive_policy::at_most(1024));
+        },
+        [=](const caf::io::new_data_msg& m) {
+          got->append(m.buf.begin(), m.buf.end());
+        },
+        [=, &got_all](local_eof_atom, caf::io::connection_handle h) {
+          got_all.set_value(*lost ? *got : "EOF before the write failed");
+          self->close(h);
+          self->quit();
+        },
+        [=, &got_all](const caf::io::connection_closed_msg&) {
+          got_all.set_value("closed as failed: " + *got);
           self->quit();
         },
       };
     });
-  ::close(fds[1]);
-  fds[1] = -1;
   ASSERT_EQ(fut.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(fut.get(), last_words);
   caf::scoped_actor waiter{sys};
   waiter->wait_for(broker);
 }
