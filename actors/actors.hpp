@@ -131,7 +131,8 @@ using failed_atom = caf::atom_constant<caf::atom("failed")>;
 // session -> stream handler (peer-opened streams): as to an owner, after the
 //     handler factory spawned it for (session, id).
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
-//           (timeout_atom, uint64_t gen) connect deadline
+//           (timeout_atom, uint64_t gen) connect deadline,
+//           (quic_link_atom) from its QUIC link: events wait (quic_link.hpp)
 using stream_open_atom = caf::atom_constant<caf::atom("s_open")>;
 using stream_write_atom = caf::atom_constant<caf::atom("s_write")>;
 using stream_consumed_atom = caf::atom_constant<caf::atom("s_consumed")>;
@@ -141,6 +142,7 @@ using stream_credit_atom = caf::atom_constant<caf::atom("s_credit")>;
 using stream_closed_atom = caf::atom_constant<caf::atom("s_closed")>;
 using session_down_atom = caf::atom_constant<caf::atom("sess_down")>;
 using quic_timer_atom = caf::atom_constant<caf::atom("q_timer")>;
+using quic_link_atom = caf::atom_constant<caf::atom("q_link")>;
 using linger_atom = caf::atom_constant<caf::atom("linger")>;
 
 // --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID) -------------
@@ -152,7 +154,10 @@ using pump_atom = caf::atom_constant<caf::atom("pump")>;
 // stream owner handoff, STREAM SERVICE -> session:
 //   (stream_owner_atom, int64_t id, caf::actor new_owner); the session answers
 //   the old owner with (stream_owner_atom, int64_t id) once messages for the
-//   stream go to the new owner, so the old one forwards what came before.
+//   stream go to the new owner, so the old one forwards what came before;
+//   then the old owner tells the session (stream_owner_atom, int64_t id):
+//   until that (or its end), the session holds the new owner's messages, so
+//   none overtakes a forwarded one.
 // INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
 using stream_owner_atom = caf::atom_constant<caf::atom("s_owner")>;
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused

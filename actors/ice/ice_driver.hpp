@@ -3,7 +3,8 @@
 // (actors/ice/nice_driver.*); actor tests use a fake that wires two sessions
 // together in memory.
 //
-// Every method is thread-safe and non-blocking: it only posts work to the
+// Every method is thread-safe and non-blocking: send() hands datagrams to
+// the socket at once (like a UDP send), the others post work to the
 // driver's thread. Events come back as messages to the owner actor given at
 // creation, each carrying the agent's tag (see actors/actors.hpp, ICE):
 //   (ice_cand_atom, tag, std::string candidate)     a local candidate (trickle)
@@ -55,6 +56,19 @@ struct ice_settings {
   bool upnp = false;
 };
 
+/// Takes an agent's datagrams on the driver's thread instead of as
+/// ice_data_atom messages to the owner (ice_agent::attach).
+class datagram_sink {
+public:
+  virtual ~datagram_sink() = default;
+  /// One received datagram; `data` is valid during the call only.
+  virtual void on_datagram(const uint8_t* data, size_t size) = 0;
+  /// Every datagram that was ready has been passed on.
+  virtual void on_datagrams_done() = 0;
+  /// The time last given to ice_agent::wake_at() has come.
+  virtual void on_wakeup() = 0;
+};
+
 class ice_agent {
 public:
   virtual ~ice_agent() = default;
@@ -74,6 +88,19 @@ public:
   virtual void send(std::vector<std::string> datagrams) = 0;
   /// Ends the agent; no event is posted after this returns.
   virtual void close() = 0;
+  /// From now on received datagrams go to `sink` on the driver's thread
+  /// (call it before gather()). False: this driver cannot; datagrams keep
+  /// coming as ice_data_atom. The agent holds `sink` until it is closed.
+  virtual bool attach(std::shared_ptr<datagram_sink> sink) {
+    (void)sink;
+    return false;
+  }
+  /// Calls the attached sink's on_wakeup() on the driver's thread at
+  /// `steady_ns` (std::chrono::steady_clock, nanoseconds; UINT64_MAX:
+  /// never), replacing the time given before.
+  virtual void wake_at(uint64_t steady_ns) {
+    (void)steady_ns;
+  }
 };
 
 class ice_driver {

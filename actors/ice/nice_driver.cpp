@@ -150,16 +150,27 @@ struct agent_core {
   bool closed = false;                  // guarded by mtx
   std::atomic<bool> closed_hint{false}; // lock-free early-out for senders
 
+  /// Sends go straight to libnice from the owner's thread (libnice's calls
+  /// are thread-safe): handing every batch of datagrams to the GLib thread
+  /// cost a thread wake-up per batch. The agent is published here once
+  /// open and withdrawn by close(), both on the GLib thread; lock order is
+  /// send_mtx, then libnice's agent lock.
+  std::mutex send_mtx;
+  NiceAgent* send_agent = nullptr; // a reference of its own; guarded
+  guint send_stream = 0;           // guarded by send_mtx
+  uint64_t send_drops = 0;         // guarded by send_mtx
+  GSource* wake = nullptr;         // guarded by send_mtx: wake_at()'s timer
+
   // --- GLib thread only ---
   NiceAgent* agent = nullptr;
   guint stream = 0;
   std::vector<gulong> handlers;
   std::shared_ptr<agent_core>* recv_ref = nullptr; // attach_recv's user data
   std::vector<std::string> inbox;                  // datagrams not yet posted
+  std::shared_ptr<datagram_sink> sink;             // takes them instead
   GSource* flush_source = nullptr;
   std::string pair;       // "host 1.2.3.4:5 -> srflx 6.7.8.9:10"
   bool torn_down = false; // closed on the GLib thread
-  uint64_t send_drops = 0;
 };
 
 using core_ptr = std::shared_ptr<agent_core>;
@@ -227,7 +238,9 @@ public:
                               const std::string& pwd);
   void add_remote_candidate(agent_core& c, const std::string& sdp);
   void remote_gathering_done(agent_core& c);
-  void send(agent_core& c, const std::vector<std::string>& datagrams);
+  /// Any thread.
+  static void send(agent_core& c, const std::vector<std::string>& datagrams);
+  void attach(agent_core& c, const std::shared_ptr<datagram_sink>& sink);
   void close(agent_core& c);
 
 private:
@@ -359,17 +372,34 @@ public:
   }
 
   void send(std::vector<std::string> datagrams) override {
-    if (datagrams.empty())
+    if (datagrams.empty() || core_->closed_hint.load(std::memory_order_relaxed))
       return;
-    post([xs = std::move(datagrams)](nice_driver& d, agent_core& c) {
-      d.send(c, xs);
-    });
+    nice_driver::send(*core_, datagrams);
   }
 
   void close() override {
     if (!core_->mark_closed())
       return;
     driver_->post([c = core_](nice_driver& d) { d.close(*c); });
+  }
+
+  bool attach(std::shared_ptr<datagram_sink> sink) override {
+    post([s = std::move(sink)](nice_driver& d, agent_core& c) {
+      d.attach(c, s);
+    });
+    return true;
+  }
+
+  void wake_at(uint64_t steady_ns) override {
+    std::lock_guard<std::mutex> guard{core_->send_mtx};
+    if (core_->wake == nullptr)
+      return;
+    // Both clocks are CLOCK_MONOTONIC; GLib counts microseconds. Rounded
+    // up: a wake-up before the time would find nothing due.
+    g_source_set_ready_time(core_->wake,
+                            steady_ns == UINT64_MAX
+                              ? -1
+                              : static_cast<gint64>((steady_ns + 999) / 1000));
   }
 
 private:
@@ -443,6 +473,11 @@ void nice_driver::open(const core_ptr& c) {
                   turn.server.to_string());
   connect_signals(c);
   agents_.emplace(c.get(), c);
+  {
+    std::lock_guard<std::mutex> guard{c->send_mtx};
+    c->send_agent = NICE_AGENT(g_object_ref(c->agent));
+    c->send_stream = c->stream;
+  }
   log::debug(subject, "agent {} opens as {}", c->tag,
              c->controlling ? "controlling" : "controlled");
 }
@@ -519,6 +554,11 @@ void nice_driver::connect_signals(const core_ptr& c) {
     c->agent, c->stream, 1, ctx_,
     [](NiceAgent*, guint, guint, guint len, gchar* buf, gpointer p) {
       auto& cp = *static_cast<core_ptr*>(p);
+      if (cp->sink) {
+        schedule_flush(cp); // on_datagrams_done() once these are in
+        cp->sink->on_datagram(reinterpret_cast<const uint8_t*>(buf), len);
+        return;
+      }
       if (cp->inbox.empty())
         schedule_flush(cp);
       cp->inbox.emplace_back(buf, len);
@@ -540,13 +580,44 @@ void nice_driver::schedule_flush(const core_ptr& c) {
     [](gpointer p) -> gboolean {
       auto& c = **static_cast<core_ptr*>(p);
       g_source_unref(std::exchange(c.flush_source, nullptr));
-      if (!c.inbox.empty())
+      if (c.sink)
+        c.sink->on_datagrams_done();
+      else if (!c.inbox.empty())
         c.emit(ice_data_atom::value, c.tag, std::exchange(c.inbox, {}));
       return G_SOURCE_REMOVE;
     },
     new core_ptr(c), [](gpointer p) { delete static_cast<core_ptr*>(p); });
   g_source_attach(src, g_main_context_get_thread_default());
   c->flush_source = src; // keeps our reference until it fires or is closed
+}
+
+void nice_driver::attach(agent_core& c,
+                         const std::shared_ptr<datagram_sink>& sink) {
+  c.sink = sink;
+  if (c.wake != nullptr)
+    return;
+  // A source that is ready only at its ready time (no prepare/check).
+  static GSourceFuncs funcs = {
+    nullptr, nullptr,
+    [](GSource* src, GSourceFunc cb, gpointer p) -> gboolean {
+      g_source_set_ready_time(src, -1); // once per wake_at()
+      return cb(p);
+    },
+    nullptr, nullptr, nullptr};
+  auto* src = g_source_new(&funcs, sizeof(GSource));
+  g_source_set_callback(
+    src,
+    [](gpointer p) -> gboolean {
+      auto& c = **static_cast<core_ptr*>(p);
+      if (c.sink)
+        c.sink->on_wakeup();
+      return G_SOURCE_CONTINUE;
+    },
+    new core_ptr(agents_.at(&c)),
+    [](gpointer p) { delete static_cast<core_ptr*>(p); });
+  g_source_attach(src, ctx_);
+  std::lock_guard<std::mutex> guard{c.send_mtx};
+  c.wake = src;
 }
 
 void nice_driver::gather(agent_core& c) {
@@ -605,9 +676,12 @@ void nice_driver::send(agent_core& c, const std::vector<std::string>& xs) {
     bufs[i] = GOutputVector{xs[i].data(), xs[i].size()};
     msgs[i] = NiceOutputMessage{&bufs[i], 1};
   }
+  std::lock_guard<std::mutex> guard{c.send_mtx};
+  if (c.send_agent == nullptr)
+    return; // not open yet, or closed: dropped like UDP
   GError* err = nullptr;
   auto n = nice_agent_send_messages_nonblocking(
-    c.agent, c.stream, 1, msgs.data(), msgs.size(), nullptr, &err);
+    c.send_agent, c.send_stream, 1, msgs.data(), msgs.size(), nullptr, &err);
   if (err != nullptr)
     g_error_free(err);
   auto sent = n < 0 ? size_t{0} : static_cast<size_t>(n);
@@ -626,6 +700,20 @@ void nice_driver::close(agent_core& c) {
   agents_.erase(&c);
   if (c.agent == nullptr)
     return; // closed before it opened
+  NiceAgent* sender = nullptr;
+  GSource* wake = nullptr;
+  {
+    std::lock_guard<std::mutex> guard{c.send_mtx}; // waits for a send
+    sender = std::exchange(c.send_agent, nullptr);
+    wake = std::exchange(c.wake, nullptr);
+  }
+  if (sender != nullptr)
+    g_object_unref(sender);
+  if (wake != nullptr) {
+    g_source_destroy(wake);
+    g_source_unref(wake);
+  }
+  c.sink.reset(); // the session's QUIC link
   nice_agent_attach_recv(c.agent, c.stream, 1, ctx_, nullptr, nullptr);
   delete std::exchange(c.recv_ref, nullptr);
   for (auto h : c.handlers)

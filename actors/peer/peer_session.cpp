@@ -15,8 +15,6 @@ namespace p2proxy {
 namespace {
 
 constexpr const char* subject = "peer_session";
-/// Datagrams written per flush before yielding to other messages.
-constexpr size_t max_datagrams_per_flush = 256;
 
 } // namespace
 
@@ -51,38 +49,6 @@ bool session_transition_allowed(session_state from, session_state to) {
   return false;
 }
 
-// --- quic_events: record only ---------------------------------------------------
-
-void peer_session_state::on_handshake_done() {
-  events.push_back({event::handshake});
-}
-void peer_session_state::on_stream_open(int64_t id) {
-  events.push_back({event::open, id});
-}
-void peer_session_state::on_stream_data(int64_t id, const uint8_t* data,
-                                        size_t size, bool fin) {
-  event ev{event::data, id};
-  ev.bytes.assign(reinterpret_cast<const char*>(data), size);
-  ev.fin = fin;
-  events.push_back(std::move(ev));
-}
-void peer_session_state::on_stream_reset(int64_t id, uint64_t app_error) {
-  event ev{event::reset, id};
-  ev.code = app_error;
-  events.push_back(std::move(ev));
-}
-void peer_session_state::on_stream_closed(int64_t id) {
-  events.push_back({event::closed_stream, id});
-}
-void peer_session_state::on_stream_writable(int64_t id) {
-  events.push_back({event::writable, id});
-}
-void peer_session_state::on_closed(const std::string& reason) {
-  event ev{event::closed};
-  ev.bytes = reason;
-  events.push_back(std::move(ev));
-}
-
 admin::SessionStatus session_status(const peer_session_state& st) {
   admin::SessionStatus s;
   s.set_peer(st.args.peer);
@@ -93,8 +59,8 @@ admin::SessionStatus session_status(const peer_session_state& st) {
   s.set_local_address(st.local_addr);
   s.set_remote_candidate_type(st.remote_type);
   s.set_remote_address(st.remote_addr);
-  if (st.quic || st.last_stats) {
-    auto q = st.quic ? st.quic->stats() : *st.last_stats;
+  if (auto stats = st.link ? st.link->stats() : std::nullopt) {
+    auto& q = *stats;
     s.set_rtt_ms(q.smoothed_rtt.count() / 1000.0);
     s.set_bytes_sent(q.bytes_sent);
     s.set_bytes_received(q.bytes_received);
@@ -146,7 +112,31 @@ void send_signal(peer_session_actor* self, signal::Signal sig) {
 
 void finish(peer_session_actor* self);
 void flush(peer_session_actor* self);
-void process_events(peer_session_actor* self);
+
+/// Sends to a stream's owner, or holds it while the stream is being handed
+/// to a new owner (see session_stream::held).
+template <class... Ts>
+void tell_owner(peer_session_actor* self, session_stream& s, Ts... xs) {
+  if (!s.owner)
+    return;
+  if (s.handing_over_from) {
+    s.held.emplace_back([self, to = s.owner, xs...]() mutable {
+      self->send(to, std::move(xs)...);
+    });
+    return;
+  }
+  self->send(s.owner, std::move(xs)...);
+}
+
+/// The old owner has forwarded what reached it: what waited goes out.
+void release_held(session_stream& s) {
+  s.handing_over_from = nullptr;
+  auto held = std::move(s.held);
+  s.held.clear();
+  for (auto& f : held)
+    f();
+}
+bool process_events(peer_session_actor* self);
 
 /// The session is over: tell owners, close QUIC politely if it exists, end
 /// ICE, quit. Idempotent.
@@ -169,8 +159,8 @@ void close_session(peer_session_actor* self, const std::string& reason,
     return;
   }
   transition_to(self, session_state::closing);
-  if (st.quic && !st.quic->closed()) {
-    st.quic->close(reason);
+  if (st.link->open()) {
+    st.link->close(reason);
     flush(self);
   } else if (tell_peer) {
     signal::Signal bye;
@@ -183,14 +173,17 @@ void close_session(peer_session_actor* self, const std::string& reason,
 
 void finish(peer_session_actor* self) {
   auto& st = self->state;
-  for (auto& [id, s] : st.streams)
+  for (auto& [id, s] : st.streams) {
+    release_held(s);
     if (s.owner)
       self->send(s.owner, session_down_atom::value, st.close_reason);
+  }
   st.streams.clear();
   if (st.agent) {
     st.agent->close();
     st.agent.reset();
   }
+  st.link->drop();
   self->send(st.args.manager, failed_atom::value, st.args.session_id,
              st.close_reason, session_status(st).SerializeAsString());
   self->quit(caf::exit_reason::normal);
@@ -200,8 +193,6 @@ void finish(peer_session_actor* self) {
 /// waits this much longer, so a stream the controlling end opens in the last
 /// moment of its linger is not met by the controlled end closing at once.
 constexpr auto linger_grace = std::chrono::seconds(5);
-/// QUIC datagrams kept while this side's ICE has not reported the path yet.
-constexpr size_t max_early_datagrams = 16;
 
 void start_linger(peer_session_actor* self) {
   auto& st = self->state;
@@ -220,8 +211,7 @@ void stream_gone(peer_session_actor* self, int64_t id) {
   auto i = st.streams.find(id);
   if (i == st.streams.end())
     return;
-  if (i->second.owner)
-    self->send(i->second.owner, stream_closed_atom::value, id);
+  tell_owner(self, i->second, stream_closed_atom::value, id);
   st.streams.erase(i);
   if (st.streams.empty() && st.state == session_state::ready)
     start_linger(self);
@@ -233,17 +223,19 @@ void grant_credit(peer_session_actor* self, int64_t id, session_stream& s) {
   if (s.owner && !s.pending_fin && outstanding <= window / 2) {
     auto more = window - outstanding;
     s.granted += more;
-    self->send(s.owner, stream_credit_atom::value, id, more);
+    tell_owner(self, s, stream_credit_atom::value, id, more);
   }
 }
 
 /// Moves owners' pending bytes into QUIC, round-robin, then writes packets.
 void flush(peer_session_actor* self) {
   auto& st = self->state;
-  if (!st.quic || !st.agent)
+  if (!st.agent || !st.link->started())
     return;
   auto now = now_ns(self);
-  // Feed streams fairly: each stream with pending data gets one turn.
+  // Feed streams fairly: each stream with pending data gets one turn. One
+  // that QUIC took less from (its send buffer is full) is fed again on its
+  // writable event.
   size_t turns = st.send_order.size();
   for (size_t t = 0; t < turns && !st.send_order.empty(); ++t) {
     auto id = st.send_order.front();
@@ -255,7 +247,7 @@ void flush(peer_session_actor* self) {
     if (s.pending.empty() && !(s.pending_fin && !s.fin_queued))
       continue;
     auto fin = s.pending_fin;
-    auto taken = st.quic->write_stream(
+    auto taken = st.link->write_stream(
       id, reinterpret_cast<const uint8_t*>(s.pending.data()) + s.pending_off,
       s.unsent(), fin);
     s.pending_off += taken;
@@ -269,25 +261,22 @@ void flush(peer_session_actor* self) {
     }
     if (s.pending.empty() && fin)
       s.fin_queued = true;
-    else if (!s.pending.empty())
-      st.send_order.push_back(id); // more next time
     grant_credit(self, id, s);
   }
-  std::vector<std::string> out;
-  st.quic->write(now, out, max_datagrams_per_flush);
-  if (!out.empty()) {
-    st.datagrams_out += out.size();
-    st.agent->send(std::move(out));
-    // More may be ready: continue after other messages had their turn.
-    if (!st.flush_scheduled) {
-      st.flush_scheduled = true;
-      self->send(self, quic_timer_atom::value, uint64_t{0});
-    }
+  auto more = st.link->transmit(now);
+  // A stream that can take more again (its writable event may have been
+  // recorded on the ICE thread, which tells nobody else) is fed on the next
+  // turn, as is the rest of a batch-limited write.
+  if (process_events(self))
+    more = true;
+  if (more && !st.flush_scheduled && st.agent) {
+    // Continue after other messages had their turn.
+    st.flush_scheduled = true;
+    self->send(self, quic_timer_atom::value, uint64_t{0});
   }
-  process_events(self);
-  if (!st.quic)
-    return;
-  auto expiry = st.quic->expiry();
+  if (!st.link->started() || st.link->io_driven())
+    return; // the ICE thread runs QUIC's timers
+  auto expiry = st.link->expiry();
   if (expiry != UINT64_MAX && expiry < st.armed_expiry) {
     st.armed_expiry = expiry;
     auto delay = expiry > now ? expiry - now : 0;
@@ -338,23 +327,26 @@ void deliver(peer_session_actor* self, data_batch& batch) {
     if (i != st.streams.end() && fin)
       i->second.peer_fin = true;
     if (i != st.streams.end() && i->second.owner)
-      self->send(i->second.owner, stream_data_atom::value, id,
+      tell_owner(self, i->second, stream_data_atom::value, id,
                  std::move(bytes), fin);
-    else if (st.quic && !bytes.empty())
-      st.quic->consume(id, bytes.size()); // nobody reads it: don't stall
+    else if (!bytes.empty())
+      st.link->consume(id, bytes.size()); // nobody reads it: don't stall
   }
   batch.order.clear();
   batch.by_stream.clear();
 }
 
-void process_events(peer_session_actor* self) {
+/// Handles what QUIC reported; true if a stream can take more data again.
+bool process_events(peer_session_actor* self) {
   auto& st = self->state;
+  bool writable = false;
   data_batch batch;
-  while (!st.events.empty()) {
-    auto evs = std::move(st.events);
-    st.events.clear();
+  for (;;) {
+    auto evs = st.link->take_events();
+    if (evs.empty())
+      break;
     for (auto& ev : evs) {
-      using E = peer_session_state::event;
+      using E = quic_event;
       if (ev.k != E::data)
         deliver(self, batch); // keep data before the event it precedes
       switch (ev.k) {
@@ -364,7 +356,7 @@ void process_events(peer_session_actor* self) {
           break;
         case E::open: {
           if (!st.args.handler) {
-            st.quic->reset_stream(ev.id, 1);
+            st.link->reset_stream(ev.id, 1);
             break;
           }
           auto h = st.args.handler(self, ev.id, st.args.peer);
@@ -385,7 +377,7 @@ void process_events(peer_session_actor* self) {
         case E::reset: {
           auto i = st.streams.find(ev.id);
           if (i != st.streams.end() && i->second.owner)
-            self->send(i->second.owner, stream_reset_atom::value, ev.id,
+            tell_owner(self, i->second, stream_reset_atom::value, ev.id,
                        ev.code);
           break;
         }
@@ -393,47 +385,42 @@ void process_events(peer_session_actor* self) {
           stream_gone(self, ev.id);
           break;
         case E::writable:
-          if (st.streams.count(ev.id))
+          if (st.streams.count(ev.id)) {
             st.send_order.push_back(ev.id);
+            writable = true;
+          }
           break;
         case E::closed:
           if (st.state != session_state::closing
               && st.state != session_state::closed) {
             auto reason = ev.bytes;
-            st.last_stats = st.quic->stats();
-            st.quic.reset(); // nothing more to write
+            st.link->drop(); // nothing more to write
             close_session(self, reason, false);
-            return;
+            return false;
           }
           break;
       }
     }
   }
   deliver(self, batch);
+  return writable;
 }
 
 void start_quic(peer_session_actor* self) {
   auto& st = self->state;
   transition_to(self, session_state::handshaking);
-  auto now = now_ns(self);
-  if (st.args.controlling)
-    st.quic = quic_connection::make_client(*st.args.me, st.args.peer,
-                                           st.args.settings.quic, st, now);
-  else
-    st.quic = quic_connection::make_server(*st.args.me, st.args.peer,
-                                           st.args.settings.quic, st, now);
-  if (!st.quic) {
+  auto& a = st.args;
+  auto started = st.link->start(
+    [&a](quic_events& events, quic_time now) {
+      return a.controlling ? quic_connection::make_client(
+                               *a.me, a.peer, a.settings.quic, events, now)
+                           : quic_connection::make_server(
+                               *a.me, a.peer, a.settings.quic, events, now);
+    },
+    now_ns(self));
+  if (!started) {
     close_session(self, "could not create the QUIC connection", true);
     return;
-  }
-  auto early = std::move(st.early);
-  st.early.clear();
-  for (auto& d : early) {
-    ++st.datagrams_in;
-    st.quic->receive(reinterpret_cast<const uint8_t*>(d.data()), d.size(),
-                     now);
-    if (!st.quic)
-      return;
   }
   flush(self);
 }
@@ -445,7 +432,13 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   st.args = std::move(args);
   st.agent = st.args.ice->create_agent(st.args.controlling, caf::actor{self},
                                        st.args.session_id);
+  st.link = std::make_shared<quic_link>(self->address());
+  st.link->attach_to(st.agent);
   self->set_down_handler([=](const caf::down_msg& dm) {
+    // An old owner that ended before it said it forwarded everything.
+    for (auto& [id, s] : self->state.streams)
+      if (s.handing_over_from == dm.source)
+        release_held(s);
     // A stream owner ended without closing its stream: reset it. One that
     // sent its FIN first ended normally (a channel whose both directions
     // are done): its last bytes and the FIN still go out, and what the peer
@@ -457,14 +450,14 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         if (s.pending_fin) {
           // The peer still sending to nobody (a client that closed while
           // its answer came): ask it to stop; our bytes and FIN still go.
-          if (!s.peer_fin && st.quic && !st.quic->closed()) {
-            st.quic->stop_sending(id, 3);
+          if (!s.peer_fin && st.link->open()) {
+            st.link->stop_sending(id, 3);
             flush(self);
           }
           break;
         }
-        if (st.quic && !st.quic->closed()) {
-          st.quic->reset_stream(id, 2);
+        if (st.link->open()) {
+          st.link->reset_stream(id, 2);
           flush(self);
         }
         break;
@@ -554,25 +547,13 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       }
     },
     [=](ice_data_atom, uint64_t, std::vector<std::string>& datagrams) {
+      // Only from an agent that cannot drive the link itself.
       auto& st = self->state;
-      if (!st.quic) {
-        // The peer's ICE may report the path a moment before ours, so its
-        // first QUIC packets can come before QUIC starts here: keep a few
-        // for start_quic() (dropping them cost a 1 s retransmission).
-        if (st.state == session_state::connecting_ice)
-          for (auto& d : datagrams)
-            if (st.early.size() < max_early_datagrams)
-              st.early.push_back(std::move(d));
-        return;
-      }
-      st.datagrams_in += datagrams.size();
-      auto now = now_ns(self);
-      for (auto& d : datagrams) {
-        st.quic->receive(reinterpret_cast<const uint8_t*>(d.data()), d.size(),
-                         now);
-        if (!st.quic)
-          return;
-      }
+      st.link->receive(datagrams, now_ns(self));
+      flush(self);
+    },
+    [=](quic_link_atom) {
+      process_events(self);
       flush(self);
     },
     // --- timers ---------------------------------------------------------------------
@@ -583,10 +564,10 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         flush(self);
         return;
       }
-      if (gen != st.timer_gen || !st.quic)
+      if (gen != st.timer_gen || !st.link->started())
         return;
       st.armed_expiry = UINT64_MAX;
-      st.quic->on_expiry(now_ns(self));
+      st.link->on_expiry(now_ns(self));
       flush(self);
     },
     [=](linger_atom, uint64_t gen) {
@@ -621,7 +602,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         return make_error(ec::unspecified,
                           fmt::format("session to {} is {}", st.args.peer,
                                       to_string(st.state)));
-      auto id = st.quic->open_stream();
+      auto id = st.link->open_stream();
       if (id < 0)
         return make_error(ec::unspecified,
                           "the peer allows no more streams right now");
@@ -649,9 +630,10 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       flush(self);
     },
     [=](stream_owner_atom, int64_t id, caf::actor new_owner) {
-      // A STREAM SERVICE hands its stream to a CHANNEL: from now on the
-      // channel gets the stream's messages; the old owner hears the ack and
-      // forwards what reached it before.
+      // A STREAM SERVICE hands its stream to a CHANNEL: the old owner
+      // hears the ack and forwards what reached it before, then says so;
+      // until then what the session has for the channel waits, so a reset
+      // or the end cannot overtake the forwarded bytes.
       auto& st = self->state;
       auto i = st.streams.find(id);
       auto old = caf::actor_cast<caf::actor>(self->current_sender());
@@ -661,25 +643,36 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
           self->send(old, stream_owner_atom::value, id);
         return;
       }
-      if (i->second.owner)
-        self->demonitor(i->second.owner);
-      i->second.owner = new_owner;
+      auto& s = i->second;
+      if (s.owner && s.owner != old)
+        self->demonitor(s.owner); // (the old one stays watched until done)
+      s.owner = new_owner;
       self->monitor(new_owner);
-      if (old)
+      if (old) {
+        s.handing_over_from = old.address();
         self->send(old, stream_owner_atom::value, id);
+      }
+    },
+    [=](stream_owner_atom, int64_t id) {
+      // The old owner forwarded everything and is gone.
+      auto& st = self->state;
+      auto i = st.streams.find(id);
+      if (i != st.streams.end()
+          && i->second.handing_over_from == self->current_sender())
+        release_held(i->second);
     },
     [=](stream_consumed_atom, int64_t id, uint64_t n) {
       auto& st = self->state;
-      if (st.quic && !st.quic->closed()) {
-        st.quic->consume(id, n);
+      if (st.link->open()) {
+        st.link->consume(id, n);
         flush(self);
       }
     },
     [=](stream_reset_atom, int64_t id, uint64_t code) {
       auto& st = self->state;
-      if (st.quic && !st.quic->closed() && st.streams.count(id)) {
+      if (st.link->open() && st.streams.count(id)) {
         st.streams[id].owner = nullptr; // it asked: nothing more to tell it
-        st.quic->reset_stream(id, code);
+        st.link->reset_stream(id, code);
         flush(self);
       }
     },
@@ -695,13 +688,15 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       for (auto& [id, s] : self->state.streams)
         (*as.mutable_fields())["stream_" + std::to_string(id)] = fmt::format(
           "pending={} granted={} fin={} unacked={}", s.unsent(),
-          s.granted, s.pending_fin, self->state.quic ? self->state.quic->unacked(id) : 0);
+          s.granted, s.pending_fin, self->state.link->unacked(id));
       (*as.mutable_fields())["send_order"]
         = std::to_string(self->state.send_order.size());
-      if (self->state.quic)
+      if (auto expiry = self->state.link->expiry(); expiry != UINT64_MAX)
         (*as.mutable_fields())["expiry_in_ms"] = std::to_string(
-          (static_cast<int64_t>(self->state.quic->expiry())
-           - static_cast<int64_t>(now_ns(self))) / 1000000);
+          (static_cast<int64_t>(expiry) - static_cast<int64_t>(now_ns(self)))
+          / 1000000);
+      (*as.mutable_fields())["io_driven"]
+        = self->state.link->io_driven() ? "yes" : "no";
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& reason) {

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <memory>
@@ -40,6 +41,7 @@
 
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/peer/quic_link.hpp"
 #include "actors/quic/quic_connection.hpp"
 #include "proto/admin.pb.h"
 
@@ -99,17 +101,21 @@ struct session_stream {
   bool peer_fin = false;    // the peer's FIN was handed to the owner
   uint64_t granted = 0;     // credit the owner has not used yet
   bool closed = false;
+  /// Between a handoff and the old owner's word that it forwarded what it
+  /// got (stream_owner_atom): messages for the new owner wait here, so none
+  /// overtakes a forwarded one.
+  caf::actor_addr handing_over_from;
+  std::vector<std::function<void()>> held;
 };
 
-struct peer_session_state : quic_events {
+struct peer_session_state {
   static inline const char* name = "peer_session";
-  std::vector<std::string> early; // QUIC datagrams that came before QUIC
-                                  // started here (bounded)
 
   session_args args;
   session_state state = session_state::connecting_ice;
   std::shared_ptr<ice_agent> agent;
-  std::unique_ptr<quic_connection> quic;
+  /// The QUIC connection, driven on the ICE thread where the agent allows.
+  std::shared_ptr<quic_link> link;
   std::map<int64_t, session_stream> streams;
   std::deque<int64_t> send_order;   // round-robin over streams with data
   uint64_t timer_gen = 0;           // QUIC timer generation
@@ -122,31 +128,6 @@ struct peer_session_state : quic_events {
   // ICE facts for the status.
   std::string local_type, local_addr, remote_type, remote_addr;
   uint64_t local_candidates = 0, remote_candidates = 0;
-  uint64_t datagrams_in = 0, datagrams_out = 0;
-  /// The QUIC figures as of when the connection went away, for the final
-  /// status row.
-  std::optional<quic_stats> last_stats;
-
-  // quic_events: recorded, then handled after the QUIC call returns, so no
-  // handler runs while ngtcp2 is on the stack.
-  struct event {
-    enum kind { handshake, open, data, reset, closed_stream, writable, closed };
-    kind k;
-    int64_t id = 0;
-    std::string bytes;
-    bool fin = false;
-    uint64_t code = 0;
-  };
-  std::vector<event> events;
-
-  void on_handshake_done() override;
-  void on_stream_open(int64_t id) override;
-  void on_stream_data(int64_t id, const uint8_t* data, size_t size,
-                      bool fin) override;
-  void on_stream_reset(int64_t id, uint64_t app_error) override;
-  void on_stream_closed(int64_t id) override;
-  void on_stream_writable(int64_t id) override;
-  void on_closed(const std::string& reason) override;
 };
 
 using peer_session_actor = caf::stateful_actor<peer_session_state>;

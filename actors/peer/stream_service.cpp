@@ -309,7 +309,11 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
       st.unconsumed_prefix = 0;
     },
     [=](stream_owner_atom, int64_t) {
-      // The session now sends the stream's messages to the channel.
+      // The session now sends the stream's messages to the channel; what
+      // came before is forwarded (it was ahead of this in the mailbox).
+      // Saying so lets the session send the channel what it held back.
+      auto& st = self->state;
+      self->send(st.session, stream_owner_atom::value, st.id);
       self->quit();
     },
     [=](timeout_atom, uint64_t) {

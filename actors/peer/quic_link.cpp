@@ -1,0 +1,294 @@
+#include "actors/peer/quic_link.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
+
+#include "actors/actors.hpp"
+
+namespace p2proxy {
+
+namespace {
+
+/// QUIC datagrams kept while this side's ICE has not reported the path yet.
+constexpr size_t max_early_datagrams = 16;
+/// Datagrams written per batch.
+constexpr size_t max_batch = 256;
+/// Batches the ICE thread writes in one turn; more wait for its next turn
+/// (a wake-up at once), so receiving and other agents are not starved.
+constexpr int max_io_batches = 4;
+
+quic_time steady_now() {
+  return static_cast<quic_time>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now().time_since_epoch())
+      .count());
+}
+
+} // namespace
+
+quic_link::quic_link(caf::actor_addr owner) : owner_(std::move(owner)) {}
+
+bool quic_link::attach_to(const std::shared_ptr<ice_agent>& agent) {
+  agent_ = agent;
+  io_driven_ = agent->attach(shared_from_this());
+  return io_driven_;
+}
+
+quic_time quic_link::monotonic_locked(quic_time now) {
+  // The session's thread and the ICE thread each read the clock before
+  // they get the lock; ngtcp2 needs the times it is given never to go back.
+  last_now_ = std::max(last_now_, now);
+  return last_now_;
+}
+
+bool quic_link::start(const factory& make, quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  now = monotonic_locked(now);
+  quic_ = make(*this, now);
+  if (!quic_)
+    return false;
+  auto early = std::move(early_);
+  early_.clear();
+  for (auto& d : early)
+    if (quic_)
+      receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(),
+                     now);
+  return true;
+}
+
+bool quic_link::started() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ != nullptr;
+}
+
+bool quic_link::open() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ != nullptr && !quic_->closed();
+}
+
+void quic_link::drop() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_) {
+    last_stats_ = quic_->stats();
+    quic_.reset();
+  }
+  early_.clear();
+  dropped_ = true;
+}
+
+void quic_link::receive(std::vector<std::string>& datagrams, quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  now = monotonic_locked(now);
+  for (auto& d : datagrams)
+    receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now);
+}
+
+void quic_link::receive_locked(const uint8_t* data, size_t size,
+                               quic_time now) {
+  if (!quic_) {
+    if (!dropped_ && early_.size() < max_early_datagrams)
+      early_.emplace_back(reinterpret_cast<const char*>(data), size);
+    return;
+  }
+  ++datagrams_in_;
+  quic_->receive(data, size, now);
+}
+
+bool quic_link::transmit(quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!quic_)
+    return false;
+  now = monotonic_locked(now);
+  auto more = transmit_locked(now);
+  rearm_locked(false, now, more);
+  return more;
+}
+
+bool quic_link::transmit_locked(quic_time now) {
+  out_.clear();
+  quic_->write(now, out_, max_batch);
+  if (out_.empty())
+    return false;
+  auto n = out_.size();
+  datagrams_out_ += n;
+  if (auto agent = agent_.lock())
+    agent->send(std::move(out_));
+  out_ = {};
+  return n >= max_batch;
+}
+
+void quic_link::rearm_locked(bool on_io_thread, quic_time now, bool more) {
+  if (!io_driven_ || !quic_)
+    return;
+  auto at = more ? now : quic_->expiry();
+  // Off the ICE thread only ever earlier: a later time is found when the
+  // armed one fires (handling an expiry that is not due is harmless).
+  if (on_io_thread ? at == armed_ : at >= armed_)
+    return;
+  armed_ = at;
+  if (auto agent = agent_.lock())
+    agent->wake_at(at);
+}
+
+void quic_link::notify_locked() {
+  if (events_.empty() || notified_)
+    return;
+  notified_ = true;
+  if (auto owner = caf::actor_cast<caf::actor>(owner_))
+    caf::anon_send(owner, quic_link_atom::value);
+}
+
+void quic_link::on_expiry(quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    quic_->on_expiry(monotonic_locked(now));
+}
+
+quic_time quic_link::expiry() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->expiry() : UINT64_MAX;
+}
+
+// --- the ICE thread -------------------------------------------------------
+
+void quic_link::on_datagram(const uint8_t* data, size_t size) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  receive_locked(data, size, monotonic_locked(steady_now()));
+}
+
+void quic_link::on_datagrams_done() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!quic_)
+    return;
+  auto now = monotonic_locked(steady_now());
+  bool more = false;
+  for (int i = 0; i < max_io_batches; ++i)
+    if (!(more = transmit_locked(now)))
+      break;
+  rearm_locked(true, now, more);
+  notify_locked();
+}
+
+void quic_link::on_wakeup() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  armed_ = UINT64_MAX;
+  if (!quic_)
+    return;
+  auto now = monotonic_locked(steady_now());
+  if (now >= quic_->expiry())
+    quic_->on_expiry(now);
+  bool more = false;
+  for (int i = 0; i < max_io_batches; ++i)
+    if (!(more = transmit_locked(now)))
+      break;
+  rearm_locked(true, now, more);
+  notify_locked();
+}
+
+// --- the connection's stream calls ----------------------------------------
+
+int64_t quic_link::open_stream() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->open_stream() : -1;
+}
+
+size_t quic_link::write_stream(int64_t id, const uint8_t* data, size_t size,
+                               bool fin) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->write_stream(id, data, size, fin) : 0;
+}
+
+void quic_link::consume(int64_t id, size_t size) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    quic_->consume(id, size);
+}
+
+void quic_link::reset_stream(int64_t id, uint64_t app_error) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    quic_->reset_stream(id, app_error);
+}
+
+void quic_link::stop_sending(int64_t id, uint64_t app_error) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    quic_->stop_sending(id, app_error);
+}
+
+void quic_link::close(const std::string& reason) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    quic_->close(reason);
+}
+
+size_t quic_link::unacked(int64_t id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->unacked(id) : 0;
+}
+
+std::optional<quic_stats> quic_link::stats() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (quic_)
+    return quic_->stats();
+  return last_stats_;
+}
+
+uint64_t quic_link::datagrams_in() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return datagrams_in_;
+}
+
+uint64_t quic_link::datagrams_out() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return datagrams_out_;
+}
+
+std::vector<quic_event> quic_link::take_events() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  notified_ = false;
+  return std::exchange(events_, {});
+}
+
+// --- quic_events: record only (mtx_ is held by the call they run in) -------
+
+void quic_link::on_handshake_done() {
+  events_.push_back({quic_event::handshake});
+}
+
+void quic_link::on_stream_open(int64_t id) {
+  events_.push_back({quic_event::open, id});
+}
+
+void quic_link::on_stream_data(int64_t id, const uint8_t* data, size_t size,
+                               bool fin) {
+  quic_event ev{quic_event::data, id};
+  ev.bytes.assign(reinterpret_cast<const char*>(data), size);
+  ev.fin = fin;
+  events_.push_back(std::move(ev));
+}
+
+void quic_link::on_stream_reset(int64_t id, uint64_t app_error) {
+  quic_event ev{quic_event::reset, id};
+  ev.code = app_error;
+  events_.push_back(std::move(ev));
+}
+
+void quic_link::on_stream_closed(int64_t id) {
+  events_.push_back({quic_event::closed_stream, id});
+}
+
+void quic_link::on_stream_writable(int64_t id) {
+  events_.push_back({quic_event::writable, id});
+}
+
+void quic_link::on_closed(const std::string& reason) {
+  quic_event ev{quic_event::closed};
+  ev.bytes = reason;
+  events_.push_back(std::move(ev));
+}
+
+} // namespace p2proxy

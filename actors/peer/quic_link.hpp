@@ -1,0 +1,138 @@
+// The QUIC connection of one PEER SESSION, with the work on it that needs no
+// actor: feeding received datagrams, writing packets, running QUIC's timers.
+//
+// Where the ICE agent supports it (ice_agent::attach, the libnice driver),
+// that work runs on the ICE thread as datagrams arrive and timers fire: a
+// datagram, its ACK and the next packets a freed congestion window allows
+// never cross a thread. The session actor calls in for what streams need
+// (open, write, consume, reset, close) and hears (quic_link_atom) when QUIC
+// reported something (stream data, a stream the peer opened, room to write,
+// the end). Otherwise (actor tests' fake ICE) the actor feeds the datagrams
+// it gets as ice_data_atom and arms the timers itself, as one thread.
+//
+// Every public call takes the link's lock; quic_events handlers run inside
+// them and only record. Lock order: the link, then the agent's own locks.
+// The link holds the agent weakly and the agent (through attach) holds the
+// link until it is closed, so neither keeps the other alive.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/actor_addr.hpp>
+
+#include "actors/ice/ice_driver.hpp"
+#include "actors/quic/quic_connection.hpp"
+
+namespace p2proxy {
+
+/// What QUIC reported, recorded while ngtcp2 is on the stack and handled by
+/// the session afterwards.
+struct quic_event {
+  enum kind { handshake, open, data, reset, closed_stream, writable, closed };
+  kind k;
+  int64_t id = 0;
+  std::string bytes;
+  bool fin = false;
+  uint64_t code = 0;
+};
+
+class quic_link final : public datagram_sink,
+                        private quic_events,
+                        public std::enable_shared_from_this<quic_link> {
+public:
+  /// `owner` is told (quic_link_atom) when events recorded on the ICE
+  /// thread wait for take_events().
+  explicit quic_link(caf::actor_addr owner);
+
+  /// Lets the agent drive the link on its thread if it can; true if it
+  /// does (then the owner arms no QUIC timer and feeds no datagram).
+  bool attach_to(const std::shared_ptr<ice_agent>& agent);
+  bool io_driven() const {
+    return io_driven_;
+  }
+
+  using factory = std::function<std::unique_ptr<quic_connection>(
+    quic_events&, quic_time)>;
+  /// Creates the connection and feeds it the datagrams that came before.
+  /// False if `make` gave none.
+  bool start(const factory& make, quic_time now);
+  bool started() const;
+  /// Started and not closed.
+  bool open() const;
+  /// The connection reported its end; it stays for stats until dropped.
+  void drop();
+
+  /// Datagrams the owner got as ice_data_atom (not io_driven). Before
+  /// start() a few are kept for it: the peer's ICE may report the path a
+  /// moment before ours, and its first packet must not be lost.
+  void receive(std::vector<std::string>& datagrams, quic_time now);
+  /// Writes what QUIC has to send and sends it. True if it stopped at its
+  /// batch limit: call again after other work had its turn.
+  bool transmit(quic_time now);
+  /// Owner-armed timer (not io_driven).
+  void on_expiry(quic_time now);
+  quic_time expiry() const;
+
+  // The connection's stream calls (see quic_connection), locked; harmless
+  // before start() and after the end.
+  int64_t open_stream();
+  size_t write_stream(int64_t id, const uint8_t* data, size_t size, bool fin);
+  void consume(int64_t id, size_t size);
+  void reset_stream(int64_t id, uint64_t app_error);
+  void stop_sending(int64_t id, uint64_t app_error);
+  void close(const std::string& reason);
+  size_t unacked(int64_t id) const;
+  std::optional<quic_stats> stats() const;
+  uint64_t datagrams_in() const;
+  uint64_t datagrams_out() const;
+
+  /// What QUIC reported since the last call.
+  std::vector<quic_event> take_events();
+
+  // datagram_sink: the ICE thread.
+  void on_datagram(const uint8_t* data, size_t size) override;
+  void on_datagrams_done() override;
+  void on_wakeup() override;
+
+private:
+  void on_handshake_done() override;
+  void on_stream_open(int64_t id) override;
+  void on_stream_data(int64_t id, const uint8_t* data, size_t size,
+                      bool fin) override;
+  void on_stream_reset(int64_t id, uint64_t app_error) override;
+  void on_stream_closed(int64_t id) override;
+  void on_stream_writable(int64_t id) override;
+  void on_closed(const std::string& reason) override;
+
+  // With mtx_ held.
+  quic_time monotonic_locked(quic_time now);
+  void receive_locked(const uint8_t* data, size_t size, quic_time now);
+  bool transmit_locked(quic_time now);
+  void rearm_locked(bool on_io_thread, quic_time now, bool more);
+  void notify_locked();
+
+  const caf::actor_addr owner_;
+  std::weak_ptr<ice_agent> agent_;
+  bool io_driven_ = false;
+
+  mutable std::mutex mtx_;
+  std::unique_ptr<quic_connection> quic_; // guarded by mtx_
+  std::optional<quic_stats> last_stats_;  // guarded
+  std::vector<std::string> early_;        // guarded
+  bool dropped_ = false;                  // guarded: no more early ones
+  std::vector<quic_event> events_;        // guarded
+  std::vector<std::string> out_;          // guarded: reused send batch
+  bool notified_ = false;                 // guarded: a quic_link_atom is on
+                                          // its way and not yet taken
+  quic_time armed_ = UINT64_MAX;          // guarded: the agent's wake-up
+  quic_time last_now_ = 0;                // guarded: latest time given
+  uint64_t datagrams_in_ = 0, datagrams_out_ = 0; // guarded
+};
+
+} // namespace p2proxy
