@@ -159,7 +159,11 @@ struct agent_core {
   NiceAgent* send_agent = nullptr; // a reference of its own; guarded
   guint send_stream = 0;           // guarded by send_mtx
   uint64_t send_drops = 0;         // guarded by send_mtx
-  GSource* wake = nullptr;         // guarded by send_mtx: wake_at()'s timer
+  /// wake_at()'s timer. GLib rounds it up to whole milliseconds, so QUIC's
+  /// pacing sends in bursts of up to a millisecond. Exact timers (a timerfd)
+  /// measured 30 % less throughput at 40 % more CPU per GB on two cores:
+  /// the wake-ups cost more than the smoother pacing gives.
+  GSource* wake = nullptr;         // guarded by send_mtx
 
   // --- GLib thread only ---
   NiceAgent* agent = nullptr;
