@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 
 #include "actors/identity/identity.hpp"
+#include "actors/quic/quic_connection.hpp"
 
 namespace p2proxy {
 
@@ -304,7 +305,8 @@ public:
     if (auto t = table_at(root, "session")) {
       check_keys(*t, "session",
                  {"idle_linger", "connect_timeout", "idle_timeout", "keepalive",
-                  "stream_window", "connection_window"});
+                  "stream_window", "connection_window",
+                  "congestion_control"});
       if (auto n = t->get("idle_linger"))
         cfg.idle_linger = duration_of(*n, "session.idle_linger", true);
       if (auto n = t->get("connect_timeout"))
@@ -317,6 +319,17 @@ public:
         cfg.stream_window = size_of(*n, "session.stream_window");
       if (auto n = t->get("connection_window"))
         cfg.connection_window = size_of(*n, "session.connection_window");
+      if (auto n = t->get("congestion_control")) {
+        auto text = string_of(*n, "session.congestion_control",
+                              "a string like \"bbr\"");
+        congestion_control cc;
+        if (!parse_congestion_control(text, cc))
+          fail(line_of(*n), "session.congestion_control",
+               fmt::format("unknown controller \"{}\" (known: bbr, bbr2, "
+                           "cubic)",
+                           text));
+        cfg.congestion_control = text;
+      }
       if (cfg.keepalive >= cfg.idle_timeout)
         fail(line_of(*t), "session.keepalive",
              "must be shorter than session.idle_timeout, or the session ends "

@@ -65,6 +65,7 @@ struct node_config {
   std::chrono::milliseconds keepalive{10000};        // QUIC PING when idle
   uint64_t stream_window = 16ull << 20;              // bytes
   uint64_t connection_window = 64ull << 20;          // bytes
+  std::string congestion_control = "bbr";            // bbr | bbr2 | cubic
   // [debug]
   bool test_resources = false;   // built-in echo / discard / source
   // [admin]

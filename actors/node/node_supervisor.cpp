@@ -426,6 +426,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   pc.settings.quic.keepalive = st.cfg.keepalive;
   pc.settings.quic.stream_window = st.cfg.stream_window;
   pc.settings.quic.connection_window = st.cfg.connection_window;
+  parse_congestion_control(st.cfg.congestion_control,
+                           pc.settings.quic.congestion); // checked on load
   st.manager = self->spawn(peer_manager, pc);
   self->monitor(st.manager);
   st.children.insert(st.manager.address());

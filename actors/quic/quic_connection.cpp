@@ -23,6 +23,19 @@
 
 namespace p2proxy {
 
+bool parse_congestion_control(const std::string& text,
+                              congestion_control& out) {
+  if (text == "bbr")
+    out = congestion_control::bbr;
+  else if (text == "bbr2")
+    out = congestion_control::bbr2;
+  else if (text == "cubic")
+    out = congestion_control::cubic;
+  else
+    return false;
+  return true;
+}
+
 namespace {
 
 using namespace std::chrono;
@@ -420,7 +433,11 @@ private:
   ngtcp2_settings settings(quic_time now) const {
     ngtcp2_settings s;
     ngtcp2_settings_default(&s);
-    s.cc_algo = NGTCP2_CC_ALGO_BBR2;
+    switch (cfg_.congestion) {
+      case congestion_control::bbr: s.cc_algo = NGTCP2_CC_ALGO_BBR; break;
+      case congestion_control::bbr2: s.cc_algo = NGTCP2_CC_ALGO_BBR2; break;
+      case congestion_control::cubic: s.cc_algo = NGTCP2_CC_ALGO_CUBIC; break;
+    }
     s.initial_ts = now;
     // Flow control stays manual (consume()): no window auto-tuning.
     s.max_window = 0;

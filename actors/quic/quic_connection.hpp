@@ -22,6 +22,17 @@ namespace p2proxy {
 /// Nanoseconds on a monotonic clock (the owner's; virtual in actor tests).
 using quic_time = uint64_t;
 
+/// QUIC's congestion controller (ngtcp2's). BBR (v1) by default: on a
+/// path with random loss and a small bandwidth × delay product, BBR v2
+/// takes each loss in a short flight as more than its 2 % threshold and
+/// keeps shrinking its window (docs/benchmarks.md: 1 % loss on a LAN-like
+/// path, ~170 against ~1100 Mbit/s). BBR v1 does not back off on random
+/// loss; bbr2 and cubic are there for paths shared with loss-based flows.
+enum class congestion_control { bbr, bbr2, cubic };
+
+/// "bbr", "bbr2", "cubic"; false for anything else.
+bool parse_congestion_control(const std::string& text, congestion_control& out);
+
 struct quic_settings {
   /// Initial flow-control windows, sized for bandwidth x delay.
   uint64_t stream_window = 16 * 1024 * 1024;
@@ -33,6 +44,7 @@ struct quic_settings {
   /// send buffer); write_stream() takes no more. A single stream cannot go
   /// faster than this per round trip (4 MiB: ~80 MB/s at 50 ms).
   size_t stream_send_buffer = 4 * 1024 * 1024;
+  congestion_control congestion = congestion_control::bbr;
 };
 
 /// What the connection reports to its owner, called from inside

@@ -82,6 +82,7 @@ TEST(config, full_example_parses_into_the_expected_values) {
               "password = \"p\" }]\n"
               "[session]\n"
               "idle_linger = \"0s\"\n"
+              "congestion_control = \"bbr2\"\n"
               "[admin]\n"
               "listen = \"127.0.0.1:7070\"\n"
               "[log]\n"
@@ -133,6 +134,7 @@ TEST(config, full_example_parses_into_the_expected_values) {
   EXPECT_EQ(cfg.turn[0].user, "u");
   EXPECT_EQ(cfg.turn[0].password, "p");
   EXPECT_EQ(cfg.idle_linger, milliseconds{0});
+  EXPECT_EQ(cfg.congestion_control, "bbr2");
   EXPECT_TRUE(cfg.admin_enabled);
   EXPECT_EQ(cfg.admin_listen.to_string(), "127.0.0.1:7070");
   EXPECT_EQ(cfg.log_level, log::level::debug);
@@ -165,6 +167,7 @@ TEST(config, minimal_file_gets_the_defaults) {
   EXPECT_EQ(cfg.dead_after, milliseconds{45000});
   EXPECT_EQ(cfg.lookup_timeout, milliseconds{5000});
   EXPECT_EQ(cfg.idle_linger, milliseconds{30000});
+  EXPECT_EQ(cfg.congestion_control, "bbr");
   EXPECT_FALSE(cfg.admin_enabled);
   EXPECT_EQ(cfg.log_level, log::level::info);
   EXPECT_TRUE(cfg.stun.empty());
@@ -329,6 +332,12 @@ TEST(config, toml_syntax_error_reports_toml_line) {
   EXPECT_EQ(e.line, 4) << e.what();
   EXPECT_EQ(e.file, "test.toml");
   EXPECT_EQ(std::string{e.what()}.rfind("test.toml:4: ", 0), 0u) << e.what();
+}
+
+TEST(config, unknown_congestion_control) {
+  expect_error(base + "[session]\ncongestion_control = \"reno\"\n", 4,
+               "session.congestion_control",
+               "unknown controller \"reno\" (known: bbr, bbr2, cubic)");
 }
 
 TEST(config, bad_log_level) {
