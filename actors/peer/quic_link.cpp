@@ -161,15 +161,8 @@ void quic_link::on_datagram(const uint8_t* data, size_t size) {
 
 void quic_link::on_datagrams_done() {
   std::lock_guard<std::mutex> guard{mtx_};
-  if (!quic_)
-    return;
-  auto now = monotonic_locked(steady_now());
-  bool more = false;
-  for (int i = 0; i < max_io_batches; ++i)
-    if (!(more = transmit_locked(now)))
-      break;
-  rearm_locked(true, now, more);
-  notify_locked();
+  if (quic_)
+    io_turn_locked(monotonic_locked(steady_now()));
 }
 
 void quic_link::on_wakeup() {
@@ -180,6 +173,10 @@ void quic_link::on_wakeup() {
   auto now = monotonic_locked(steady_now());
   if (now >= quic_->expiry())
     quic_->on_expiry(now);
+  io_turn_locked(now);
+}
+
+void quic_link::io_turn_locked(quic_time now) {
   bool more = false;
   for (int i = 0; i < max_io_batches; ++i)
     if (!(more = transmit_locked(now)))

@@ -116,6 +116,9 @@ private:
   bool transmit_locked(quic_time now);
   void rearm_locked(bool on_io_thread, quic_time now, bool more);
   void notify_locked();
+  /// The ICE thread's turn: write (a bounded number of batches), re-arm
+  /// the wake-up, tell the owner about events.
+  void io_turn_locked(quic_time now);
 
   const caf::actor_addr owner_;
   std::weak_ptr<ice_agent> agent_;
