@@ -128,13 +128,27 @@ void tell_owner(peer_session_actor* self, session_stream& s, Ts... xs) {
   self->send(s.owner, std::move(xs)...);
 }
 
+void run_all(std::vector<std::function<void()>>& held) {
+  auto xs = std::move(held);
+  held.clear();
+  for (auto& f : xs)
+    f();
+}
+
 /// The old owner has forwarded what reached it: what waited goes out.
 void release_held(session_stream& s) {
   s.handing_over_from = nullptr;
-  auto held = std::move(s.held);
-  s.held.clear();
-  for (auto& f : held)
-    f();
+  run_all(s.held);
+}
+
+/// The same for streams that ended meanwhile, waiting for `old`.
+void release_orphans(peer_session_actor* self, const caf::actor_addr& old) {
+  auto i = self->state.orphans.find(old);
+  if (i == self->state.orphans.end())
+    return;
+  auto held = std::move(i->second);
+  self->state.orphans.erase(i);
+  run_all(held);
 }
 bool process_events(peer_session_actor* self);
 
@@ -178,6 +192,8 @@ void finish(peer_session_actor* self) {
     if (s.owner)
       self->send(s.owner, session_down_atom::value, st.close_reason);
   }
+  while (!st.orphans.empty())
+    release_orphans(self, st.orphans.begin()->first);
   st.streams.clear();
   if (st.agent) {
     st.agent->close();
@@ -211,7 +227,13 @@ void stream_gone(peer_session_actor* self, int64_t id) {
   auto i = st.streams.find(id);
   if (i == st.streams.end())
     return;
-  tell_owner(self, i->second, stream_closed_atom::value, id);
+  auto& s = i->second;
+  tell_owner(self, s, stream_closed_atom::value, id);
+  if (s.handing_over_from) {
+    auto& waiting = st.orphans[s.handing_over_from];
+    for (auto& f : s.held)
+      waiting.push_back(std::move(f));
+  }
   st.streams.erase(i);
   if (st.streams.empty() && st.state == session_state::ready)
     start_linger(self);
@@ -439,6 +461,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     for (auto& [id, s] : self->state.streams)
       if (s.handing_over_from == dm.source)
         release_held(s);
+    release_orphans(self, dm.source);
     // A stream owner ended without closing its stream: reset it. One that
     // sent its FIN first ended normally (a channel whose both directions
     // are done): its last bytes and the FIN still go out, and what the peer
@@ -660,6 +683,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       if (i != st.streams.end()
           && i->second.handing_over_from == self->current_sender())
         release_held(i->second);
+      release_orphans(self, caf::actor_cast<caf::actor_addr>(
+                              self->current_sender()));
     },
     [=](stream_consumed_atom, int64_t id, uint64_t n) {
       auto& st = self->state;

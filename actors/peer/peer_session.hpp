@@ -118,6 +118,9 @@ struct peer_session_state {
   std::shared_ptr<quic_link> link;
   std::map<int64_t, session_stream> streams;
   std::deque<int64_t> send_order;   // round-robin over streams with data
+  /// Held messages of streams that ended during their handoff, by the old
+  /// owner they wait for (session_stream::held).
+  std::map<caf::actor_addr, std::vector<std::function<void()>>> orphans;
   uint64_t timer_gen = 0;           // QUIC timer generation
   uint64_t armed_expiry = UINT64_MAX;
   uint64_t linger_gen = 0;
