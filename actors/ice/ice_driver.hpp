@@ -14,7 +14,8 @@
 //                                                   "disconnected"
 //   (ice_pair_atom, tag, std::string local_type, std::string local_addr,
 //    std::string remote_type, std::string remote_addr)  the selected pair
-//   (ice_data_atom, tag, std::vector<std::string> datagrams)
+//   (ice_data_atom, tag, std::vector<std::string> datagrams)  unless a
+//                                                   datagram_sink is attached
 // After close() returns, no further event is posted for that agent.
 #pragma once
 
