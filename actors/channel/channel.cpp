@@ -56,7 +56,17 @@ namespace {
 
 constexpr const char* subject = "channel";
 constexpr size_t read_chunk = 64 * 1024;
+/// A socket's first reads are small: CAF keeps a read buffer of the read
+/// size per socket, so an idle channel costs 4 KiB instead of 64 KiB. A read
+/// that fills it switches the socket to read_chunk (the new_data_msg
+/// handler).
+constexpr size_t first_read = 4 * 1024;
 constexpr auto drain_timeout = std::chrono::seconds(30);
+/// How long a local side whose peer stopped reading may go on sending
+/// (dropped) before the channel closes on it. Closing a socket with unread
+/// bytes resets it, so it is read to its FIN first: an echoing target gets a
+/// normal end, an endless one is let go after this.
+constexpr auto drain_grace = std::chrono::seconds(2);
 constexpr auto open_timeout = std::chrono::seconds(30);
 /// Client bytes a sniffing channel holds while its tunnel is being set up.
 constexpr size_t max_pending = 16 * 1024;
@@ -77,6 +87,7 @@ struct channel_state {
   tunnel_state tunnel = tunnel_state::not_connected;
   int64_t id = -1;
   uint64_t credit = 0;          // bytes we may still write to the stream
+  size_t read_size = first_read; // the socket's read size (grows once)
   bool reading = false;         // a read token is outstanding
   bool paused = false;          // the socket used its last token: CAF took it
                                 // out of the read loop (or is about to)
@@ -89,6 +100,9 @@ struct channel_state {
   bool local_eof = false;       // the local socket's FIN (client or target)
   bool local_fin_sent = false;  // our FIN on the local socket
   bool local_write_lost = false; // the local peer no longer reads (closed)
+  bool draining = false;        // the peer stopped reading: what the local
+                                // side still sends is read and dropped, to
+                                // its FIN (bounded by drain_grace)
   uint64_t written_total = 0;     // bytes handed to the local socket
   uint64_t transferred_total = 0; // of those, acknowledged as written
   uint64_t unconsumed = 0;      // written to the socket, not yet acked
@@ -277,8 +291,8 @@ void update_reading(channel_broker* self, bool safe_to_trigger = false) {
   auto& st = self->state;
   // (half_closed with our FIN not sent: the peer finished, the local side
   // still sends.)
-  if (!st.local_open || st.local_eof || !tunnel_up(st) || st.fin_sent
-      || st.reading || st.credit < read_chunk)
+  if (!st.local_open || st.local_eof || !tunnel_up(st) || st.reading
+      || (!st.draining && (st.fin_sent || st.credit < read_chunk)))
     return;
   if (st.paused && !safe_to_trigger) {
     if (!st.resume_posted) {
@@ -437,7 +451,7 @@ void start_relay(channel_broker* self) {
   } else {
     if (!st.sniffed)
       self->configure_read(st.hdl,
-                           caf::io::receive_policy::at_most(read_chunk));
+                           caf::io::receive_policy::at_most(st.read_size));
     self->ack_writes(st.hdl, true);
     // Switch the socket to token mode: one more read, then update_reading()
     // grants the next while there is credit.
@@ -614,6 +628,12 @@ caf::behavior relay_behavior(channel_broker* self) {
     // --- the local socket -----------------------------------------------------
     [=](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
+      if (msg.buf.size() >= st.read_size && st.read_size < read_chunk) {
+        // Data flows: full-size reads from now on.
+        st.read_size = read_chunk;
+        self->configure_read(st.hdl,
+                             caf::io::receive_policy::at_most(read_chunk));
+      }
       if (st.client_side && st.sniffing) {
         on_sniff_data(self, std::string(msg.buf.begin(), msg.buf.end()));
         return;
@@ -643,8 +663,11 @@ caf::behavior relay_behavior(channel_broker* self) {
         return;
       }
       st.reading = false; // its token is used
-      if (st.fin_sent)
+      if (st.fin_sent) {
+        if (st.draining)
+          update_reading(self, true); // dropped; read on to the FIN
         return;
+      }
       std::string bytes(msg.buf.begin(), msg.buf.end());
       if (!relay_local_bytes(self, bytes)) {
         send_client_fin(self);
@@ -769,19 +792,25 @@ caf::behavior relay_behavior(channel_broker* self) {
       } else if (st.fin_received && st.local_open) {
         // The peer's bytes are complete; it only no longer wants ours (its
         // local side closed: STOP_SENDING). The local side still gets all
-        // of them and a normal end, as from a TCP peer that closed.
+        // of them and our FIN; what it sends meanwhile is dropped until its
+        // own FIN, as from a TCP peer that closed.
         st.fin_sent = true; // nothing more goes on the stream
-        if (pending_out(st) == 0) {
-          finish(self, why);
-        } else {
-          st.close_when_drained = true;
-          st.finish_when_drained = why;
+        st.draining = true;
+        log::debug(subject, "for {} ({}): the peer no longer reads; the "
+                   "local side gets our FIN", st.resource, st.client_address);
+        settle_local(self);
+        if (st.local_open) {
+          update_reading(self);
+          self->delayed_send(self, drain_grace, timeout_atom::value, ++st.gen);
         }
       } else {
         reset_local_and_finish(self, why);
       }
     },
-    [=](stream_closed_atom, int64_t) { finish(self, "stream closed"); },
+    [=](stream_closed_atom, int64_t) {
+      if (!self->state.draining) // (then it ends at the local FIN)
+        finish(self, "stream closed");
+    },
     [=](session_down_atom, const std::string& why) {
       auto& st = self->state;
       if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
@@ -809,6 +838,12 @@ caf::behavior relay_behavior(channel_broker* self) {
           self->send(st.listener, failed_atom::value, uint64_t{0}, why,
                      std::string{"sniff_timeout"});
         finish(self, why);
+        return;
+      }
+      if (st.draining) {
+        finish(self, fmt::format("the local side went on sending {} s after "
+                                 "the peer stopped reading",
+                                 drain_grace.count()));
         return;
       }
       if (st.tunnel == tunnel_state::half_closed
@@ -1025,7 +1060,7 @@ caf::behavior client_channel(channel_broker* self,
     else
       st.rtsp = std::make_shared<rtsp_sniffer>(st.default_resource);
     st.sniffing = true;
-    self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+    self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_size));
     self->delayed_send(self, sniff_timeout, timeout_atom::value, ++st.gen);
   } else {
     // Watch the client while the tunnel is set up: a client that leaves is
@@ -1033,7 +1068,7 @@ caf::behavior client_channel(channel_broker* self,
     // Its early bytes are held, one read at a time up to max_pending; the
     // rest waits in the socket's buffer.
     st.watching = true;
-    self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+    self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_size));
     self->trigger(st.hdl, 1);
     st.reading = true;
     open_tunnel(self);
