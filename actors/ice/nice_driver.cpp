@@ -157,7 +157,7 @@ struct agent_core {
   /// send_mtx, then libnice's agent lock.
   std::mutex send_mtx;
   NiceAgent* send_agent = nullptr; // a reference of its own; guarded
-  guint send_stream = 0;           // guarded by send_mtx
+                                   // (`stream` is set before it is published)
   uint64_t send_drops = 0;         // guarded by send_mtx
   /// wake_at()'s timer. GLib rounds it up to whole milliseconds, so QUIC's
   /// pacing sends in bursts of up to a millisecond. Exact timers (a timerfd)
@@ -480,7 +480,6 @@ void nice_driver::open(const core_ptr& c) {
   {
     std::lock_guard<std::mutex> guard{c->send_mtx};
     c->send_agent = NICE_AGENT(g_object_ref(c->agent));
-    c->send_stream = c->stream;
   }
   log::debug(subject, "agent {} opens as {}", c->tag,
              c->controlling ? "controlling" : "controlled");
@@ -685,7 +684,7 @@ void nice_driver::send(agent_core& c, const std::vector<std::string>& xs) {
     return; // not open yet, or closed: dropped like UDP
   GError* err = nullptr;
   auto n = nice_agent_send_messages_nonblocking(
-    c.send_agent, c.send_stream, 1, msgs.data(), msgs.size(), nullptr, &err);
+    c.send_agent, c.stream, 1, msgs.data(), msgs.size(), nullptr, &err);
   if (err != nullptr)
     g_error_free(err);
   auto sent = n < 0 ? size_t{0} : static_cast<size_t>(n);

@@ -2,8 +2,13 @@
 // stream with one component) on one GLib thread with a private GMainContext
 // shared by every agent of the driver (ARCHITECTURE §3, §4).
 //
-// - Every nice_agent_* call runs on that thread: the ice_agent methods only
-//   queue work for it, so they never block and libnice's signals fire there.
+// - Every nice_agent_* call runs on that thread except sending: the
+//   ice_agent methods queue work for it, so they never block and libnice's
+//   signals fire there; send() calls libnice's thread-safe non-blocking send
+//   from the caller's thread (docs/design.md).
+// - An attached datagram_sink (a session's QUIC link) gets the datagrams and
+//   the wake_at() timer on that thread instead of the owner getting
+//   ice_data_atom.
 // - Signal handlers only anon_send events (ice_driver.hpp) to the agent's
 //   owner; they reach the agent through shared_ptr closures.
 // - close() sets the agent's closed flag under the lock every event is posted

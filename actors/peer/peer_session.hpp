@@ -1,7 +1,8 @@
 // PEER SESSION (seed: P2PConnectionICE + ProxyP2PSession +
 // P2PConnectionImplementator): one authenticated, encrypted session with one
 // other node. It owns one ICE agent (through the ICE driver) and one QUIC
-// connection on the selected pair, and multiplexes streams for its owners.
+// connection on the selected pair (in a quic_link, driven on the ICE thread
+// where the agent allows), and multiplexes streams for its owners.
 // Only the PEER MANAGER creates it; it ends itself through its close
 // protocol and the manager reacts to the down_msg.
 //
