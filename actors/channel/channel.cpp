@@ -100,6 +100,9 @@ struct channel_state {
   bool local_eof = false;       // the local socket's FIN (client or target)
   bool local_fin_sent = false;  // our FIN on the local socket
   bool local_write_lost = false; // the local peer no longer reads (closed)
+  /// The target reset before the channel had its socket (tcp_connect read
+  /// the reset): the end of its bytes is that reset, not a FIN.
+  bool local_reset_seen = false;
   bool draining = false;        // the peer stopped reading: what the local
                                 // side still sends is read and dropped, to
                                 // its FIN (bounded by drain_grace)
@@ -536,6 +539,10 @@ void on_local_eof(channel_broker* self) {
   auto& st = self->state;
   if (!st.local_open || st.local_eof)
     return;
+  if (st.local_reset_seen) {
+    on_local_closed(self);
+    return;
+  }
   st.local_eof = true;
   st.reading = false;
   log::debug(subject, "for {} ({}): the local side finished sending ({} in)",
@@ -1135,6 +1142,7 @@ caf::behavior export_channel(channel_broker* self, int fd,
   // the target gets our FIN once those bytes are written, and its answer
   // still goes back (half-close).
   st.fin_received = args.peer_fin;
+  st.local_reset_seen = args.target_reset;
   if (st.fin_received) {
     transition_to(self, tunnel_state::half_closed);
     settle_local(self);

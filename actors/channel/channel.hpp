@@ -96,6 +96,7 @@ struct export_channel_args {
   std::string first_bytes;       // stream bytes that came after the preamble
   uint64_t first_unconsumed = 0; // of those, not yet reported consumed
   bool peer_fin = false;         // the stream's FIN came with them
+  bool target_reset = false;     // the target reset before it was handed over
   std::string peer;
   std::string resource;
   std::string target;

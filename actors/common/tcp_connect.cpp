@@ -23,7 +23,8 @@ void set_nodelay(int fd) {
 } // namespace
 
 int tcp_connect(const std::string& host, uint16_t port,
-                     std::chrono::milliseconds timeout, std::string& why) {
+                std::chrono::milliseconds timeout, std::string& why,
+                bool* reset) {
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + timeout;
   addrinfo hints{};
@@ -69,6 +70,12 @@ int tcp_connect(const std::string& host, uint16_t port,
       int err = 0;
       socklen_t len = sizeof(err);
       ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      // A connect that fails reports ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH
+      // and the like; ECONNRESET or EPIPE mean it was made, then reset.
+      if (reset && (err == ECONNRESET || err == EPIPE)) {
+        *reset = true;
+        err = 0;
+      }
       if (err != 0) {
         why = std::strerror(err);
         ::close(fd);

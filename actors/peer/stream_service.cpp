@@ -145,9 +145,10 @@ void on_preamble(service_actor* self, const std::string& frame) {
                target.to_string());
     self->spawn<caf::detached>([=](caf::event_based_actor* worker) {
       std::string why;
-      auto fd = tcp_connect(target.host, target.port, timeout, why);
+      bool reset = false;
+      auto fd = tcp_connect(target.host, target.port, timeout, why, &reset);
       if (fd >= 0)
-        caf::anon_send(me, connect_atom::value, fd);
+        caf::anon_send(me, connect_atom::value, fd, reset);
       else
         caf::anon_send(me, conn_fail_atom::value, uint64_t{0}, why);
       worker->quit();
@@ -258,7 +259,7 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
       st.credit += n;
       pump(self);
     },
-    [=](connect_atom, int fd) {
+    [=](connect_atom, int fd, bool reset) {
       auto& st = self->state;
       st.connecting = false;
       if (st.abandoned) {
@@ -271,6 +272,10 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
         self->quit();
         return;
       }
+      if (reset)
+        log::debug(subject, "'{}' for {}: the target reset right after "
+                   "accepting; its bytes go first, then the reset",
+                   st.ex->name, st.peer);
       export_channel_args a;
       a.session = st.session;
       a.stream_id = st.id;
@@ -278,6 +283,7 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
       a.first_bytes = std::move(st.backlog);
       a.first_unconsumed = a.first_bytes.size() - st.unconsumed_prefix;
       a.peer_fin = st.peer_fin;
+      a.target_reset = reset;
       a.peer = st.peer;
       a.resource = st.ex->name;
       a.target = st.ex->target.to_string();
