@@ -35,6 +35,7 @@ using t_burst_atom = caf::atom_constant<caf::atom("t_burst")>;
 using t_close_atom = caf::atom_constant<caf::atom("t_close")>;
 using t_mark_atom = caf::atom_constant<caf::atom("t_mark")>;
 using t_fin_atom = caf::atom_constant<caf::atom("t_fin")>;
+using t_batch_atom = caf::atom_constant<caf::atom("t_batch")>;
 
 constexpr int counted = 1000;         // datagrams each way that must all arrive
 constexpr int window = 32;            // unacknowledged datagrams at most
@@ -52,6 +53,7 @@ struct record {
   std::vector<int> seen = std::vector<int>(counted, 0); // per sequence number
   int received = 0;
   size_t data_messages = 0;
+  std::vector<std::string> raw; // every datagram, in arrival order
   size_t late = 0;        // after close(), but posted before it returned
   size_t after_close = 0; // posted after close() returned: must stay 0
   bool marked = false;
@@ -162,6 +164,9 @@ caf::behavior ice_peer(peer_actor* self, std::shared_ptr<ice_driver> driver,
         xs.push_back(payload(self->state.tag, counted + i));
       self->state.agent->send(std::move(xs));
     },
+    [=](t_batch_atom, std::vector<std::string> xs) {
+      self->state.agent->send(std::move(xs));
+    },
     [=](t_close_atom) {
       auto& st = self->state;
       st.agent->close();
@@ -227,6 +232,7 @@ caf::behavior ice_peer(peer_actor* self, std::shared_ptr<ice_driver> driver,
       {
         std::lock_guard<std::mutex> guard{st.rec->mtx};
         ++st.rec->data_messages;
+        st.rec->raw.insert(st.rec->raw.end(), xs.begin(), xs.end());
         for (auto& x : xs) {
           auto seq = sequence_of(x);
           if (seq < counted && x.size() == payload_size) {
@@ -397,6 +403,66 @@ TEST_F(nice_driver_test, two_agents_connect_on_loopback_and_carry_datagrams) {
   // Close while unacknowledged data is still arriving.
   caf::anon_send(a, t_burst_atom::value, 200);
   caf::anon_send(b, t_burst_atom::value, 200);
+  close_peer(a, ra);
+  close_peer(b, rb);
+  driver->shutdown();
+  finish_peer(a, ra);
+  finish_peer(b, rb);
+}
+
+/// One send() of datagrams of mixed sizes: on a direct pair the driver sends
+/// runs of equal ones in one system call (UDP GSO); each must still arrive
+/// as the datagram it was, in order, byte for byte.
+TEST_F(nice_driver_test, datagrams_of_mixed_sizes_arrive_as_sent) {
+  driver = make_nice_driver(loopback_settings());
+  auto ra = std::make_shared<record>();
+  auto rb = std::make_shared<record>();
+  auto a = spawn_peer(true, 1, ra);
+  auto b = spawn_peer(false, 2, rb);
+  ASSERT_TRUE(
+    wait_until([&] { return known_credentials(ra) && known_credentials(rb); }));
+  caf::anon_send(a, t_peer_atom::value, b, rb->ufrag, rb->pwd);
+  caf::anon_send(b, t_peer_atom::value, a, ra->ufrag, ra->pwd);
+  ASSERT_TRUE(wait_until(
+    [&] { return ra->has_state("ready") && rb->has_state("ready"); }));
+  int n = 0;
+  auto run = [&n](std::vector<std::string>& xs, size_t count, size_t size) {
+    for (size_t i = 0; i < count; ++i, ++n) {
+      auto x = fmt::format("m:{}:", n);
+      x.resize(size, static_cast<char>('a' + n % 26));
+      xs.push_back(std::move(x));
+    }
+  };
+  // Each batch: what one send() gets. Sizes: equal runs ending in a smaller
+  // one, a larger one starting a run, more than a run's 64 segments, more
+  // than its 64 KiB, lone datagrams.
+  std::vector<std::vector<std::string>> batches(4);
+  run(batches[0], 20, 1200);
+  run(batches[0], 1, 700);
+  run(batches[0], 4, 1400);
+  run(batches[0], 1, 90);
+  run(batches[1], 70, 300);
+  run(batches[2], 50, 1450);
+  run(batches[3], 1, 40);
+  run(batches[3], 1, 1300);
+  run(batches[3], 2, 1300);
+  run(batches[3], 1, 20);
+  std::vector<std::string> sent;
+  for (auto& batch : batches) {
+    // One batch at a time, so that none overflows a socket buffer.
+    sent.insert(sent.end(), batch.begin(), batch.end());
+    caf::anon_send(a, t_batch_atom::value, batch);
+    ASSERT_TRUE(wait_until([&] {
+      std::lock_guard<std::mutex> guard{rb->mtx};
+      return rb->raw.size() >= sent.size();
+    })) << "B received " << rb->raw.size() << " of " << sent.size();
+  }
+  {
+    std::lock_guard<std::mutex> guard{rb->mtx};
+    ASSERT_EQ(rb->raw.size(), sent.size());
+    for (size_t i = 0; i < sent.size(); ++i)
+      ASSERT_EQ(rb->raw[i], sent[i]) << "datagram " << i;
+  }
   close_peer(a, ra);
   close_peer(b, rb);
   driver->shutdown();
