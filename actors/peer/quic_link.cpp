@@ -14,11 +14,15 @@ namespace {
 
 /// QUIC datagrams kept while this side's ICE has not reported the path yet.
 constexpr size_t max_early_datagrams = 16;
-/// Datagrams written per batch.
+/// Datagrams written per batch (a batch also ends at QUIC's send quantum,
+/// at most 64 KiB).
 constexpr size_t max_batch = 256;
-/// Batches the ICE thread writes in one turn; more wait for its next turn
-/// (a wake-up at once), so receiving and other agents are not starved.
-constexpr int max_io_batches = 4;
+/// Batches written in one turn; more wait for the next turn (a wake-up at
+/// once), so receiving and other agents are not starved. QUIC's pacing
+/// lets a sender run up to a millisecond ahead of its schedule and the
+/// timers wake up to a millisecond late: a turn must be able to write that
+/// much, or the timer's rounding, not the path, sets the rate.
+constexpr int max_batches = 16;
 
 quic_time steady_now() {
   return static_cast<quic_time>(
@@ -108,16 +112,17 @@ bool quic_link::transmit(quic_time now) {
 }
 
 bool quic_link::transmit_locked(quic_time now) {
-  out_.clear();
-  quic_->write(now, out_, max_batch);
-  if (out_.empty())
-    return false;
-  auto n = out_.size();
-  datagrams_out_ += n;
-  if (auto agent = agent_.lock())
-    agent->send(std::move(out_));
-  out_ = {};
-  return n >= max_batch;
+  for (int i = 0; i < max_batches; ++i) {
+    out_.clear();
+    quic_->write(now, out_, max_batch);
+    if (out_.empty())
+      return false; // pacing, congestion, or nothing to send
+    datagrams_out_ += out_.size();
+    if (auto agent = agent_.lock())
+      agent->send(std::move(out_));
+    out_ = {};
+  }
+  return true;
 }
 
 void quic_link::rearm_locked(bool on_io_thread, quic_time now, bool more) {
@@ -177,10 +182,7 @@ void quic_link::on_wakeup() {
 }
 
 void quic_link::io_turn_locked(quic_time now) {
-  bool more = false;
-  for (int i = 0; i < max_io_batches; ++i)
-    if (!(more = transmit_locked(now)))
-      break;
+  auto more = transmit_locked(now);
   rearm_locked(true, now, more);
   notify_locked();
 }
