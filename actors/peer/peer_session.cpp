@@ -66,6 +66,9 @@ admin::SessionStatus session_status(const peer_session_state& st) {
     s.set_bytes_received(q.bytes_received);
     s.set_packets_sent(q.packets_sent);
     s.set_packets_received(q.packets_received);
+    s.set_min_rtt_ms(q.min_rtt.count() / 1000.0);
+    s.set_cwnd_bytes(q.cwnd);
+    s.set_lost_packets(q.lost_packets);
   }
   s.set_open_streams(static_cast<uint32_t>(st.streams.size()));
   if (st.state == session_state::lingering)
