@@ -5,7 +5,10 @@
 // - Every nice_agent_* call runs on that thread except sending: the
 //   ice_agent methods queue work for it, so they never block and libnice's
 //   signals fire there; send() calls libnice's thread-safe non-blocking send
-//   from the caller's thread (docs/design.md).
+//   from the caller's thread (docs/design.md). On a selected pair that is
+//   neither relayed nor TCP, send() writes runs of equal datagrams with UDP
+//   GSO on a dup of that pair's socket instead, and the socket gets 4 MiB
+//   buffers; libnice still reads it.
 // - An attached datagram_sink (a session's QUIC link) gets the datagrams and
 //   the wake_at() timer on that thread instead of the owner getting
 //   ice_data_atom.
