@@ -115,7 +115,9 @@ private:
   void receive_locked(const uint8_t* data, size_t size, quic_time now);
   bool transmit_locked(quic_time now);
   void rearm_locked(bool on_io_thread, quic_time now, bool more);
-  void notify_locked();
+  /// Tells the owner that events wait: at once if any is more than stream
+  /// bytes, else once enough bytes wait or the first has waited long enough.
+  void notify_locked(quic_time now);
   /// The ICE thread's turn: write (a bounded number of batches), re-arm
   /// the wake-up, tell the owner about events.
   void io_turn_locked(quic_time now);
@@ -136,6 +138,11 @@ private:
   quic_time armed_ = UINT64_MAX;          // guarded: the agent's wake-up
   quic_time last_now_ = 0;                // guarded: latest time given
   uint64_t datagrams_in_ = 0, datagrams_out_ = 0; // guarded
+  int since_turn_ = 0; // datagrams received since the last turn; guarded
+  bool urgent_ = false;                   // guarded: an event not data
+  size_t data_bytes_ = 0;                 // guarded: stream bytes waiting
+  quic_time hold_until_ = UINT64_MAX;     // guarded: notify by then
+  quic_time last_notify_ = 0;             // guarded
 };
 
 } // namespace p2proxy
