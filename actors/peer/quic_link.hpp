@@ -7,7 +7,10 @@
 // never cross a thread. The session actor calls in for what streams need
 // (open, write, consume, reset, close) and hears (quic_link_atom) when QUIC
 // reported something (stream data, a stream the peer opened, room to write,
-// the end). Otherwise (actor tests' fake ICE) the actor feeds the datagrams
+// the end). A turn (write, notify, re-arm) runs after each batch of
+// datagrams and every 32 datagrams within one, so ACKs are not held back;
+// while a stream flows, its bytes alone are handed over in batches (64 KiB
+// or 1 ms). Otherwise (actor tests' fake ICE) the actor feeds the datagrams
 // it gets as ice_data_atom and arms the timers itself, as one thread.
 //
 // Every public call takes the link's lock; quic_events handlers run inside
