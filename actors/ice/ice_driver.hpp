@@ -19,6 +19,7 @@
 // After close() returns, no further event is posted for that agent.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +30,15 @@
 #include "actors/common/endpoint.hpp"
 
 namespace p2proxy {
+
+/// std::chrono::steady_clock (CLOCK_MONOTONIC) in nanoseconds: the clock of
+/// ice_agent::wake_at() and of QUIC's times.
+inline uint64_t steady_clock_ns() {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now().time_since_epoch())
+      .count());
+}
 
 struct ice_turn_server {
   endpoint server;

@@ -46,14 +46,6 @@ constexpr size_t max_batch = 256;
 /// allocations are deleted with a round trip) before it stops anyway.
 constexpr guint close_grace_ms = 2000;
 
-/// std::chrono::steady_clock in nanoseconds (CLOCK_MONOTONIC, as QUIC's).
-uint64_t steady_ns() {
-  return static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now().time_since_epoch())
-      .count());
-}
-
 std::string random_ice_chars(size_t n) {
   static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz"
                                      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -651,7 +643,7 @@ void nice_driver::attach(agent_core& c,
       *timeout = -1;
       if (at == UINT64_MAX)
         return FALSE;
-      auto now = steady_ns();
+      auto now = steady_clock_ns();
       if (now >= at) {
         *timeout = 0;
         return TRUE;
@@ -663,7 +655,7 @@ void nice_driver::attach(agent_core& c,
     },
     [](GSource* src) -> gboolean {
       auto at = reinterpret_cast<wake_source*>(src)->core->wake_ns.load();
-      return at != UINT64_MAX && steady_ns() >= at;
+      return at != UINT64_MAX && steady_clock_ns() >= at;
     },
     [](GSource* src, GSourceFunc cb, gpointer p) -> gboolean {
       reinterpret_cast<wake_source*>(src)->core->wake_ns.store(UINT64_MAX);

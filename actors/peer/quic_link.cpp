@@ -40,10 +40,7 @@ constexpr quic_time coalesce_ns = 1000000;
 constexpr quic_time streaming_ns = 5000000;
 
 quic_time steady_now() {
-  return static_cast<quic_time>(
-    std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now().time_since_epoch())
-      .count());
+  return steady_clock_ns();
 }
 
 } // namespace

@@ -268,6 +268,11 @@ bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s) {
   return true;
 }
 
+bool known_credentials(const record_ptr& rec) {
+  std::lock_guard<std::mutex> guard{rec->mtx};
+  return !rec->ufrag.empty() && !rec->pwd.empty();
+}
+
 class nice_driver_test : public ::testing::Test {
 protected:
   nice_driver_test() {
@@ -314,6 +319,17 @@ protected:
     EXPECT_EQ(rec->after_close, 0u) << "events posted after close()";
   }
 
+  /// Introduces the two peers to each other and waits until ICE is ready.
+  void connect_ready(const caf::actor& a, const record_ptr& ra,
+                     const caf::actor& b, const record_ptr& rb) {
+    ASSERT_TRUE(wait_until(
+      [&] { return known_credentials(ra) && known_credentials(rb); }));
+    caf::anon_send(a, t_peer_atom::value, b, rb->ufrag, rb->pwd);
+    caf::anon_send(b, t_peer_atom::value, a, ra->ufrag, ra->pwd);
+    ASSERT_TRUE(wait_until(
+      [&] { return ra->has_state("ready") && rb->has_state("ready"); }));
+  }
+
   ice_settings loopback_settings() {
     ice_settings s;
     s.local_addresses = {"127.0.0.1"};
@@ -326,10 +342,6 @@ protected:
   std::vector<caf::actor> peers;
 };
 
-bool known_credentials(const record_ptr& rec) {
-  std::lock_guard<std::mutex> guard{rec->mtx};
-  return !rec->ufrag.empty() && !rec->pwd.empty();
-}
 
 TEST_F(nice_driver_test, two_agents_connect_on_loopback_and_carry_datagrams) {
   driver = make_nice_driver(loopback_settings());
@@ -419,12 +431,7 @@ TEST_F(nice_driver_test, datagrams_of_mixed_sizes_arrive_as_sent) {
   auto rb = std::make_shared<record>();
   auto a = spawn_peer(true, 1, ra);
   auto b = spawn_peer(false, 2, rb);
-  ASSERT_TRUE(
-    wait_until([&] { return known_credentials(ra) && known_credentials(rb); }));
-  caf::anon_send(a, t_peer_atom::value, b, rb->ufrag, rb->pwd);
-  caf::anon_send(b, t_peer_atom::value, a, ra->ufrag, ra->pwd);
-  ASSERT_TRUE(wait_until(
-    [&] { return ra->has_state("ready") && rb->has_state("ready"); }));
+  connect_ready(a, ra, b, rb);
   int n = 0;
   auto run = [&n](std::vector<std::string>& xs, size_t count, size_t size) {
     for (size_t i = 0; i < count; ++i, ++n) {
@@ -533,12 +540,7 @@ TEST_F(nice_driver_test, shutdown_closes_the_agents_left) {
   auto rb = std::make_shared<record>();
   auto a = spawn_peer(true, 4, ra);
   auto b = spawn_peer(false, 5, rb);
-  ASSERT_TRUE(
-    wait_until([&] { return known_credentials(ra) && known_credentials(rb); }));
-  caf::anon_send(a, t_peer_atom::value, b, rb->ufrag, rb->pwd);
-  caf::anon_send(b, t_peer_atom::value, a, ra->ufrag, ra->pwd);
-  ASSERT_TRUE(wait_until(
-    [&] { return ra->has_state("ready") && rb->has_state("ready"); }));
+  connect_ready(a, ra, b, rb);
   // The agents are still open: the driver ends them; the actors' handles
   // outlive it and close (a no-op now) when the actors end.
   driver->shutdown();
