@@ -342,7 +342,6 @@ protected:
   std::vector<caf::actor> peers;
 };
 
-
 TEST_F(nice_driver_test, two_agents_connect_on_loopback_and_carry_datagrams) {
   driver = make_nice_driver(loopback_settings());
   auto ra = std::make_shared<record>();
