@@ -1,7 +1,6 @@
 #include "actors/peer/quic_link.hpp"
 
 #include <algorithm>
-#include <chrono>
 
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
@@ -38,10 +37,6 @@ constexpr int turn_every = 32;
 constexpr size_t coalesce_bytes = 64 * 1024;
 constexpr quic_time coalesce_ns = 1000000;
 constexpr quic_time streaming_ns = 5000000;
-
-quic_time steady_now() {
-  return steady_clock_ns();
-}
 
 } // namespace
 
@@ -182,7 +177,7 @@ quic_time quic_link::expiry() const {
 
 void quic_link::on_datagram(const uint8_t* data, size_t size) {
   std::lock_guard<std::mutex> guard{mtx_};
-  auto now = monotonic_locked(steady_now());
+  auto now = monotonic_locked(steady_clock_ns());
   receive_locked(data, size, now);
   if (quic_ && ++since_turn_ >= turn_every)
     io_turn_locked(now);
@@ -191,7 +186,7 @@ void quic_link::on_datagram(const uint8_t* data, size_t size) {
 void quic_link::on_datagrams_done() {
   std::lock_guard<std::mutex> guard{mtx_};
   if (quic_)
-    io_turn_locked(monotonic_locked(steady_now()));
+    io_turn_locked(monotonic_locked(steady_clock_ns()));
 }
 
 void quic_link::on_wakeup() {
@@ -199,7 +194,7 @@ void quic_link::on_wakeup() {
   armed_ = UINT64_MAX;
   if (!quic_)
     return;
-  auto now = monotonic_locked(steady_now());
+  auto now = monotonic_locked(steady_clock_ns());
   if (now >= quic_->expiry())
     quic_->on_expiry(now);
   io_turn_locked(now);
