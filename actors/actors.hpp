@@ -23,7 +23,8 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 // --- FRAME CONNECTION (one TCP connection carrying length-prefixed frames) ---
 // owner -> conn:  (frame_atom, std::string payload)   send one frame
 //                 (close_atom)                        flush and close
-// conn -> owner:  (conn_up_atom, uint64_t tag, caf::actor conn, std::string peer)
+// conn -> owner:  (conn_up_atom, uint64_t tag, caf::actor conn, std::string
+// peer)
 //                 (frame_atom, std::string payload)   one complete frame
 //                 (conn_down_atom, std::string reason) the connection is gone;
 //                                                     the conn has ended itself
@@ -33,9 +34,11 @@ using conn_up_atom = caf::atom_constant<caf::atom("conn_up")>;
 using conn_down_atom = caf::atom_constant<caf::atom("conn_down")>;
 
 // --- CONNECTOR (opens FRAME CONNECTIONs; the seam faked in actor tests) ------
-// link -> connector: (connect_atom, uint64_t tag, std::string host, uint16_t port, caf::actor owner)
+// link -> connector: (connect_atom, uint64_t tag, std::string host, uint16_t
+// port, caf::actor owner)
 //   success: the new conn sends (conn_up_atom, tag, conn, peer) to owner
-//   failure: connector sends (conn_fail_atom, uint64_t tag, std::string reason) to owner
+//   failure: connector sends (conn_fail_atom, uint64_t tag, std::string reason)
+//   to owner
 using connect_atom = caf::atom_constant<caf::atom("connect")>;
 using conn_fail_atom = caf::atom_constant<caf::atom("conn_fail")>;
 
@@ -46,7 +49,8 @@ using conn_fail_atom = caf::atom_constant<caf::atom("conn_fail")>;
 // (register_atom, std::vector<std::string> names)       set the export names
 // (sink_atom, caf::actor) who receives incoming Signals (the PEER MANAGER):
 //     link -> sink: (signal_atom, std::string serialized signal::Signal)
-//                   (peer_off_atom, std::string peer, uint64_t session_id, std::string text)
+//                   (peer_off_atom, std::string peer, uint64_t session_id,
+//                   std::string text)
 // INTERNAL: (tick_atom, uint64_t gen)       heartbeat tick
 //           (retry_atom, uint64_t gen)      backoff over, connect again
 //           (timeout_atom, uint64_t gen)    connect/login attempt took too long
@@ -60,7 +64,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using lookup_timeout_atom = caf::atom_constant<caf::atom("lk_timeout")>;
-/// (probe_atom, std::string node_id) -> uint64_t microseconds through the server
+/// (probe_atom, std::string node_id) -> uint64_t microseconds through the
+/// server
 using probe_atom = caf::atom_constant<caf::atom("probe")>;
 /// INTERNAL: (probe_timeout_atom, uint64_t nonce)
 using probe_timeout_atom = caf::atom_constant<caf::atom("pr_timeout")>;
@@ -73,7 +78,8 @@ using probe_timeout_atom = caf::atom_constant<caf::atom("pr_timeout")>;
 // (register_atom, std::string node_id, std::vector<std::string> names)
 // (lookup_atom, std::string name) -> std::vector<std::string> node ids
 // (route_atom, std::string to, std::string serialized Envelope) -> bool online
-// directory -> client: (replaced_atom), (deliver_atom, std::string serialized Envelope)
+// directory -> client: (replaced_atom), (deliver_atom, std::string serialized
+// Envelope)
 using login_atom = caf::atom_constant<caf::atom("login")>;
 using logout_atom = caf::atom_constant<caf::atom("logout")>;
 using replaced_atom = caf::atom_constant<caf::atom("replaced")>;
@@ -115,15 +121,18 @@ using open_atom = caf::atom_constant<caf::atom("open")>;
 using ready_atom = caf::atom_constant<caf::atom("ready")>;
 using failed_atom = caf::atom_constant<caf::atom("failed")>;
 
-// --- PEER SESSION ---------------------------------------------------------------
-// manager -> session: (signal_atom, std::string serialized Signal)
+// --- PEER SESSION
+// --------------------------------------------------------------- manager ->
+// session: (signal_atom, std::string serialized Signal)
 //                     (stop_atom, std::string reason)   graceful close
 // owner -> session:   (stream_open_atom, caf::actor owner) -> int64_t stream id
-//                     (stream_write_atom, int64_t id, std::string bytes, bool fin)
-//                     (stream_consumed_atom, int64_t id, uint64_t bytes)
+//                     (stream_write_atom, int64_t id, std::string bytes, bool
+//                     fin) (stream_consumed_atom, int64_t id, uint64_t bytes)
 //                     (stream_reset_atom, int64_t id, uint64_t app_error)
-// session -> owner:   (stream_data_atom, int64_t id, std::string bytes, bool fin)
-//                     (stream_credit_atom, int64_t id, uint64_t bytes) may write
+// session -> owner:   (stream_data_atom, int64_t id, std::string bytes, bool
+// fin)
+//                     (stream_credit_atom, int64_t id, uint64_t bytes) may
+//                     write
 //                         that many more bytes
 //                     (stream_reset_atom, int64_t id, uint64_t app_error)
 //                     (stream_closed_atom, int64_t id)
@@ -145,13 +154,14 @@ using quic_timer_atom = caf::atom_constant<caf::atom("q_timer")>;
 using quic_link_atom = caf::atom_constant<caf::atom("q_link")>;
 using linger_atom = caf::atom_constant<caf::atom("linger")>;
 
-// --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID) -------------
-// (pump_atom, std::string peer, std::string resource, uint64_t bytes,
+// --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID)
+// ------------- (pump_atom, std::string peer, std::string resource, uint64_t
+// bytes,
 //  uint32_t streams) -> std::string JSON result
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 
-// --- CHANNEL (one client or target TCP connection <-> one stream) -----------------
-// stream owner handoff, STREAM SERVICE -> session:
+// --- CHANNEL (one client or target TCP connection <-> one stream)
+// ----------------- stream owner handoff, STREAM SERVICE -> session:
 //   (stream_owner_atom, int64_t id, caf::actor new_owner); the session answers
 //   the old owner with (stream_owner_atom, int64_t id) once messages for the
 //   stream go to the new owner, so the old one forwards what came before;
@@ -175,7 +185,8 @@ using local_eof_atom = caf::atom_constant<caf::atom("local_eof")>;
 /// once the peer of the socket no longer reads (a write failed).
 using local_lost_atom = caf::atom_constant<caf::atom("local_lost")>;
 
-// --- ICE (events from the ICE driver to a PEER SESSION; actors/ice/ice_driver.hpp)
+// --- ICE (events from the ICE driver to a PEER SESSION;
+// actors/ice/ice_driver.hpp)
 using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;
 using ice_gathered_atom = caf::atom_constant<caf::atom("ice_gath")>;
 using ice_state_atom = caf::atom_constant<caf::atom("ice_state")>;

@@ -37,11 +37,8 @@ std::string compose(const std::string& file, int line, const std::string& key,
 config_error::config_error(std::string file_, int line_, std::string key_,
                            std::string what)
   : std::runtime_error(compose(file_, line_, key_, what)),
-    file(std::move(file_)),
-    line(line_),
-    key(std::move(key_)),
-    reason(std::move(what)) {
-}
+    file(std::move(file_)), line(line_), key(std::move(key_)),
+    reason(std::move(what)) {}
 
 bool parse_duration(std::string_view text, std::chrono::milliseconds& out) {
   size_t digits = 0;
@@ -80,9 +77,8 @@ constexpr const char* endpoint_like = "a string like \"127.0.0.1:7000\"";
 constexpr const char* duration_like = "a duration string like \"15s\"";
 
 bool is_resource_name(std::string_view s) {
-  auto first_ok = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-  };
+  auto first_ok
+    = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
   if (s.empty() || s.size() > 63 || !first_ok(s.front()))
     return false;
   for (char c : s)
@@ -141,8 +137,7 @@ std::string dotted(const std::string& prefix, std::string_view name) {
 class reader {
 public:
   reader(std::string file, std::filesystem::path dir)
-    : file_(std::move(file)), dir_(std::move(dir)) {
-  }
+    : file_(std::move(file)), dir_(std::move(dir)) {}
 
   [[noreturn]] void fail(int line, const std::string& key,
                          const std::string& reason) const {
@@ -230,7 +225,8 @@ public:
     } else if (n.is_string()) {
       auto text = n.as_string()->get();
       size_t pos = 0;
-      while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos])))
+      while (pos < text.size()
+             && std::isdigit(static_cast<unsigned char>(text[pos])))
         ++pos;
       auto unit = text.substr(pos);
       int64_t mult = unit == "" || unit == "B" ? 1
@@ -305,8 +301,7 @@ public:
     if (auto t = table_at(root, "session")) {
       check_keys(*t, "session",
                  {"idle_linger", "connect_timeout", "idle_timeout", "keepalive",
-                  "stream_window", "connection_window",
-                  "congestion_control"});
+                  "stream_window", "connection_window", "congestion_control"});
       if (auto n = t->get("idle_linger"))
         cfg.idle_linger = duration_of(*n, "session.idle_linger", true);
       if (auto n = t->get("connect_timeout"))
@@ -437,8 +432,8 @@ private:
   }
 
   std::string read_token_file(const toml::node& n) {
-    auto rel = string_of(n, "signal.token_file",
-                         "a path like \"network.token\"");
+    auto rel
+      = string_of(n, "signal.token_file", "a path like \"network.token\"");
     auto path = resolve(rel);
     std::ifstream in{path, std::ios::binary};
     if (!in)
@@ -487,10 +482,9 @@ private:
           return *v;
         };
         turn.server = endpoint_of(require("server"), dotted(key, "server"));
-        turn.user = string_of(require("user"), dotted(key, "user"),
-                              "a string");
-        turn.password = string_of(require("password"), dotted(key, "password"),
-                                  "a string");
+        turn.user = string_of(require("user"), dotted(key, "user"), "a string");
+        turn.password
+          = string_of(require("password"), dotted(key, "password"), "a string");
         cfg.turn.push_back(std::move(turn));
       }
     }
@@ -510,8 +504,7 @@ private:
       return nullptr;
     if (!n->is_array())
       fail(line_of(*n), name,
-           fmt::format("expected [[{}]] entries, got {}", name,
-                       type_name(*n)));
+           fmt::format("expected [[{}]] entries, got {}", name, type_name(*n)));
     return n->as_array();
   }
 
@@ -529,8 +522,7 @@ private:
       if (name == nullptr)
         missing(e, dotted(key, "name"), "add name = \"cam1\"");
       x.name = resource_of(*name, dotted(key, "name"));
-      if (auto [it, fresh] = first_line.emplace(x.name, line_of(*name));
-          !fresh)
+      if (auto [it, fresh] = first_line.emplace(x.name, line_of(*name)); !fresh)
         fail(line_of(*name), dotted(key, "name"),
              fmt::format("duplicate export name \"{}\" (first at line {}); "
                          "export names must be unique",
@@ -541,12 +533,12 @@ private:
                 "add target = \"HOST:PORT\" (the service to reach)");
       x.target = endpoint_of(*target, dotted(key, "target"));
       if (auto n = e->get("protocol"))
-        x.protocol = protocol_of(*n, dotted(key, "protocol"),
-                                 {"rtsp", "http", "tcp"});
+        x.protocol
+          = protocol_of(*n, dotted(key, "protocol"), {"rtsp", "http", "tcp"});
       if (auto n = e->get("allow")) {
         auto akey = dotted(key, "allow");
-        auto& list = array_of(*n, akey,
-                              "a list like [\"*\"] or [\"NODE-ID\", ...]");
+        auto& list
+          = array_of(*n, akey, "a list like [\"*\"] or [\"NODE-ID\", ...]");
         for (size_t j = 0; j < list.size(); ++j)
           x.allow.push_back(
             node_id_of(list[j], fmt::format("{}[{}]", akey, j + 1), true));
@@ -571,8 +563,8 @@ private:
       x.bind = endpoint_of(*bind, dotted(key, "bind"), true);
       // Port 0 picks a fresh port each time, so those never collide.
       if (x.bind.port != 0) {
-        auto [it, fresh] = first_line.emplace(x.bind.to_string(),
-                                              line_of(*bind));
+        auto [it, fresh]
+          = first_line.emplace(x.bind.to_string(), line_of(*bind));
         if (!fresh)
           fail(line_of(*bind), dotted(key, "bind"),
                fmt::format("duplicate bind address \"{}\" (first at line {})",

@@ -18,8 +18,8 @@ namespace p2proxy {
 struct config_error : std::runtime_error {
   config_error(std::string file, int line, std::string key, std::string what);
   std::string file;
-  int line;         // 0 when the mistake has no single line (a missing key)
-  std::string key;  // dotted, e.g. "signal.server" or "export[2].target"
+  int line;        // 0 when the mistake has no single line (a missing key)
+  std::string key; // dotted, e.g. "signal.server" or "export[2].target"
   std::string reason;
 };
 
@@ -32,24 +32,24 @@ struct turn_config {
 struct export_config {
   std::string name;
   endpoint target;
-  std::string protocol = "tcp";        // rtsp | http | tcp
-  std::vector<std::string> allow;      // node ids or "*"; empty = deny all
+  std::string protocol = "tcp";   // rtsp | http | tcp
+  std::vector<std::string> allow; // node ids or "*"; empty = deny all
 };
 
 struct listen_config {
   endpoint bind;
-  std::string protocol = "tcp";        // rtsp | http | socks5 | tcp
-  std::string resource;                // required for tcp
-  std::string peer;                    // optional pinned node id
+  std::string protocol = "tcp"; // rtsp | http | socks5 | tcp
+  std::string resource;         // required for tcp
+  std::string peer;             // optional pinned node id
 };
 
 struct node_config {
-  std::string source;                  // the file it came from
+  std::string source; // the file it came from
   // [node]
-  std::string key_file = "node.key";   // relative paths: to the config file
+  std::string key_file = "node.key"; // relative paths: to the config file
   // [signal]
   endpoint signal_server;
-  std::string token;                   // from token or token_file
+  std::string token; // from token or token_file
   std::chrono::milliseconds heartbeat{15000};
   std::chrono::milliseconds dead_after{45000};
   std::chrono::milliseconds backoff_first{1000};
@@ -60,14 +60,14 @@ struct node_config {
   std::vector<turn_config> turn;
   // [session]
   std::chrono::milliseconds idle_linger{30000};
-  std::chrono::milliseconds connect_timeout{20000};  // ICE + handshake
-  std::chrono::milliseconds idle_timeout{30000};     // QUIC: silence that ends it
-  std::chrono::milliseconds keepalive{10000};        // QUIC PING when idle
-  uint64_t stream_window = 16ull << 20;              // bytes
-  uint64_t connection_window = 64ull << 20;          // bytes
-  std::string congestion_control = "bbr";            // bbr | bbr2 | cubic
+  std::chrono::milliseconds connect_timeout{20000}; // ICE + handshake
+  std::chrono::milliseconds idle_timeout{30000}; // QUIC: silence that ends it
+  std::chrono::milliseconds keepalive{10000};    // QUIC PING when idle
+  uint64_t stream_window = 16ull << 20;          // bytes
+  uint64_t connection_window = 64ull << 20;      // bytes
+  std::string congestion_control = "bbr";        // bbr | bbr2 | cubic
   // [debug]
-  bool test_resources = false;   // built-in echo / discard / source
+  bool test_resources = false; // built-in echo / discard / source
   // [admin]
   bool admin_enabled = false;
   endpoint admin_listen;

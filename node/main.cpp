@@ -73,11 +73,12 @@ caf::error wait_for_stop(caf::actor_system& sys,
     }
     caf::error result;
     bool ended = false;
-    self->receive([&](caf::down_msg& dm) {
-                    ended = true;
-                    result = dm.reason;
-                  },
-                  caf::after(std::chrono::milliseconds(0)) >> [] {});
+    self->receive(
+      [&](caf::down_msg& dm) {
+        ended = true;
+        result = dm.reason;
+      },
+      caf::after(std::chrono::milliseconds(0)) >> [] {});
     if (ended)
       return result == caf::exit_reason::normal ? caf::error{} : result;
   }
@@ -98,9 +99,8 @@ void stop_all(caf::actor_system& sys, const std::vector<caf::actor>& actors,
   bool timed_out = false;
   while (alive > 0 && !timed_out)
     self->receive([&](caf::down_msg&) { --alive; },
-                  caf::after(std::chrono::seconds(10)) >> [&] {
-                    timed_out = true;
-                  });
+                  caf::after(std::chrono::seconds(10)) >>
+                    [&] { timed_out = true; });
   if (timed_out)
     log::warn("p2proxy", "gave up waiting for {} actor(s) to stop", alive);
 }
@@ -110,8 +110,8 @@ void apply_log_level(const std::string& text) {
     return;
   log::level lvl;
   if (!log::parse_level(text, lvl))
-    throw CLI::ValidationError("--log-level",
-                               "expected trace, debug, info, warn, error or off");
+    throw CLI::ValidationError(
+      "--log-level", "expected trace, debug, info, warn, error or off");
   log::set_level(lvl);
 }
 
@@ -141,12 +141,12 @@ int cmd_id(const std::string& key) {
 std::string read_token_file(const std::string& path) {
   std::ifstream in{path};
   if (!in)
-    throw std::runtime_error(
-      fmt::format("cannot read the token file {}: {}", path,
-                  std::strerror(errno)));
+    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
+                                         path, std::strerror(errno)));
   std::string token((std::istreambuf_iterator<char>(in)),
                     std::istreambuf_iterator<char>());
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+  while (!token.empty()
+         && std::isspace(static_cast<unsigned char>(token.back())))
     token.pop_back();
   if (token.empty())
     throw std::runtime_error(fmt::format("the token file {} is empty", path));
@@ -255,8 +255,9 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
   std::string last_error;
   for (int attempt = 0; attempt < 10; ++attempt) {
     bool found = false;
-    self->request(viewer, std::chrono::seconds(6), lookup_atom::value,
-                  std::string{"status-page"})
+    self
+      ->request(viewer, std::chrono::seconds(6), lookup_atom::value,
+                std::string{"status-page"})
       .receive(
         [&](const std::vector<std::string>& ids) {
           found = std::find(ids.begin(), ids.end(), camera_id) != ids.end();
@@ -267,8 +268,8 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
     if (found) {
       fmt::print("  viewer-host looked up status-page: exported by {}\n",
                  camera_id);
-      self->request(viewer, std::chrono::seconds(6), probe_atom::value,
-                    camera_id)
+      self
+        ->request(viewer, std::chrono::seconds(6), probe_atom::value, camera_id)
         .receive(
           [&](uint64_t rtt_us) {
             fmt::print("  viewer-host probed camera-host through the "
@@ -283,17 +284,15 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
-  fmt::print("  viewer-host could not look up status-page: {}\n",
-             last_error);
+  fmt::print("  viewer-host could not look up status-page: {}\n", last_error);
   std::fflush(stdout);
 }
 
 int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
   namespace fs = std::filesystem;
-  auto dir = dir_opt.empty()
-               ? fs::temp_directory_path()
-                   / fmt::format("p2proxy-demo-{}", ::getuid())
-               : fs::path{dir_opt};
+  auto dir = dir_opt.empty() ? fs::temp_directory_path()
+                                 / fmt::format("p2proxy-demo-{}", ::getuid())
+                             : fs::path{dir_opt};
   std::error_code ec_;
   fs::create_directories(dir, ec_);
   ::chmod(dir.c_str(), 0700);
@@ -330,8 +329,8 @@ int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
     nc.signal_server = endpoint{"127.0.0.1", port};
     nc.token = so.token;
     nc.admin_enabled = true;
-    nc.admin_listen = endpoint{"127.0.0.1",
-                               static_cast<uint16_t>(base_port + 1 + i)};
+    nc.admin_listen
+      = endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 1 + i)};
     if (i == 0) {
       // The sample service: camera-host's own status page (its admin
       // port), exported as "status-page" to every node of the network.
@@ -395,8 +394,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string{"p2proxy " P2PROXY_VERSION});
   std::string log_level;
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error or off")
+  app
+    .add_option("--log-level", log_level,
+                "trace, debug, info, warn, error or off")
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   std::string key_out;
@@ -417,9 +417,10 @@ int main(int argc, char** argv) {
   signal->add_option("--admin", signal_admin,
                      "HOST:PORT for the admin port (status, metrics)");
   uint32_t login_limit = server_options{}.login_burst;
-  signal->add_option("--login-limit", login_limit,
-                     "connections per minute one address may open (0: no "
-                     "limit)")
+  signal
+    ->add_option("--login-limit", login_limit,
+                 "connections per minute one address may open (0: no "
+                 "limit)")
     ->capture_default_str();
 
   std::string config;
@@ -440,9 +441,10 @@ int main(int argc, char** argv) {
   auto demo = app.add_subcommand("demo", "run a signaling server and two "
                                          "nodes on this machine");
   demo->add_option("--dir", demo_dir, "where the demo keeps its node keys");
-  demo->add_option("--port", demo_port,
-                   "first of five loopback ports: signal, node admin x2, server "
-                   "admin, tunnel")
+  demo
+    ->add_option("--port", demo_port,
+                 "first of five loopback ports: signal, node admin x2, server "
+                 "admin, tunnel")
     ->capture_default_str();
 
   try {

@@ -59,14 +59,13 @@ void answer_pump(caf::actor_system& sys, const caf::actor& source,
     streams = static_cast<uint32_t>(std::stoul(param("streams", "1")));
   } catch (const std::exception&) {
     res.status = 400;
-    res.set_content(error_json("bytes and streams must be numbers"),
-                    json_type);
+    res.set_content(error_json("bytes and streams must be numbers"), json_type);
     return;
   }
   caf::scoped_actor self{sys};
-  self->request(source, std::chrono::minutes(30), pump_atom::value,
-                req.matches[1].str(), param("resource", "echo"), bytes,
-                streams)
+  self
+    ->request(source, std::chrono::minutes(30), pump_atom::value,
+              req.matches[1].str(), param("resource", "echo"), bytes, streams)
     .receive(
       [&](std::string& body) {
         res.status = 200;
@@ -179,21 +178,21 @@ void install_routes(httplib::Server& server, caf::actor_system& sys,
              [&sys, source](const httplib::Request&, httplib::Response& res) {
                ask_source(sys, source, metrics_atom::value, metrics_type, res);
              });
-  server.Get(R"(/v1/lookup/([^/]{1,255}))",
-             [&sys, source](const httplib::Request& req,
-                            httplib::Response& res) {
-               answer_lookup(sys, source, req.matches[1].str(), res);
-             });
-  server.Get(R"(/v1/probe/([^/]{1,255}))",
-             [&sys, source](const httplib::Request& req,
-                            httplib::Response& res) {
-               answer_probe(sys, source, req.matches[1].str(), res);
-             });
-  server.Get(R"(/v1/debug/pump/([^/]{1,255}))",
-             [&sys, source](const httplib::Request& req,
-                            httplib::Response& res) {
-               answer_pump(sys, source, req, res);
-             });
+  server.Get(
+    R"(/v1/lookup/([^/]{1,255}))",
+    [&sys, source](const httplib::Request& req, httplib::Response& res) {
+      answer_lookup(sys, source, req.matches[1].str(), res);
+    });
+  server.Get(
+    R"(/v1/probe/([^/]{1,255}))",
+    [&sys, source](const httplib::Request& req, httplib::Response& res) {
+      answer_probe(sys, source, req.matches[1].str(), res);
+    });
+  server.Get(
+    R"(/v1/debug/pump/([^/]{1,255}))",
+    [&sys, source](const httplib::Request& req, httplib::Response& res) {
+      answer_pump(sys, source, req, res);
+    });
   auto wrong_method = [](const httplib::Request& req, httplib::Response& res) {
     if (known_path(req.path)) {
       res.status = 405;
@@ -486,15 +485,15 @@ std::string describe_node(const admin::NodeStatus& n) {
     if (sl.sessions().empty()) {
       out += "  none\n";
     } else {
-      text_table t{{"PEER", "STATE", "PATH", "RTT", "SENT", "RECEIVED",
-                    "STREAMS"}};
+      text_table t{
+        {"PEER", "STATE", "PATH", "RTT", "SENT", "RECEIVED", "STREAMS"}};
       for (auto& x : sl.sessions()) {
-        auto path = x.local_candidate_type().empty()
-                      ? std::string{"-"}
-                      : fmt::format("{} {} -> {} {}", x.local_candidate_type(),
-                                    x.local_address(),
-                                    x.remote_candidate_type(),
-                                    x.remote_address());
+        auto path
+          = x.local_candidate_type().empty()
+              ? std::string{"-"}
+              : fmt::format("{} {} -> {} {}", x.local_candidate_type(),
+                            x.local_address(), x.remote_candidate_type(),
+                            x.remote_address());
         t.add({x.peer(), or_dash(x.state()), path,
                fmt::format("{:.1f} ms", x.rtt_ms()),
                std::to_string(x.bytes_sent()),
@@ -504,9 +503,9 @@ std::string describe_node(const admin::NodeStatus& n) {
       out += t.render("  ");
     }
   }
-  out += fmt::format("\nchannels ({} open; ended: {} ok, {} failed)\n",
-                     n.channels_size(), n.channels_opened(),
-                     n.channels_failed());
+  out
+    += fmt::format("\nchannels ({} open; ended: {} ok, {} failed)\n",
+                   n.channels_size(), n.channels_opened(), n.channels_failed());
   if (!n.channels().empty()) {
     text_table t{{"SIDE", "RESOURCE", "CLIENT", "STATE", "IN", "OUT", "AGE"}};
     for (auto& c : n.channels())

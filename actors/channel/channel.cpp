@@ -25,13 +25,20 @@ namespace p2proxy {
 
 const char* to_string(tunnel_state s) {
   switch (s) {
-    case tunnel_state::not_connected: return "not-connected";
-    case tunnel_state::connecting_peer: return "connecting-peer";
-    case tunnel_state::peer_ready: return "peer-ready";
-    case tunnel_state::remote_connecting: return "remote-connecting";
-    case tunnel_state::connected: return "connected";
-    case tunnel_state::half_closed: return "half-closed";
-    case tunnel_state::closed: return "closed";
+    case tunnel_state::not_connected:
+      return "not-connected";
+    case tunnel_state::connecting_peer:
+      return "connecting-peer";
+    case tunnel_state::peer_ready:
+      return "peer-ready";
+    case tunnel_state::remote_connecting:
+      return "remote-connecting";
+    case tunnel_state::connected:
+      return "connected";
+    case tunnel_state::half_closed:
+      return "half-closed";
+    case tunnel_state::closed:
+      return "closed";
   }
   return "?";
 }
@@ -41,13 +48,20 @@ bool tunnel_transition_allowed(tunnel_state from, tunnel_state to) {
   if (to == t::closed)
     return from != t::closed;
   switch (from) {
-    case t::not_connected: return to == t::connecting_peer || to == t::connected;
-    case t::connecting_peer: return to == t::peer_ready;
-    case t::peer_ready: return to == t::remote_connecting;
-    case t::remote_connecting: return to == t::connected;
-    case t::connected: return to == t::half_closed;
-    case t::half_closed: return false;
-    case t::closed: return false;
+    case t::not_connected:
+      return to == t::connecting_peer || to == t::connected;
+    case t::connecting_peer:
+      return to == t::peer_ready;
+    case t::peer_ready:
+      return to == t::remote_connecting;
+    case t::remote_connecting:
+      return to == t::connected;
+    case t::connected:
+      return to == t::half_closed;
+    case t::half_closed:
+      return false;
+    case t::closed:
+      return false;
   }
   return false;
 }
@@ -79,41 +93,42 @@ struct channel_state {
   bool client_side = false;
   std::string resource, peer, client_address, target;
   caf::actor supervisor, listener, session;
-  caf::actor_addr node;         // told when the channel ends (its totals)
-  std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
-  bool was_connected = false;   // the relay started at least once
+  caf::actor_addr node; // told when the channel ends (its totals)
+  std::chrono::steady_clock::time_point since
+    = std::chrono::steady_clock::now();
+  bool was_connected = false; // the relay started at least once
   caf::io::connection_handle hdl;
   bool local_open = false;
   tunnel_state tunnel = tunnel_state::not_connected;
   int64_t id = -1;
-  uint64_t credit = 0;          // bytes we may still write to the stream
+  uint64_t credit = 0;           // bytes we may still write to the stream
   size_t read_size = first_read; // the socket's read size (grows once)
-  bool reading = false;         // a read token is outstanding
-  bool paused = false;          // the socket used its last token: CAF took it
-                                // out of the read loop (or is about to)
-  bool resume_posted = false;   // a read_more is on its way
-  bool watching = false;        // tcp client before the tunnel is up: read
-                                // one chunk at a time into `pending`, so a
-                                // client that leaves is noticed at once
-  bool fin_sent = false;        // our FIN on the stream
-  bool fin_received = false;    // the peer's FIN
-  bool local_eof = false;       // the local socket's FIN (client or target)
-  bool local_fin_sent = false;  // our FIN on the local socket
+  bool reading = false;          // a read token is outstanding
+  bool paused = false;           // the socket used its last token: CAF took it
+                                 // out of the read loop (or is about to)
+  bool resume_posted = false;    // a read_more is on its way
+  bool watching = false;         // tcp client before the tunnel is up: read
+                                 // one chunk at a time into `pending`, so a
+                                 // client that leaves is noticed at once
+  bool fin_sent = false;         // our FIN on the stream
+  bool fin_received = false;     // the peer's FIN
+  bool local_eof = false;        // the local socket's FIN (client or target)
+  bool local_fin_sent = false;   // our FIN on the local socket
   bool local_write_lost = false; // the local peer no longer reads (closed)
   /// The target reset before the channel had its socket (tcp_connect read
   /// the reset): the end of its bytes is that reset, not a FIN.
   bool local_reset_seen = false;
-  bool draining = false;        // the peer stopped reading: what the local
-                                // side still sends is read and dropped, to
-                                // its FIN (bounded by drain_grace)
+  bool draining = false;          // the peer stopped reading: what the local
+                                  // side still sends is read and dropped, to
+                                  // its FIN (bounded by drain_grace)
   uint64_t written_total = 0;     // bytes handed to the local socket
   uint64_t transferred_total = 0; // of those, acknowledged as written
-  uint64_t unconsumed = 0;      // written to the socket, not yet acked
-  std::string result_buf;       // client side: StreamOpenResult as it comes
+  uint64_t unconsumed = 0;        // written to the socket, not yet acked
+  std::string result_buf;         // client side: StreamOpenResult as it comes
   uint64_t gen = 0;
   bool close_when_drained = false; // stream FIN: close once all is written
   std::optional<std::string> finish_when_drained; // ...then end, with why
-  uint64_t bytes_in = 0, bytes_out = 0; // from / to the local socket
+  uint64_t bytes_in = 0, bytes_out = 0;           // from / to the local socket
   // Client side, protocol socks5 / http: the sniffer (kept after `done` for
   // its failure_reply()), the HTTP request rewriter, and the client bytes
   // read before the tunnel is up (they follow the StreamOpen preamble, or
@@ -133,11 +148,11 @@ struct channel_state {
   std::shared_ptr<http_request_rewriter> http_rw;
   std::deque<std::pair<uint64_t, uint64_t>> rtsp_chunks; // {written, stream}
   uint64_t rtsp_written = 0; // written towards rtsp_chunks.front()
-  bool sniffing = false;    // reading the client for its resource
-  bool sniffed = false;     // the sniffer said `done`
+  bool sniffing = false;     // reading the client for its resource
+  bool sniffed = false;      // the sniffer said `done`
   bool preamble_sent = false;
-  std::string pending;      // client bytes not yet on the stream
-  std::string stop_reply;   // HTTP: a 421 (or 4xx) for after the target ends
+  std::string pending;    // client bytes not yet on the stream
+  std::string stop_reply; // HTTP: a 421 (or 4xx) for after the target ends
 };
 
 using channel_broker = caf::io::stateful_broker<channel_state>;
@@ -190,8 +205,8 @@ void finish(channel_broker* self, const std::string& why) {
     st.local_open = false;
     self->close(st.hdl); // graceful: unwritten bytes still go out
   }
-  log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)",
-             st.resource, st.client_address, why, st.bytes_in, st.bytes_out);
+  log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)", st.resource,
+             st.client_address, why, st.bytes_in, st.bytes_out);
   if (auto node = caf::actor_cast<caf::actor>(st.node))
     self->send(node, channel_atom::value, st.was_connected, st.bytes_in,
                st.bytes_out);
@@ -215,8 +230,8 @@ void refuse(channel_broker* self, const std::string& why,
             open_failure what = open_failure::internal,
             const std::string& klass = {}) {
   auto& st = self->state;
-  log::warn(subject, "refuses {} for '{}': {}", st.client_address,
-            st.resource, why);
+  log::warn(subject, "refuses {} for '{}': {}", st.client_address, st.resource,
+            why);
   if (st.listener)
     self->send(st.listener, failed_atom::value, uint64_t{0}, why, klass);
   if (st.sniffed && st.local_open) {
@@ -300,9 +315,8 @@ void update_reading(channel_broker* self, bool safe_to_trigger = false) {
   if (st.paused && !safe_to_trigger) {
     if (!st.resume_posted) {
       st.resume_posted = true;
-      self->backend().post([me = caf::actor{self}] {
-        caf::anon_send(me, read_more_atom::value);
-      });
+      self->backend().post(
+        [me = caf::actor{self}] { caf::anon_send(me, read_more_atom::value); });
     }
     return;
   }
@@ -512,9 +526,11 @@ void send_client_fin(channel_broker* self) {
 /// local_eof_atom instead, see on_local_eof).
 void on_local_closed(channel_broker* self) {
   auto& st = self->state;
-  log::debug(subject, "for {} ({}): the local connection failed ({} in, {} "
-             "out, {} unconsumed)", st.resource, st.client_address,
-             st.bytes_in, st.bytes_out, st.unconsumed);
+  log::debug(subject,
+             "for {} ({}): the local connection failed ({} in, {} "
+             "out, {} unconsumed)",
+             st.resource, st.client_address, st.bytes_in, st.bytes_out,
+             st.unconsumed);
   st.local_open = false;
   if (tunnel_up(st) && st.fin_sent) {
     // Our FIN already went: everything the local side sent is on its way
@@ -610,9 +626,9 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   self->send(st.session, stream_consumed_atom::value, st.id,
              static_cast<uint64_t>(4 + n));
   if (r.code() != tunnel::StreamOpenResult::OK) {
-    refuse(self, fmt::format("{}: {}",
-                             tunnel::StreamOpenResult::Code_Name(r.code()),
-                             r.text()),
+    refuse(self,
+           fmt::format("{}: {}", tunnel::StreamOpenResult::Code_Name(r.code()),
+                       r.text()),
            open_failure_from_code(static_cast<int>(r.code())));
     return;
   }
@@ -629,10 +645,10 @@ void on_open_result(channel_broker* self, std::string& bytes) {
 
 void on_sniff_data(channel_broker* self, const std::string& bytes);
 
-
 caf::behavior relay_behavior(channel_broker* self) {
   return {
-    // --- the local socket -----------------------------------------------------
+    // --- the local socket
+    // -----------------------------------------------------
     [=](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
       if (msg.buf.size() >= st.read_size && st.read_size < read_chunk) {
@@ -664,8 +680,10 @@ caf::behavior relay_behavior(channel_broker* self) {
           return;
         }
         if (st.pending.size() > max_pending)
-          refuse(self, fmt::format("the client sent more than {} bytes before "
-                                   "the tunnel was up", max_pending),
+          refuse(self,
+                 fmt::format("the client sent more than {} bytes before "
+                             "the tunnel was up",
+                             max_pending),
                  open_failure::overloaded, "client_overflow");
         return;
       }
@@ -742,7 +760,8 @@ caf::behavior relay_behavior(channel_broker* self) {
       self->state.resume_posted = false;
       update_reading(self, true);
     },
-    // --- the stream -----------------------------------------------------------
+    // --- the stream
+    // -----------------------------------------------------------
     [=](stream_credit_atom, int64_t, uint64_t n) {
       self->state.credit += n;
       update_reading(self);
@@ -789,7 +808,8 @@ caf::behavior relay_behavior(channel_broker* self) {
     [=](stream_reset_atom, int64_t, uint64_t code) {
       auto& st = self->state;
       auto why = fmt::format("the peer reset the stream (code {})", code);
-      if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed) {
+      if (st.client_side && !tunnel_up(st)
+          && st.tunnel != tunnel_state::closed) {
         // (A reset can overtake the StreamOpenResult: a target that reset
         // at once. A tcp client has no protocol to be told in: it gets the
         // reset, not a clean end.)
@@ -803,8 +823,10 @@ caf::behavior relay_behavior(channel_broker* self) {
         // own FIN, as from a TCP peer that closed.
         st.fin_sent = true; // nothing more goes on the stream
         st.draining = true;
-        log::debug(subject, "for {} ({}): the peer no longer reads; the "
-                   "local side gets our FIN", st.resource, st.client_address);
+        log::debug(subject,
+                   "for {} ({}): the peer no longer reads; the "
+                   "local side gets our FIN",
+                   st.resource, st.client_address);
         settle_local(self);
         if (st.local_open) {
           update_reading(self);
@@ -839,7 +861,8 @@ caf::behavior relay_behavior(channel_broker* self) {
           local_write(self, reply);
         }
         auto why = fmt::format("timeout: the client did not name a resource "
-                               "within {} s", sniff_timeout.count());
+                               "within {} s",
+                               sniff_timeout.count());
         log::warn(subject, "refuses {}: {}", st.client_address, why);
         if (st.listener)
           self->send(st.listener, failed_atom::value, uint64_t{0}, why,
@@ -888,10 +911,10 @@ caf::behavior relay_behavior(channel_broker* self) {
       f["peer"] = st.peer;
       f["stream"] = std::to_string(st.id);
       f["target"] = st.target;
-      f["age_ms"] = std::to_string(
-        std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - st.since)
-          .count());
+      f["age_ms"]
+        = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - st.since)
+                           .count());
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& why) { finish(self, why); },
@@ -911,8 +934,9 @@ void open_tunnel(channel_broker* self) {
     st.session = session;
     self->monitor(session);
     transition_to(self, tunnel_state::peer_ready);
-    self->request(session, std::chrono::seconds(10), stream_open_atom::value,
-                  caf::actor{self})
+    self
+      ->request(session, std::chrono::seconds(10), stream_open_atom::value,
+                caf::actor{self})
       .then(
         [=](int64_t id) {
           auto& st = self->state;
@@ -958,26 +982,27 @@ void open_tunnel(channel_broker* self) {
     self->request(st.supervisor, open_timeout, open_atom::value, node)
       .then([=](caf::actor session) { open_stream(session); },
             [=](caf::error& err) {
-              refuse(self,
-                     fmt::format("cannot reach node {}: {}", node,
-                                 error_text(err)),
-                     open_failure::peer_unreachable);
+              refuse(
+                self,
+                fmt::format("cannot reach node {}: {}", node, error_text(err)),
+                open_failure::peer_unreachable);
             });
   };
   if (!st.peer.empty()) {
     open_session(st.peer);
   } else {
-    self->request(st.supervisor, std::chrono::seconds(10), lookup_atom::value,
-                  st.resource)
+    self
+      ->request(st.supervisor, std::chrono::seconds(10), lookup_atom::value,
+                st.resource)
       .then(
         [=](const std::vector<std::string>& ids) {
           if (self->state.tunnel == tunnel_state::closed)
             return;
           if (ids.empty()) {
-            refuse(self,
-                   fmt::format("no online node exports '{}'",
-                               self->state.resource),
-                   open_failure::unknown_resource);
+            refuse(
+              self,
+              fmt::format("no online node exports '{}'", self->state.resource),
+              open_failure::unknown_resource);
             return;
           }
           open_session(ids.front());
@@ -1004,8 +1029,8 @@ void on_sniff_data(channel_broker* self, const std::string& bytes) {
     case sniff_state::failed: {
       st.sniffing = false;
       auto klass = std::string{"sniff_"} + to_string(r.error);
-      log::warn(subject, "refuses {} ({}): {}", st.client_address,
-                st.protocol, r.reason);
+      log::warn(subject, "refuses {} ({}): {}", st.client_address, st.protocol,
+                r.reason);
       if (st.listener)
         self->send(st.listener, failed_atom::value, uint64_t{0}, r.reason,
                    klass);
@@ -1067,7 +1092,8 @@ caf::behavior client_channel(channel_broker* self,
     else
       st.rtsp = std::make_shared<rtsp_sniffer>(st.default_resource);
     st.sniffing = true;
-    self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_size));
+    self->configure_read(st.hdl,
+                         caf::io::receive_policy::at_most(st.read_size));
     self->delayed_send(self, sniff_timeout, timeout_atom::value, ++st.gen);
   } else {
     // Watch the client while the tunnel is set up: a client that leaves is
@@ -1075,7 +1101,8 @@ caf::behavior client_channel(channel_broker* self,
     // Its early bytes are held, one read at a time up to max_pending; the
     // rest waits in the socket's buffer.
     st.watching = true;
-    self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_size));
+    self->configure_read(st.hdl,
+                         caf::io::receive_policy::at_most(st.read_size));
     self->trigger(st.hdl, 1);
     st.reading = true;
     open_tunnel(self);

@@ -78,10 +78,10 @@ bool tunnel_transition_allowed(tunnel_state from, tunnel_state to);
 struct client_channel_args {
   std::string resource;
   std::string protocol = "tcp";
-  std::string peer;              // pinned exporting node, or empty
+  std::string peer; // pinned exporting node, or empty
   std::string client_address;
-  caf::actor supervisor;         // answers (lookup_atom) and (open_atom)
-  caf::actor listener;           // told (failed_atom, 0, reason, "") on refusal
+  caf::actor supervisor; // answers (lookup_atom) and (open_atom)
+  caf::actor listener;   // told (failed_atom, 0, reason, "") on refusal
 };
 
 /// For LISTENERs: fork a client channel for an accepted connection.

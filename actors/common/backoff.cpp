@@ -5,8 +5,7 @@
 namespace p2proxy {
 
 backoff::backoff(duration first, duration max, uint64_t seed)
-  : first_(first), max_(std::max(first, max)), rng_(seed) {
-}
+  : first_(first), max_(std::max(first, max)), rng_(seed) {}
 
 backoff::duration backoff::ceiling() const {
   auto base = first_.count();

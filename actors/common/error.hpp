@@ -11,8 +11,8 @@ namespace p2proxy {
 
 enum class ec : uint8_t {
   unspecified = 1,
-  not_online,        // the signaling link is not logged in
-  link_down,         // the signaling link went down while a request was open
+  not_online, // the signaling link is not logged in
+  link_down,  // the signaling link went down while a request was open
   timeout,
   peer_offline,
   bad_config,

@@ -25,8 +25,7 @@ public:
   enum class status { ok, too_large };
 
   explicit frame_decoder(size_t max_payload = max_signal_frame)
-    : max_payload_(max_payload) {
-  }
+    : max_payload_(max_payload) {}
 
   /// Consumes `data`; complete payloads are appended to `frames`.
   /// Returns status::too_large once a header announces more than the limit;

@@ -27,8 +27,7 @@ class half_close_scribe;
 /// CAF's TCP policy, except that recv() == 0 (the peer's FIN) is not a
 /// failure: the scribe is told, stops reading, and keeps writing.
 struct eof_aware_tcp : caf::policy::tcp {
-  explicit eof_aware_tcp(half_close_scribe* owner) : owner(owner) {
-  }
+  explicit eof_aware_tcp(half_close_scribe* owner) : owner(owner) {}
 
   net::rw_state read_some(size_t& result, net::native_socket fd, void* buf,
                           size_t len);
@@ -43,7 +42,7 @@ class half_close_scribe : public caf::io::scribe {
 public:
   half_close_scribe(net::default_multiplexer& mx, net::native_socket fd)
     : scribe(net::conn_hdl_from_socket(fd)), stream_(mx, fd, this) {
-    (void) net::keepalive(fd, true);
+    (void)net::keepalive(fd, true);
   }
 
   void configure_read(caf::io::receive_policy::config config) override {
@@ -71,9 +70,9 @@ public:
     // only the reset when the socket is closed.
     linger l{0, 0};
     socklen_t len = sizeof l;
-    bool abort = ::getsockopt(stream_.fd(), SOL_SOCKET, SO_LINGER, &l, &len)
-                   == 0
-                 && l.l_onoff != 0 && l.l_linger == 0;
+    bool abort
+      = ::getsockopt(stream_.fd(), SOL_SOCKET, SO_LINGER, &l, &len) == 0
+        && l.l_onoff != 0 && l.l_linger == 0;
     if (!abort)
       stream_.graceful_shutdown();
     detach(&stream_.backend(), false);
@@ -194,8 +193,8 @@ net::default_multiplexer& backend_of(caf::actor_system& sys) {
 
 caf::io::connection_handle add_half_close_scribe(caf::io::abstract_broker* self,
                                                  int fd) {
-  caf::io::scribe_ptr ptr = caf::make_counted<half_close_scribe>(
-    backend_of(self->system()), fd);
+  caf::io::scribe_ptr ptr
+    = caf::make_counted<half_close_scribe>(backend_of(self->system()), fd);
   auto hdl = ptr->hdl();
   self->add_scribe(std::move(ptr));
   return hdl;
@@ -218,8 +217,7 @@ void shutdown_write(caf::io::connection_handle hdl) {
 
 void reset_on_close(caf::io::connection_handle hdl) {
   linger l{1, 0};
-  ::setsockopt(static_cast<int>(hdl.id()), SOL_SOCKET, SO_LINGER, &l,
-               sizeof l);
+  ::setsockopt(static_cast<int>(hdl.id()), SOL_SOCKET, SO_LINGER, &l, sizeof l);
 }
 
 } // namespace p2proxy

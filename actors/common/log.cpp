@@ -14,12 +14,18 @@ std::mutex out_mtx;
 
 const char* level_name(level lvl) {
   switch (lvl) {
-    case level::trace: return "TRACE";
-    case level::debug: return "DEBUG";
-    case level::info: return "INFO ";
-    case level::warn: return "WARN ";
-    case level::error: return "ERROR";
-    default: return "     ";
+    case level::trace:
+      return "TRACE";
+    case level::debug:
+      return "DEBUG";
+    case level::info:
+      return "INFO ";
+    case level::warn:
+      return "WARN ";
+    case level::error:
+      return "ERROR";
+    default:
+      return "     ";
   }
 }
 
@@ -34,9 +40,9 @@ void set_level(level lvl) {
 }
 
 bool parse_level(std::string_view text, level& out) {
-  static constexpr std::pair<std::string_view, level> names[] = {
-    {"trace", level::trace}, {"debug", level::debug}, {"info", level::info},
-    {"warn", level::warn},   {"error", level::error}, {"off", level::off}};
+  static constexpr std::pair<std::string_view, level> names[]
+    = {{"trace", level::trace}, {"debug", level::debug}, {"info", level::info},
+       {"warn", level::warn},   {"error", level::error}, {"off", level::off}};
   for (auto& [name, lvl] : names)
     if (name == text) {
       out = lvl;

@@ -41,8 +41,9 @@ int tcp_connect(const std::string& host, uint16_t port,
   why = "no address to try";
   int result = -1;
   for (auto ai = res; ai != nullptr && result < 0; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
+    int fd
+      = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                 ai->ai_protocol);
     if (fd < 0) {
       why = std::strerror(errno);
       continue;

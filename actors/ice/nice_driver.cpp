@@ -183,7 +183,7 @@ struct agent_core {
   /// QUIC's pacing sends in bursts of up to a millisecond. Exact timers (a
   /// timerfd) measured 30 % less throughput at 40 % more CPU per GB on two
   /// cores: the wake-ups cost more than the smoother pacing gives.
-  GSource* wake = nullptr;         // guarded by send_mtx
+  GSource* wake = nullptr;                   // guarded by send_mtx
   std::atomic<uint64_t> wake_ns{UINT64_MAX}; // steady clock; MAX: none
   /// The selected pair's own UDP socket (a dup of libnice's) and the remote
   /// address, while that pair is neither relayed nor TCP: runs of equal
@@ -419,9 +419,8 @@ public:
   }
 
   bool attach(std::shared_ptr<datagram_sink> sink) override {
-    post([s = std::move(sink)](nice_driver& d, agent_core& c) {
-      d.attach(c, s);
-    });
+    post(
+      [s = std::move(sink)](nice_driver& d, agent_core& c) { d.attach(c, s); });
     return true;
   }
 
@@ -637,31 +636,33 @@ void nice_driver::attach(agent_core& c,
     GSource base;
     agent_core* core; // kept alive by the callback's core_ptr
   };
-  static GSourceFuncs funcs = {
-    [](GSource* src, gint* timeout) -> gboolean {
-      auto at = reinterpret_cast<wake_source*>(src)->core->wake_ns.load();
-      *timeout = -1;
-      if (at == UINT64_MAX)
-        return FALSE;
-      auto now = steady_clock_ns();
-      if (now >= at) {
-        *timeout = 0;
-        return TRUE;
-      }
-      // Rounded up: a wake-up before the time would find nothing due.
-      auto ms = (at - now + 999999) / 1000000;
-      *timeout = static_cast<gint>(std::min<uint64_t>(ms, 60000));
-      return FALSE;
-    },
-    [](GSource* src) -> gboolean {
-      auto at = reinterpret_cast<wake_source*>(src)->core->wake_ns.load();
-      return at != UINT64_MAX && steady_clock_ns() >= at;
-    },
-    [](GSource* src, GSourceFunc cb, gpointer p) -> gboolean {
-      reinterpret_cast<wake_source*>(src)->core->wake_ns.store(UINT64_MAX);
-      return cb(p); // once per wake_at()
-    },
-    nullptr, nullptr, nullptr};
+  static GSourceFuncs funcs
+    = {[](GSource* src, gint* timeout) -> gboolean {
+         auto at = reinterpret_cast<wake_source*>(src)->core->wake_ns.load();
+         *timeout = -1;
+         if (at == UINT64_MAX)
+           return FALSE;
+         auto now = steady_clock_ns();
+         if (now >= at) {
+           *timeout = 0;
+           return TRUE;
+         }
+         // Rounded up: a wake-up before the time would find nothing due.
+         auto ms = (at - now + 999999) / 1000000;
+         *timeout = static_cast<gint>(std::min<uint64_t>(ms, 60000));
+         return FALSE;
+       },
+       [](GSource* src) -> gboolean {
+         auto at = reinterpret_cast<wake_source*>(src)->core->wake_ns.load();
+         return at != UINT64_MAX && steady_clock_ns() >= at;
+       },
+       [](GSource* src, GSourceFunc cb, gpointer p) -> gboolean {
+         reinterpret_cast<wake_source*>(src)->core->wake_ns.store(UINT64_MAX);
+         return cb(p); // once per wake_at()
+       },
+       nullptr,
+       nullptr,
+       nullptr};
   auto* src = g_source_new(&funcs, sizeof(wake_source));
   reinterpret_cast<wake_source*>(src)->core = &c;
   g_source_set_callback(
@@ -752,8 +753,9 @@ void grow_buffers(int fd, uint64_t tag) {
     const char* name;
     const char* sysctl;
   };
-  for (auto w : {which{SO_RCVBUF, SO_RCVBUFFORCE, "receive", "net.core.rmem_max"},
-                 which{SO_SNDBUF, SO_SNDBUFFORCE, "send", "net.core.wmem_max"}}) {
+  for (auto w :
+       {which{SO_RCVBUF, SO_RCVBUFFORCE, "receive", "net.core.rmem_max"},
+        which{SO_SNDBUF, SO_SNDBUFFORCE, "send", "net.core.wmem_max"}}) {
     int got = 0;
     socklen_t len = sizeof got;
     // (The kernel reports twice what was set: its bookkeeping overhead.)
@@ -766,9 +768,10 @@ void grow_buffers(int fd, uint64_t tag) {
     len = sizeof got;
     if (::getsockopt(fd, SOL_SOCKET, w.opt, &got, &len) == 0
         && got < socket_buffer_bytes)
-      log::info(subject, "agent {}: the UDP {} buffer is {} KiB, not {} KiB; "
-                "at high rates bursts overflow it (raise {})", tag, w.name,
-                got / 2048, socket_buffer_bytes / 1024, w.sysctl);
+      log::info(subject,
+                "agent {}: the UDP {} buffer is {} KiB, not {} KiB; "
+                "at high rates bursts overflow it (raise {})",
+                tag, w.name, got / 2048, socket_buffer_bytes / 1024, w.sysctl);
   }
 }
 
@@ -832,8 +835,8 @@ void nice_driver::select_direct(agent_core& c, const NiceCandidate& remote) {
     if (fd >= 0 && !c.gso_failed) {
       c.direct_fd = fd;
       c.direct_to = {};
-      nice_address_copy_to_sockaddr(
-        &remote.addr, reinterpret_cast<sockaddr*>(&c.direct_to));
+      nice_address_copy_to_sockaddr(&remote.addr,
+                                    reinterpret_cast<sockaddr*>(&c.direct_to));
       c.direct_to_len = remote.addr.s.addr.sa_family == AF_INET6
                           ? sizeof(sockaddr_in6)
                           : sizeof(sockaddr_in);
@@ -871,8 +874,10 @@ void nice_driver::send(agent_core& c, const std::vector<std::string>& xs) {
     if (r == direct_result::refused) {
       // No GSO here (an old kernel, a device without checksum offload):
       // libnice sends from now on.
-      log::info(subject, "agent {} cannot send with UDP GSO ({}); sends "
-                "one datagram at a time", c.tag, std::strerror(errno));
+      log::info(subject,
+                "agent {} cannot send with UDP GSO ({}); sends "
+                "one datagram at a time",
+                c.tag, std::strerror(errno));
       c.gso_failed = true;
       ::close(std::exchange(c.direct_fd, -1));
       break;

@@ -95,8 +95,8 @@ std::string base32_encode(std::string_view bytes) {
 
 std::string sha256(std::string_view bytes) {
   unsigned char digest[32];
-  auto rc = gnutls_hash_fast(GNUTLS_DIG_SHA256, bytes.data(), bytes.size(),
-                             digest);
+  auto rc
+    = gnutls_hash_fast(GNUTLS_DIG_SHA256, bytes.data(), bytes.size(), digest);
   if (rc < 0)
     fail("sha256", rc);
   return std::string{reinterpret_cast<char*>(digest), sizeof(digest)};
@@ -157,7 +157,8 @@ std::string login_challenge(std::string_view nonce, std::string_view node_id) {
   return out;
 }
 
-// -- identity -------------------------------------------------------------------
+// -- identity
+// -------------------------------------------------------------------
 
 struct identity::impl {
   gnutls_privkey_t key = nullptr;
@@ -185,8 +186,7 @@ struct identity::impl {
   }
 };
 
-identity::identity(std::unique_ptr<impl> p) : impl_(std::move(p)) {
-}
+identity::identity(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 identity::~identity() = default;
 identity::identity(identity&&) noexcept = default;
@@ -209,17 +209,17 @@ identity identity::load(const std::string& path) {
   if (fd < 0) {
     auto err = errno;
     if (err == ENOENT)
-      throw identity_error(fmt::format("{}: no such key file; {}", path,
-                                       keygen_hint(path)));
-    throw identity_error(fmt::format("{}: cannot open key file: {}", path,
-                                     std::strerror(err)));
+      throw identity_error(
+        fmt::format("{}: no such key file; {}", path, keygen_hint(path)));
+    throw identity_error(
+      fmt::format("{}: cannot open key file: {}", path, std::strerror(err)));
   }
   // Checked on the open descriptor so a swap between check and read is moot.
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw identity_error(fmt::format("{}: not a regular file; {}", path,
-                                     keygen_hint(path)));
+    throw identity_error(
+      fmt::format("{}: not a regular file; {}", path, keygen_hint(path)));
   }
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
     ::close(fd);
@@ -240,8 +240,8 @@ identity identity::load(const std::string& path) {
     if (n < 0) {
       auto err = errno;
       ::close(fd);
-      throw identity_error(fmt::format("{}: cannot read key file: {}", path,
-                                       std::strerror(err)));
+      throw identity_error(
+        fmt::format("{}: cannot read key file: {}", path, std::strerror(err)));
     }
     if (n == 0)
       break;
@@ -273,8 +273,8 @@ identity identity::load(const std::string& path) {
   if (auto rc = gnutls_privkey_init(&p->key); rc < 0)
     fail("privkey_init", rc);
   // COPY keeps `x509` owned by us, so both deinit paths stay simple.
-  if (auto rc = gnutls_privkey_import_x509(p->key, x509.k,
-                                           GNUTLS_PRIVKEY_IMPORT_COPY);
+  if (auto rc
+      = gnutls_privkey_import_x509(p->key, x509.k, GNUTLS_PRIVKEY_IMPORT_COPY);
       rc < 0)
     throw bad_key(gnutls_strerror(rc));
   p->finish();
@@ -319,8 +319,8 @@ void identity::save(const std::string& path) const {
         "{}: file exists; refusing to overwrite a key (remove it first if "
         "you really mean to replace this node's identity)",
         path));
-    throw identity_error(fmt::format("{}: cannot create key file: {}", path,
-                                     std::strerror(err)));
+    throw identity_error(
+      fmt::format("{}: cannot create key file: {}", path, std::strerror(err)));
   }
   // The umask can only clear bits, but be explicit about the contract.
   ::fchmod(fd, 0600);
@@ -333,8 +333,8 @@ void identity::save(const std::string& path) const {
       auto err = errno;
       ::close(fd);
       ::unlink(path.c_str());
-      throw identity_error(fmt::format("{}: cannot write key file: {}", path,
-                                       std::strerror(err)));
+      throw identity_error(
+        fmt::format("{}: cannot write key file: {}", path, std::strerror(err)));
     }
     done += static_cast<size_t>(n);
   }
@@ -345,8 +345,8 @@ void identity::save(const std::string& path) const {
     err = errno;
   if (!synced || !closed) {
     ::unlink(path.c_str());
-    throw identity_error(fmt::format("{}: cannot write key file: {}", path,
-                                     std::strerror(err)));
+    throw identity_error(
+      fmt::format("{}: cannot write key file: {}", path, std::strerror(err)));
   }
 }
 

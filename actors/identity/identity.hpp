@@ -50,7 +50,8 @@ public:
   /// including a file readable by others.
   static identity load(const std::string& path);
   /// Loads `path`, or generates and saves a key there when it is missing.
-  static identity load_or_create(const std::string& path, bool* created = nullptr);
+  static identity load_or_create(const std::string& path,
+                                 bool* created = nullptr);
 
   /// Writes the key as PKCS#8 PEM with mode 0600; refuses to overwrite.
   void save(const std::string& path) const;
@@ -58,7 +59,8 @@ public:
   const std::string& node_id() const;
   /// DER SubjectPublicKeyInfo.
   const std::string& public_key() const;
-  /// Signs `data`; the result verifies with verify_signature(public_key(), ...).
+  /// Signs `data`; the result verifies with verify_signature(public_key(),
+  /// ...).
   std::string sign(std::string_view data) const;
   /// The GnuTLS private key, borrowed: valid while this identity lives, and
   /// never to be deinitialized or modified by the caller. For TLS only (the

@@ -224,8 +224,8 @@ std::string rtsp_sniffer::timeout_reply() const {
   // The head is incomplete, but its CSeq may already be there: a client
   // matches the reply by it.
   // (rtsp_reply() leaves out a CSeq that is not a number.)
-  std::string_view cseq =
-    cseq_.empty() ? sniff::find_header(buf_, "CSeq") : std::string_view{cseq_};
+  std::string_view cseq = cseq_.empty() ? sniff::find_header(buf_, "CSeq")
+                                        : std::string_view{cseq_};
   return rtsp_reply(version_, 408, "Request Timeout", cseq,
                     "no complete request within 10 s");
 }

@@ -41,7 +41,7 @@ std::string to_json(const google::protobuf::Message& msg) {
   google::protobuf::util::JsonPrintOptions opts;
   opts.always_print_primitive_fields = true;
   opts.add_whitespace = true;
-  (void) google::protobuf::util::MessageToJsonString(msg, &out, opts);
+  (void)google::protobuf::util::MessageToJsonString(msg, &out, opts);
   return out;
 }
 
@@ -111,10 +111,10 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
   ns.set_node_id(st.id->node_id());
   ns.set_version(P2PROXY_VERSION);
   ns.set_started(rfc3339(st.started));
-  ns.set_uptime_seconds(static_cast<uint64_t>(
-    std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now() - st.started)
-      .count()));
+  ns.set_uptime_seconds(
+    static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now() - st.started)
+                            .count()));
   for (auto& ex : st.cfg.exports) {
     auto e = ns.add_exports();
     e->set_name(ex.name);
@@ -132,8 +132,8 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
   (*me->mutable_fields())["signals_without_owner"]
     = std::to_string(st.signals_unowned);
   if (st.admin_port != 0)
-    (*me->mutable_fields())["admin"] = fmt::format(
-      "{}:{}", st.cfg.admin_listen.host, st.admin_port);
+    (*me->mutable_fields())["admin"]
+      = fmt::format("{}:{}", st.cfg.admin_listen.host, st.admin_port);
   return ns;
 }
 
@@ -171,8 +171,8 @@ std::string metrics_text(node_supervisor_actor* self,
   }
   for (auto& [reason, n] : sl.open_failures())
     w.counter("p2proxy_session_open_failures_total",
-              "Sessions that failed to open, by reason",
-              static_cast<double>(n), {{"reason", reason}});
+              "Sessions that failed to open, by reason", static_cast<double>(n),
+              {{"reason", reason}});
   w.counter("p2proxy_sessions_opened_total", "Sessions this node opened",
             static_cast<double>(sl.opened()));
   w.counter("p2proxy_sessions_accepted_total", "Sessions peers opened",
@@ -237,13 +237,13 @@ std::string metrics_text(node_supervisor_actor* self,
     };
     if (f.count("accepted"))
       w.counter("p2proxy_listener_accepted_total",
-                "Client connections a listener accepted",
-                num(f.at("accepted")), {{"listener", bind}});
+                "Client connections a listener accepted", num(f.at("accepted")),
+                {{"listener", bind}});
     for (auto& [k, v] : f)
       if (k.rfind("refused_", 0) == 0)
         w.counter("p2proxy_listener_refused_total",
-                  "Client connections a listener refused, by reason",
-                  num(v), {{"listener", bind}, {"reason", k.substr(8)}});
+                  "Client connections a listener refused, by reason", num(v),
+                  {{"listener", bind}, {"reason", k.substr(8)}});
   }
   auto& ps = ns.process();
   w.gauge("p2proxy_process_open_fds", "Open file descriptors",
@@ -289,8 +289,8 @@ void collect_status(node_supervisor_actor* self, F done) {
   for (auto& l : st.listeners)
     children.push_back(l);
   std::vector<caf::actor> channels(st.channels.begin(), st.channels.end());
-  auto pending = std::make_shared<size_t>(children.size() + channels.size()
-                                          + 2);
+  auto pending
+    = std::make_shared<size_t>(children.size() + channels.size() + 2);
   auto finish = [=]() mutable {
     if (--*pending != 0)
       return;
@@ -372,9 +372,9 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
       return; // a CHANNEL ended (its totals came with channel_atom)
     st.children.erase(dm.source);
     if (!st.stopping) {
-      auto what = dm.source == st.link.address()      ? "signal link"
-                  : dm.source == st.admin.address()   ? "admin server"
-                  : dm.source == st.manager.address() ? "peer manager"
+      auto what = dm.source == st.link.address()        ? "signal link"
+                  : dm.source == st.admin.address()     ? "admin server"
+                  : dm.source == st.manager.address()   ? "peer manager"
                   : dm.source == st.connector.address() ? "connector"
                                                         : "listener";
       auto why = dm.reason ? error_text(dm.reason) : "no reason given";
@@ -391,8 +391,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
     }
   });
 
-  st.connector = spawn_connector(sys, std::chrono::seconds(10),
-                                 max_signal_frame);
+  st.connector
+    = spawn_connector(sys, std::chrono::seconds(10), max_signal_frame);
   self->monitor(st.connector);
   st.children.insert(st.connector.address());
 
@@ -408,8 +408,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
     lc.exports.push_back(ex.name);
   lc.seed = std::hash<std::string>{}(st.id->node_id())
             ^ static_cast<uint64_t>(st.started.time_since_epoch().count());
-  st.link = self->spawn(signal_link, lc, st.id, st.connector,
-                        caf::actor{self});
+  st.link = self->spawn(signal_link, lc, st.id, st.connector, caf::actor{self});
   self->monitor(st.link);
   st.children.insert(st.link.address());
 
@@ -426,8 +425,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   sc.test_resources = st.cfg.test_resources;
   sc.node = self->address();
   for (auto& ex : st.cfg.exports)
-    sc.exports.push_back(export_entry{ex.name, ex.target, ex.protocol,
-                                      ex.allow});
+    sc.exports.push_back(
+      export_entry{ex.name, ex.target, ex.protocol, ex.allow});
   pc.handler = make_stream_handler(sc);
   pc.settings.idle_linger = st.cfg.idle_linger;
   pc.settings.connect_timeout = st.cfg.connect_timeout;
@@ -516,13 +515,14 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
         return rp;
       }
       if (streams == 0 || streams > 256 || bytes > (uint64_t{16} << 30)) {
-        rp.deliver(make_error(ec::bad_config,
-                              "streams must be 1-256 and bytes at most 16 GiB"));
+        rp.deliver(make_error(
+          ec::bad_config, "streams must be 1-256 and bytes at most 16 GiB"));
         return rp;
       }
       auto runner = self->spawn(pump_runner, self->state.manager);
-      self->request(runner, std::chrono::minutes(30), pump_atom::value, peer,
-                    resource, bytes, streams)
+      self
+        ->request(runner, std::chrono::minutes(30), pump_atom::value, peer,
+                  resource, bytes, streams)
         .then([=](std::string& json) mutable { rp.deliver(std::move(json)); },
               [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
@@ -540,8 +540,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
       signal::Signal sig;
       sig.ParseFromString(serialized);
       ++self->state.signals_unowned;
-      log::info(subject, "receives a signal from {} for session {}",
-                sig.from(), sig.session_id());
+      log::info(subject, "receives a signal from {} for session {}", sig.from(),
+                sig.session_id());
     },
     [=](peer_off_atom, const std::string& peer, uint64_t session_id,
         const std::string& text) {

@@ -32,7 +32,7 @@ struct node_supervisor_state {
   std::chrono::system_clock::time_point started;
   caf::actor connector;
   caf::actor link;
-  caf::actor manager;   // PEER MANAGER
+  caf::actor manager; // PEER MANAGER
   caf::actor admin;
   std::vector<caf::actor> listeners;
   std::shared_ptr<ice_driver> ice;
@@ -41,10 +41,10 @@ struct node_supervisor_state {
   caf::error exit_reason;
   std::set<caf::actor_addr> children;
   uint64_t signals_unowned = 0;
-  std::set<caf::actor> channels;   // open CHANNELs (monitored)
-  uint64_t channels_opened = 0;    // ended channels that reached their target
-  uint64_t channels_failed = 0;    // ended channels that did not
-  uint64_t channel_bytes_in = 0;   // of ended channels
+  std::set<caf::actor> channels; // open CHANNELs (monitored)
+  uint64_t channels_opened = 0;  // ended channels that reached their target
+  uint64_t channels_failed = 0;  // ended channels that did not
+  uint64_t channel_bytes_in = 0; // of ended channels
   uint64_t channel_bytes_out = 0;
 };
 

@@ -78,8 +78,7 @@ void on_offer(peer_manager_actor* self, const signal::Signal& sig) {
       // Glare: both sides opened at once.
       ++st.glare_resolved;
       if (st.cfg.me->node_id() > peer) {
-        log::debug(subject, "keeps its session to {} (glare, higher id)",
-                   peer);
+        log::debug(subject, "keeps its session to {} (glare, higher id)", peer);
         return; // the peer drops its own session when it sees our offer
       }
       log::debug(subject, "adopts {}'s session (glare, lower id)", peer);
@@ -139,8 +138,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       auto& st = self->state;
       auto rp = self->make_response_promise();
       if (peer == st.cfg.me->node_id()) {
-        rp.deliver(make_error(ec::unspecified,
-                              "refusing to open a session to this node itself"));
+        rp.deliver(make_error(
+          ec::unspecified, "refusing to open a session to this node itself"));
         return rp;
       }
       auto i = st.peers.find(peer);
@@ -158,7 +157,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
     },
     [=](ready_atom, uint64_t session_id) {
       auto& st = self->state;
-      auto a = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      auto a = st.by_addr.find(
+        caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (a == st.by_addr.end())
         return;
       auto& e = st.peers[a->second];
@@ -178,7 +178,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
         while (st.recently_closed.size() > 16)
           st.recently_closed.pop_front();
       }
-      auto a = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      auto a = st.by_addr.find(
+        caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (a == st.by_addr.end())
         return;
       st.last_reason[a->second] = reason;

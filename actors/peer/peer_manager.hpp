@@ -51,7 +51,7 @@ struct peer_manager_state {
   };
 
   peer_manager_config cfg;
-  std::map<std::string, entry> peers;        // by node id
+  std::map<std::string, entry> peers; // by node id
   std::map<caf::actor_addr, std::string> by_addr;
   std::map<std::string, std::string> last_reason; // why the last session ended
   std::map<std::string, uint64_t> open_failures;  // by reason class

@@ -20,12 +20,18 @@ constexpr const char* subject = "peer_session";
 
 const char* to_string(session_state s) {
   switch (s) {
-    case session_state::connecting_ice: return "connecting-ice";
-    case session_state::handshaking: return "handshaking";
-    case session_state::ready: return "ready";
-    case session_state::lingering: return "lingering";
-    case session_state::closing: return "closing";
-    case session_state::closed: return "closed";
+    case session_state::connecting_ice:
+      return "connecting-ice";
+    case session_state::handshaking:
+      return "handshaking";
+    case session_state::ready:
+      return "ready";
+    case session_state::lingering:
+      return "lingering";
+    case session_state::closing:
+      return "closing";
+    case session_state::closed:
+      return "closed";
   }
   return "?";
 }
@@ -104,8 +110,9 @@ void send_signal(peer_session_actor* self, signal::Signal sig) {
   sig.set_to(st.args.peer);
   sig.set_session_id(st.args.session_id);
   auto peer = st.args.peer;
-  self->request(st.args.link, std::chrono::seconds(10), signal_atom::value,
-                sig.SerializeAsString())
+  self
+    ->request(st.args.link, std::chrono::seconds(10), signal_atom::value,
+              sig.SerializeAsString())
     .then([] {},
           [peer](caf::error& err) {
             log::debug(subject, "could not signal {}: {}", peer,
@@ -314,8 +321,8 @@ void on_ready(peer_session_actor* self) {
   auto& st = self->state;
   auto& rt = st.remote_type;
   log::info(subject, "{} (session {}) is ready via {} {} -> {} {}",
-            st.args.peer, st.args.session_id, st.local_type, st.local_addr,
-            rt, st.remote_addr);
+            st.args.peer, st.args.session_id, st.local_type, st.local_addr, rt,
+            st.remote_addr);
   self->send(st.args.manager, ready_atom::value, st.args.session_id);
   if (st.streams.empty()) {
     transition_to(self, session_state::ready);
@@ -352,8 +359,8 @@ void deliver(peer_session_actor* self, data_batch& batch) {
     if (i != st.streams.end() && fin)
       i->second.peer_fin = true;
     if (i != st.streams.end() && i->second.owner)
-      tell_owner(self, i->second, stream_data_atom::value, id,
-                 std::move(bytes), fin);
+      tell_owner(self, i->second, stream_data_atom::value, id, std::move(bytes),
+                 fin);
     else if (!bytes.empty())
       st.link->consume(id, bytes.size()); // nobody reads it: don't stall
   }
@@ -437,10 +444,11 @@ void start_quic(peer_session_actor* self) {
   auto& a = st.args;
   auto started = st.link->start(
     [&a](quic_events& events, quic_time now) {
-      return a.controlling ? quic_connection::make_client(
-                               *a.me, a.peer, a.settings.quic, events, now)
-                           : quic_connection::make_server(
-                               *a.me, a.peer, a.settings.quic, events, now);
+      return a.controlling
+               ? quic_connection::make_client(*a.me, a.peer, a.settings.quic,
+                                              events, now)
+               : quic_connection::make_server(*a.me, a.peer, a.settings.quic,
+                                              events, now);
     },
     now_ns(self));
   if (!started) {
@@ -491,8 +499,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   });
   {
     signal::Signal sig;
-    auto desc = st.args.controlling ? sig.mutable_offer()
-                                    : sig.mutable_answer();
+    auto desc
+      = st.args.controlling ? sig.mutable_offer() : sig.mutable_answer();
     desc->set_ufrag(st.agent->local_ufrag());
     desc->set_pwd(st.agent->local_pwd());
     send_signal(self, std::move(sig));
@@ -500,14 +508,15 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   if (!st.args.controlling)
     st.agent->set_remote_credentials(st.args.remote_ufrag, st.args.remote_pwd);
   st.agent->gather();
-  self->delayed_send(self, st.args.settings.connect_timeout, timeout_atom::value,
-                     ++st.connect_gen);
+  self->delayed_send(self, st.args.settings.connect_timeout,
+                     timeout_atom::value, ++st.connect_gen);
   log::debug(subject, "{} (session {}) starts as {}", st.args.peer,
              st.args.session_id,
              st.args.controlling ? "controlling" : "controlled");
 
   return {
-    // --- signaling from the peer, through the PEER MANAGER ----------------------
+    // --- signaling from the peer, through the PEER MANAGER
+    // ----------------------
     [=](signal_atom, const std::string& serialized) {
       auto& st = self->state;
       signal::Signal sig;
@@ -534,7 +543,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
           break;
       }
     },
-    // --- ICE events -------------------------------------------------------------
+    // --- ICE events
+    // -------------------------------------------------------------
     [=](ice_cand_atom, uint64_t, const std::string& cand) {
       ++self->state.local_candidates;
       signal::Signal sig;
@@ -582,7 +592,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       process_events(self);
       flush(self);
     },
-    // --- timers ---------------------------------------------------------------------
+    // --- timers
+    // ---------------------------------------------------------------------
     [=](quic_timer_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen == 0) { // a continuation of flush, not a timer
@@ -620,7 +631,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
                                   st.args.settings.connect_timeout.count()),
                       true);
     },
-    // --- streams ----------------------------------------------------------------------
+    // --- streams
+    // ----------------------------------------------------------------------
     [=](stream_open_atom, caf::actor owner) -> caf::result<int64_t> {
       auto& st = self->state;
       if (st.state != session_state::ready
@@ -686,8 +698,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       if (i != st.streams.end()
           && i->second.handing_over_from == self->current_sender())
         release_held(i->second);
-      release_orphans(self, caf::actor_cast<caf::actor_addr>(
-                              self->current_sender()));
+      release_orphans(self,
+                      caf::actor_cast<caf::actor_addr>(self->current_sender()));
     },
     [=](stream_consumed_atom, int64_t id, uint64_t n) {
       auto& st = self->state;
@@ -704,7 +716,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         flush(self);
       }
     },
-    // --- status and close ----------------------------------------------------------------
+    // --- status and close
+    // ----------------------------------------------------------------
     [=](get_atom) { return session_status(self->state).SerializeAsString(); },
     [=](status_atom) {
       admin::ActorStatus as;
@@ -715,8 +728,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         = std::to_string(self->state.streams.size());
       for (auto& [id, s] : self->state.streams)
         (*as.mutable_fields())["stream_" + std::to_string(id)] = fmt::format(
-          "pending={} granted={} fin={} unacked={}", s.unsent(),
-          s.granted, s.pending_fin, self->state.link->unacked(id));
+          "pending={} granted={} fin={} unacked={}", s.unsent(), s.granted,
+          s.pending_fin, self->state.link->unacked(id));
       (*as.mutable_fields())["send_order"]
         = std::to_string(self->state.send_order.size());
       if (auto expiry = self->state.link->expiry(); expiry != UINT64_MAX)

@@ -14,8 +14,9 @@
 //        │ bye, stop                  │ identity mismatch,        │  │ opened
 //        │                            │ timeout, bye, stop        ▼  │
 //        │                            │                       lingering
-//        │                            │                           │ linger over,
-//        ▼                            ▼                           ▼ stop, bye
+//        │                            │                           │ linger
+//        over, ▼                            ▼                           ▼ stop,
+//        bye
 //      closed ◀──────────────────── closing ◀───────────────── (ready too)
 //
 // - ready → lingering when the last stream ends (or at once when ready has
@@ -67,7 +68,7 @@ using stream_handler_factory = std::function<caf::actor(
 
 struct session_settings {
   std::chrono::milliseconds idle_linger{30000};
-  std::chrono::milliseconds connect_timeout{20000};  // ICE + handshake
+  std::chrono::milliseconds connect_timeout{20000}; // ICE + handshake
   /// Bytes an owner may have on its way into a stream before it must wait
   /// for (stream_credit_atom).
   uint64_t owner_credit = 1024 * 1024;
@@ -76,31 +77,31 @@ struct session_settings {
 
 struct session_args {
   uint64_t session_id = 0;
-  std::string peer;                 // the node id we expect at the far end
-  bool controlling = false;         // the opener; the QUIC client
+  std::string peer;         // the node id we expect at the far end
+  bool controlling = false; // the opener; the QUIC client
   std::shared_ptr<const identity> me;
   std::shared_ptr<ice_driver> ice;
-  caf::actor link;                  // SIGNAL LINK, for Signals to the peer
-  caf::actor manager;               // PEER MANAGER
-  stream_handler_factory handler;   // for peer-opened streams; may be empty
+  caf::actor link;                // SIGNAL LINK, for Signals to the peer
+  caf::actor manager;             // PEER MANAGER
+  stream_handler_factory handler; // for peer-opened streams; may be empty
   session_settings settings;
-  std::string remote_ufrag;         // controlled side: from the offer
+  std::string remote_ufrag; // controlled side: from the offer
   std::string remote_pwd;
 };
 
 struct session_stream {
   caf::actor owner;
-  std::string pending;      // from the owner; QUIC has taken pending_off
-  size_t pending_off = 0;   // bytes of it (dropped in bulk, not per write:
-                            // erasing the front on every partial write
-                            // moved up to a window per ack batch)
+  std::string pending;    // from the owner; QUIC has taken pending_off
+  size_t pending_off = 0; // bytes of it (dropped in bulk, not per write:
+                          // erasing the front on every partial write
+                          // moved up to a window per ack batch)
   size_t unsent() const {
     return pending.size() - pending_off;
   }
   bool pending_fin = false;
-  bool fin_queued = false;  // FIN handed to QUIC
-  bool peer_fin = false;    // the peer's FIN was handed to the owner
-  uint64_t granted = 0;     // credit the owner has not used yet
+  bool fin_queued = false; // FIN handed to QUIC
+  bool peer_fin = false;   // the peer's FIN was handed to the owner
+  uint64_t granted = 0;    // credit the owner has not used yet
   bool closed = false;
   /// Between a handoff and the old owner's word that it forwarded what it
   /// got (stream_owner_atom): messages for the new owner wait here, so none
@@ -118,11 +119,11 @@ struct peer_session_state {
   /// The QUIC connection, driven on the ICE thread where the agent allows.
   std::shared_ptr<quic_link> link;
   std::map<int64_t, session_stream> streams;
-  std::deque<int64_t> send_order;   // round-robin over streams with data
+  std::deque<int64_t> send_order; // round-robin over streams with data
   /// Held messages of streams that ended during their handoff, by the old
   /// owner they wait for (session_stream::held).
   std::map<caf::actor_addr, std::vector<std::function<void()>>> orphans;
-  uint64_t timer_gen = 0;           // QUIC timer generation
+  uint64_t timer_gen = 0; // QUIC timer generation
   uint64_t armed_expiry = UINT64_MAX;
   uint64_t linger_gen = 0;
   uint64_t connect_gen = 0;

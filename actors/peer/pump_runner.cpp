@@ -20,7 +20,7 @@ std::string row_json(const std::string& serialized_row) {
   std::string out;
   google::protobuf::util::JsonPrintOptions opts;
   opts.always_print_primitive_fields = true;
-  (void) google::protobuf::util::MessageToJsonString(row, &out, opts);
+  (void)google::protobuf::util::MessageToJsonString(row, &out, opts);
   return out.empty() ? "{}" : out;
 }
 
@@ -35,7 +35,8 @@ caf::behavior pump_runner(caf::stateful_actor<pump_runner_state>* self,
       self->request(manager, std::chrono::seconds(60), open_atom::value, peer)
         .then(
           [=](caf::actor session) mutable {
-            auto results = std::make_shared<std::vector<std::shared_ptr<pump_result>>>();
+            auto results
+              = std::make_shared<std::vector<std::shared_ptr<pump_result>>>();
             auto left = std::make_shared<uint32_t>(streams);
             auto started = std::chrono::steady_clock::now();
             auto prom = std::make_shared<decltype(rp)>(rp);

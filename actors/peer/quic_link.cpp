@@ -65,8 +65,7 @@ bool quic_link::start(const factory& make, quic_time now) {
   early_.clear();
   for (auto& d : early)
     if (quic_)
-      receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(),
-                     now);
+      receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now);
   return true;
 }
 

@@ -60,8 +60,8 @@ public:
     return io_driven_;
   }
 
-  using factory = std::function<std::unique_ptr<quic_connection>(
-    quic_events&, quic_time)>;
+  using factory
+    = std::function<std::unique_ptr<quic_connection>(quic_events&, quic_time)>;
   /// Creates the connection and feeds it the datagrams that came before.
   /// False if `make` gave none.
   bool start(const factory& make, quic_time now);
@@ -141,11 +141,11 @@ private:
   quic_time armed_ = UINT64_MAX;          // guarded: the agent's wake-up
   quic_time last_now_ = 0;                // guarded: latest time given
   uint64_t datagrams_in_ = 0, datagrams_out_ = 0; // guarded
-  int since_turn_ = 0; // datagrams received since the last turn; guarded
-  bool urgent_ = false;                   // guarded: an event not data
-  size_t data_bytes_ = 0;                 // guarded: stream bytes waiting
-  quic_time hold_until_ = UINT64_MAX;     // guarded: notify by then
-  quic_time last_notify_ = 0;             // guarded
+  int since_turn_ = 0;    // datagrams received since the last turn; guarded
+  bool urgent_ = false;   // guarded: an event not data
+  size_t data_bytes_ = 0; // guarded: stream bytes waiting
+  quic_time hold_until_ = UINT64_MAX; // guarded: notify by then
+  quic_time last_notify_ = 0;         // guarded
 };
 
 } // namespace p2proxy

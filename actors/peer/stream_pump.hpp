@@ -1,8 +1,8 @@
-// STREAM PUMP (tests, benchmarks, and the admin port's debug pump): opens a stream on a PEER SESSION to a
-// test resource, sends `bytes` of pseudo-random data as fast as the
-// session's credit allows, and hashes what comes back. With "echo" the
-// SHA-256 of what was sent must equal the SHA-256 of what came back; with
-// "source" the SHA-256 of the pattern the source must have sent.
+// STREAM PUMP (tests, benchmarks, and the admin port's debug pump): opens a
+// stream on a PEER SESSION to a test resource, sends `bytes` of pseudo-random
+// data as fast as the session's credit allows, and hashes what comes back. With
+// "echo" the SHA-256 of what was sent must equal the SHA-256 of what came back;
+// with "source" the SHA-256 of the pattern the source must have sent.
 #pragma once
 
 #include <chrono>
@@ -25,11 +25,11 @@ namespace p2proxy {
 struct pump_result {
   bool done = false;
   std::string error;
-  std::string open_result;    // StreamOpenResult text or code
+  std::string open_result; // StreamOpenResult text or code
   uint64_t sent = 0;
   uint64_t received = 0;
-  uint64_t expected = 0;      // what must come back: echo = sent, source = asked
-  std::string sent_sha256;    // of what must come back (nothing for discard)
+  uint64_t expected = 0;   // what must come back: echo = sent, source = asked
+  std::string sent_sha256; // of what must come back (nothing for discard)
   std::string received_sha256;
   std::chrono::steady_clock::time_point started, finished;
 };
@@ -43,9 +43,9 @@ struct pump_state {
   uint64_t rng = 0x9e3779b97f4a7c15ull;
   bool fin_sent = false;
   bool result_read = false;
-  bool source = false;        // "source": expect the pattern, send nothing
-  bool discard = false;       // "discard": expect nothing back
-  std::string head;           // bytes before the StreamOpenResult is complete
+  bool source = false;  // "source": expect the pattern, send nothing
+  bool discard = false; // "discard": expect nothing back
+  std::string head;     // bytes before the StreamOpenResult is complete
   gnutls_hash_hd_t tx = nullptr;
   gnutls_hash_hd_t rx = nullptr;
   std::shared_ptr<pump_result> res;
@@ -125,8 +125,8 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
   res->started = std::chrono::steady_clock::now();
   gnutls_hash_init(&st.tx, GNUTLS_DIG_SHA256);
   gnutls_hash_init(&st.rx, GNUTLS_DIG_SHA256);
-  self->request(session, caf::infinite, stream_open_atom::value,
-                caf::actor{self})
+  self
+    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
     .then(
       [=](int64_t id) {
         auto& st = self->state;
@@ -177,8 +177,8 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
         st.result_read = true;
         if (st.to_send == 0 && !st.fin_sent) {
           st.fin_sent = true;
-          self->send(st.session, stream_write_atom::value, st.id,
-                     std::string{}, true);
+          self->send(st.session, stream_write_atom::value, st.id, std::string{},
+                     true);
         }
         pump_send(self);
       }
@@ -195,7 +195,8 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
         pump_finish(self, "");
     },
     [=](stream_reset_atom, int64_t, uint64_t code) {
-      pump_finish(self, "stream reset by the peer, code " + std::to_string(code));
+      pump_finish(self,
+                  "stream reset by the peer, code " + std::to_string(code));
     },
     [=](stream_closed_atom, int64_t) {
       if (!self->state.res->done)

@@ -28,24 +28,24 @@ struct stream_service_state {
   int64_t id = -1;
   std::string peer;
   stream_service_config cfg;
-  std::string pre_buf;          // the preamble as it arrives
+  std::string pre_buf;            // the preamble as it arrives
   uint64_t unconsumed_prefix = 0; // backlog bytes already consumed
   bool opened = false;
   service_kind kind = service_kind::none;
-  uint64_t credit = 0;         // bytes we may still write
-  std::string backlog;         // echo: received, not yet written
+  uint64_t credit = 0; // bytes we may still write
+  std::string backlog; // echo: received, not yet written
   bool peer_fin = false;
   bool fin_sent = false;
   uint64_t source_left = 0;
   uint64_t source_offset = 0;
   // export_target: connecting, then handing the stream to a CHANNEL.
   const export_entry* ex = nullptr;
-  caf::actor channel;       // set once handed off; forward to it
+  caf::actor channel; // set once handed off; forward to it
   // The target is being connected (by a detached worker). If the stream
   // ends meanwhile the service stays until the worker reports, so the
   // socket it may still bring is closed, not leaked.
   bool connecting = false;
-  bool abandoned = false;   // the stream ended while connecting
+  bool abandoned = false; // the stream ended while connecting
 };
 
 using service_actor = caf::stateful_actor<stream_service_state>;
@@ -118,8 +118,7 @@ void on_preamble(service_actor* self, const std::string& frame) {
   tunnel::StreamOpen open;
   st.opened = true;
   if (!open.ParseFromString(frame)) {
-    answer(self, tunnel::StreamOpenResult::BAD_REQUEST,
-           "malformed StreamOpen");
+    answer(self, tunnel::StreamOpenResult::BAD_REQUEST, "malformed StreamOpen");
     return;
   }
   auto& r = open.resource();
@@ -128,9 +127,9 @@ void on_preamble(service_actor* self, const std::string& frame) {
       st.ex = &e;
   if (st.ex != nullptr) {
     auto& allow = st.ex->allow;
-    bool allowed = std::find(allow.begin(), allow.end(), "*") != allow.end()
-                   || std::find(allow.begin(), allow.end(), st.peer)
-                        != allow.end();
+    bool allowed
+      = std::find(allow.begin(), allow.end(), "*") != allow.end()
+        || std::find(allow.begin(), allow.end(), st.peer) != allow.end();
     if (!allowed) {
       answer(self, tunnel::StreamOpenResult::DENIED,
              fmt::format("node {} is not allowed to use '{}'", st.peer, r));
@@ -209,7 +208,8 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
           st.opened = true;
           answer(self, tunnel::StreamOpenResult::BAD_REQUEST,
                  fmt::format("StreamOpen of {} bytes exceeds the {}-byte "
-                             "limit", n, st.cfg.max_preamble));
+                             "limit",
+                             n, st.cfg.max_preamble));
           return;
         }
         if (st.pre_buf.size() < 4 + n) {
@@ -265,15 +265,17 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
       if (st.abandoned) {
         // Nobody wants it any more: the target sees a connection that
         // closes at once.
-        log::debug(subject, "closes its connection to '{}' for {}: the "
-                   "stream ended while it was connecting", st.ex->name,
-                   st.peer);
+        log::debug(subject,
+                   "closes its connection to '{}' for {}: the "
+                   "stream ended while it was connecting",
+                   st.ex->name, st.peer);
         ::close(fd);
         self->quit();
         return;
       }
       if (reset)
-        log::debug(subject, "'{}' for {}: the target reset right after "
+        log::debug(subject,
+                   "'{}' for {}: the target reset right after "
                    "accepting; its bytes go first, then the reset",
                    st.ex->name, st.peer);
       export_channel_args a;
@@ -378,8 +380,8 @@ caf::behavior stream_service(service_actor* self, caf::actor session,
 
 stream_handler_factory make_stream_handler(stream_service_config cfg) {
   return [cfg](caf::local_actor* session, int64_t id, const std::string& peer) {
-    return session->spawn(stream_service,
-                          caf::actor_cast<caf::actor>(session), id, peer, cfg);
+    return session->spawn(stream_service, caf::actor_cast<caf::actor>(session),
+                          id, peer, cfg);
   };
 }
 

@@ -434,9 +434,15 @@ private:
     ngtcp2_settings s;
     ngtcp2_settings_default(&s);
     switch (cfg_.congestion) {
-      case congestion_control::bbr: s.cc_algo = NGTCP2_CC_ALGO_BBR; break;
-      case congestion_control::bbr2: s.cc_algo = NGTCP2_CC_ALGO_BBR2; break;
-      case congestion_control::cubic: s.cc_algo = NGTCP2_CC_ALGO_CUBIC; break;
+      case congestion_control::bbr:
+        s.cc_algo = NGTCP2_CC_ALGO_BBR;
+        break;
+      case congestion_control::bbr2:
+        s.cc_algo = NGTCP2_CC_ALGO_BBR2;
+        break;
+      case congestion_control::cubic:
+        s.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+        break;
     }
     s.initial_ts = now;
     // Flow control stays manual (consume()): no window auto-tuning.

@@ -37,9 +37,9 @@ struct quic_settings {
   /// Initial flow-control windows, sized for bandwidth x delay.
   uint64_t stream_window = 16 * 1024 * 1024;
   uint64_t connection_window = 64 * 1024 * 1024;
-  uint64_t max_streams = 4096;                      // bidirectional, each way
+  uint64_t max_streams = 4096; // bidirectional, each way
   std::chrono::milliseconds idle_timeout{30000};
-  std::chrono::milliseconds keepalive{10000};       // PING when idle this long
+  std::chrono::milliseconds keepalive{10000}; // PING when idle this long
   /// Bytes one stream may hold queued but not yet acknowledged (its owned
   /// send buffer); write_stream() takes no more. A single stream cannot go
   /// faster than this per round trip (4 MiB: ~80 MB/s at 50 ms).
@@ -66,7 +66,8 @@ public:
   /// credit (the back-pressure hook). Every delivered byte must be consumed
   /// eventually, even after a reset, or the connection's credit shrinks.
   virtual void on_stream_data(int64_t id, const uint8_t* data, size_t size,
-                              bool fin) = 0;
+                              bool fin)
+    = 0;
   /// The peer reset its sending side (RESET_STREAM) or asked us to stop
   /// sending (STOP_SENDING) with `app_error`. Once per stream; never for
   /// our own reset_stream().
@@ -113,7 +114,8 @@ public:
   /// receive(), on_expiry(), write_stream(), consume() or close(); if it
   /// returned `max` datagrams, call it again.
   virtual void write(quic_time now, std::vector<std::string>& out,
-                     size_t max = 64) = 0;
+                     size_t max = 64)
+    = 0;
   /// When on_expiry() must run next (UINT64_MAX: no timer).
   virtual quic_time expiry() const = 0;
   virtual void on_expiry(quic_time now) = 0;
@@ -128,7 +130,8 @@ public:
   /// of `size` was taken (a bare FIN is `size` 0). 0 after the side ended,
   /// a reset, or close.
   virtual size_t write_stream(int64_t id, const uint8_t* data, size_t size,
-                              bool fin) = 0;
+                              bool fin)
+    = 0;
   /// Grants the peer `size` more bytes of credit on stream `id` (and the
   /// connection) after the owner has passed received bytes on.
   virtual void consume(int64_t id, size_t size) = 0;

@@ -30,8 +30,8 @@ struct directory_state {
     std::vector<std::string> exports; // sorted, unique
   };
 
-  std::map<std::string, entry> nodes;                    // by node id
-  std::map<std::string, std::set<std::string>> by_name;  // export -> ids
+  std::map<std::string, entry> nodes;                   // by node id
+  std::map<std::string, std::set<std::string>> by_name; // export -> ids
 
   /// Removes `id` and its exports from the index.
   void erase(const std::string& id);

@@ -115,8 +115,7 @@ void close_client(signal_client_actor* self, signal::ErrorCode code,
   if (st.conn)
     self->send(st.conn, close_atom::value);
   if (st.logged_in)
-    self->send(st.directory, logout_atom::value, st.node_id,
-               caf::actor{self});
+    self->send(st.directory, logout_atom::value, st.node_id, caf::actor{self});
   if (server_initiated)
     ++st.metrics->dropped_connections;
   st.transition_to(state::closed);
@@ -314,8 +313,9 @@ void handle_frame(signal_client_actor* self, std::string& payload) {
   if (!env.ParseFromString(payload)) {
     if (!st.logged_in)
       st.metrics->count_login_failure(signal::BAD_FRAME);
-    log::warn(subject, "connection from {} sent a frame that is not an "
-                       "Envelope; closing it",
+    log::warn(subject,
+              "connection from {} sent a frame that is not an "
+              "Envelope; closing it",
               st.peer);
     close_client(self, signal::BAD_FRAME, "frame is not a valid Envelope",
                  true);
@@ -351,8 +351,8 @@ void handle_timeout(signal_client_actor* self) {
         arm_timer(self, st.opts.dead_after - idle);
         break;
       }
-      auto text = fmt::format("no frame for {}",
-                              seconds_text(st.opts.dead_after));
+      auto text
+        = fmt::format("no frame for {}", seconds_text(st.opts.dead_after));
       log::warn(subject, "node {} at {} timed out: {}", st.node_id, st.peer,
                 text);
       close_client(self, signal::HEARTBEAT_TIMEOUT, text, true);
@@ -380,11 +380,16 @@ void signal_client_state::transition_to(state next) {
 
 const char* signal_client_state::to_string(state s) {
   switch (s) {
-    case state::waiting_conn: return "waiting_conn";
-    case state::awaiting_login: return "awaiting_login";
-    case state::authorizing: return "authorizing";
-    case state::online: return "online";
-    case state::closed: return "closed";
+    case state::waiting_conn:
+      return "waiting_conn";
+    case state::awaiting_login:
+      return "awaiting_login";
+    case state::authorizing:
+      return "authorizing";
+    case state::online:
+      return "online";
+    case state::closed:
+      return "closed";
   }
   return "?";
 }
@@ -417,8 +422,7 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
       st.peer = std::move(peer);
       self->monitor(st.conn);
       st.nonce.resize(32);
-      if (gnutls_rnd(GNUTLS_RND_NONCE, st.nonce.data(), st.nonce.size())
-          != 0) {
+      if (gnutls_rnd(GNUTLS_RND_NONCE, st.nonce.data(), st.nonce.size()) != 0) {
         log::error(subject, "nonce generation failed; closing {}", st.peer);
         close_client(self, signal::ERROR_UNSPECIFIED, "", true);
         return;
@@ -448,8 +452,8 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
         log::info(subject, "node {} at {} disconnected: {}", st.node_id,
                   st.peer, reason);
       else
-        log::info(subject, "connection from {} ended before login: {}",
-                  st.peer, reason);
+        log::info(subject, "connection from {} ended before login: {}", st.peer,
+                  reason);
       close_client(self, signal::ERROR_UNSPECIFIED, "", false);
     },
     [=](timeout_atom, uint64_t gen) {

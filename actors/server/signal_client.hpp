@@ -85,9 +85,9 @@ struct signal_client_state {
   caf::actor conn;
   server_options opts;
   std::shared_ptr<server_metrics> metrics;
-  std::string peer;     // "addr:port" as seen by the server
-  std::string nonce;    // the Hello nonce the Login must sign
-  std::string node_id;  // set once authorized
+  std::string peer;    // "addr:port" as seen by the server
+  std::string nonce;   // the Hello nonce the Login must sign
+  std::string node_id; // set once authorized
   bool logged_in = false;
   // Timer generation: a (timeout_atom, gen) with an older gen is stale.
   uint64_t timer_gen = 0;

@@ -32,7 +32,8 @@
 
 namespace p2proxy {
 
-// --- login_rate_limiter --------------------------------------------------------
+// --- login_rate_limiter
+// --------------------------------------------------------
 
 void login_rate_limiter::refill(bucket& b, clock::time_point now) const {
   using seconds = std::chrono::duration<double>;
@@ -57,8 +58,8 @@ bool login_rate_limiter::allow(const std::string& address,
       i = i->second.tokens >= burst_ ? buckets_.erase(i) : std::next(i);
     }
   }
-  auto [i, fresh] = buckets_.try_emplace(address,
-                                         bucket{double(burst_), now, false});
+  auto [i, fresh]
+    = buckets_.try_emplace(address, bucket{double(burst_), now, false});
   auto& b = i->second;
   refill(b, now);
   if (b.tokens < 1.0) {
@@ -113,8 +114,8 @@ void begin_stop(signal_server_broker* self, const std::string& reason) {
     return;
   st.stopping = true;
   st.stop_reason = reason;
-  log::info(subject, "stopping: {} ({} client(s) to end)",
-            reason, st.clients.size());
+  log::info(subject, "stopping: {} ({} client(s) to end)", reason,
+            st.clients.size());
   self->close(st.doorman);
   for (auto& [addr, client] : st.clients)
     self->send(client, stop_atom::value, reason);
@@ -127,8 +128,9 @@ void refuse(signal_server_broker* self, caf::io::connection_handle hdl,
   st.metrics->count_login_failure(signal::RATE_LIMITED);
   ++st.metrics->dropped_connections;
   if (first_refusal)
-    log::warn(subject, "refuses {}: more than {} login "
-                       "attempts per {} ms (logged once per burst)",
+    log::warn(subject,
+              "refuses {}: more than {} login "
+              "attempts per {} ms (logged once per burst)",
               address, st.opts.login_burst, st.opts.login_window.count());
   signal::Envelope env;
   auto err = env.mutable_error();
@@ -181,13 +183,12 @@ std::string to_prometheus(const server_metrics& m, size_t online) {
   std::string out;
   auto counter = [&](const char* name, const char* help, uint64_t value) {
     fmt::format_to(std::back_inserter(out),
-                   "# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name,
-                   help, value);
+                   "# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help,
+                   value);
   };
   counter("p2proxy_signal_connections_total", "TCP connections accepted.",
           m.connections);
-  counter("p2proxy_signal_logins_total", "Successful node logins.",
-          m.logins);
+  counter("p2proxy_signal_logins_total", "Successful node logins.", m.logins);
   out += "# HELP p2proxy_signal_login_failures_total Failed logins by reason.\n"
          "# TYPE p2proxy_signal_login_failures_total counter\n";
   for (auto& [code, label] : login_failure_labels)
@@ -248,8 +249,8 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
         refuse(self, msg.handle, address, first_refusal);
         return;
       }
-      auto client = self->spawn(signal_client, st.directory, st.opts,
-                                st.metrics);
+      auto client
+        = self->spawn(signal_client, st.directory, st.opts, st.metrics);
       self->monitor(client);
       st.clients.emplace(client.address(), client);
       fork_frame_conn(self, msg.handle, client, ++st.next_tag,
@@ -330,9 +331,9 @@ int open_listener(const endpoint& ep, uint16_t& bound_port, std::string& why) {
   }
   int result = -1;
   for (auto ai = res; ai != nullptr && result < 0; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family,
-                      ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
+    int fd
+      = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                 ai->ai_protocol);
     if (fd < 0) {
       why = std::strerror(errno);
       continue;
@@ -365,16 +366,17 @@ caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
   std::string why;
   auto fd = open_listener(opts.listen, bound_port, why);
   if (fd < 0)
-    return make_error(ec::io_failure,
-                      fmt::format("cannot listen on {}: {}",
-                                  opts.listen.to_string(), why));
+    return make_error(
+      ec::io_failure,
+      fmt::format("cannot listen on {}: {}", opts.listen.to_string(), why));
   auto effective = opts;
   effective.listen.port = bound_port;
   auto metrics = std::make_shared<server_metrics>();
-  auto server = sys.middleman().spawn_broker(signal_server_impl, fd, effective,
-                                             metrics);
-  log::info(subject, "listens on {} (token {}, login "
-                     "timeout {} ms, heartbeat {} ms)",
+  auto server
+    = sys.middleman().spawn_broker(signal_server_impl, fd, effective, metrics);
+  log::info(subject,
+            "listens on {} (token {}, login "
+            "timeout {} ms, heartbeat {} ms)",
             effective.listen.to_string(),
             opts.token.empty() ? "not required" : "required",
             opts.login_timeout.count(), opts.heartbeat.count());

@@ -19,12 +19,12 @@ namespace p2proxy {
 
 struct server_options {
   endpoint listen;
-  std::string token;                                 // empty: none required
-  std::chrono::milliseconds login_timeout{10000};    // unauthenticated limit
-  std::chrono::milliseconds heartbeat{15000};        // announced in Hello
-  std::chrono::milliseconds dead_after{45000};       // silence that ends a node
-  uint32_t login_burst = 30;                         // attempts per source ...
-  std::chrono::milliseconds login_window{60000};     // ... per window
+  std::string token;                              // empty: none required
+  std::chrono::milliseconds login_timeout{10000}; // unauthenticated limit
+  std::chrono::milliseconds heartbeat{15000};     // announced in Hello
+  std::chrono::milliseconds dead_after{45000};    // silence that ends a node
+  uint32_t login_burst = 30;                      // attempts per source ...
+  std::chrono::milliseconds login_window{60000};  // ... per window
 };
 
 /// Per-source login rate limit: a token bucket per remote address holding
@@ -35,8 +35,7 @@ public:
   using clock = std::chrono::steady_clock;
 
   login_rate_limiter(uint32_t burst, std::chrono::milliseconds window)
-    : burst_(burst), window_(window) {
-  }
+    : burst_(burst), window_(window) {}
 
   /// Takes one attempt for `address` at `now`; false when none is left.
   /// `first_refusal` (optional) tells whether this is the first refusal
@@ -65,7 +64,8 @@ private:
 /// Starts the server's actors in `sys` and binds `opts.listen` (port 0 picks
 /// one; the bound port is stored in `bound_port`). Returns the SIGNAL SERVER,
 /// which answers (get_atom) -> std::string JSON of admin::ServerStatus and
-/// (metrics_atom) -> std::string Prometheus text, and ends on (stop_atom, reason).
+/// (metrics_atom) -> std::string Prometheus text, and ends on (stop_atom,
+/// reason).
 caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
                                               const server_options& opts,
                                               uint16_t& bound_port);

@@ -155,23 +155,21 @@ caf::behavior connector_impl(caf::stateful_actor<connector_state>* self,
       ++*in_flight;
       // A detached actor has a thread of its own, so the blocking resolve
       // and connect never stall the scheduler; it ends after one attempt.
-      self->spawn<caf::detached>(
-        [=](caf::event_based_actor* worker) {
-          std::string why;
-          auto fd = tcp_connect(host, port, timeout, why);
-          auto target = endpoint{host, port}.to_string();
-          if (fd < 0) {
-            ++*failures;
-            log::debug("connector", "connect to {} failed: {}", target, why);
-            caf::anon_send(owner, conn_fail_atom::value, tag,
-                           fmt::format("connect to {} failed: {}", target,
-                                       why));
-          } else {
-            spawn_frame_conn(worker->system(), fd, owner, tag, max_frame);
-          }
-          --*in_flight;
-          worker->quit();
-        });
+      self->spawn<caf::detached>([=](caf::event_based_actor* worker) {
+        std::string why;
+        auto fd = tcp_connect(host, port, timeout, why);
+        auto target = endpoint{host, port}.to_string();
+        if (fd < 0) {
+          ++*failures;
+          log::debug("connector", "connect to {} failed: {}", target, why);
+          caf::anon_send(owner, conn_fail_atom::value, tag,
+                         fmt::format("connect to {} failed: {}", target, why));
+        } else {
+          spawn_frame_conn(worker->system(), fd, owner, tag, max_frame);
+        }
+        --*in_flight;
+        worker->quit();
+      });
     },
     [=](status_atom) {
       admin::ActorStatus as;
@@ -197,8 +195,7 @@ caf::actor spawn_frame_conn(caf::actor_system& sys, int fd, caf::actor owner,
 caf::actor fork_frame_conn(caf::io::broker* acceptor,
                            caf::io::connection_handle hdl, caf::actor owner,
                            uint64_t tag, size_t max_frame) {
-  return acceptor->fork(frame_conn_impl, hdl, std::move(owner), tag,
-                        max_frame);
+  return acceptor->fork(frame_conn_impl, hdl, std::move(owner), tag, max_frame);
 }
 
 caf::actor spawn_connector(caf::actor_system& sys,

@@ -35,7 +35,6 @@ caf::actor fork_frame_conn(caf::io::broker* acceptor,
 /// resolving and connecting within `timeout`, then spawning a FRAME
 /// CONNECTION for owner, or sending (conn_fail_atom, tag, reason) to owner.
 caf::actor spawn_connector(caf::actor_system& sys,
-                           std::chrono::milliseconds timeout,
-                           size_t max_frame);
+                           std::chrono::milliseconds timeout, size_t max_frame);
 
 } // namespace p2proxy

@@ -22,12 +22,18 @@ using clock_type = std::chrono::system_clock;
 
 const char* to_string(link_state s) {
   switch (s) {
-    case link_state::idle: return "idle";
-    case link_state::connecting: return "connecting";
-    case link_state::logging_in: return "logging-in";
-    case link_state::online: return "online";
-    case link_state::backoff: return "backoff";
-    case link_state::stopped: return "stopped";
+    case link_state::idle:
+      return "idle";
+    case link_state::connecting:
+      return "connecting";
+    case link_state::logging_in:
+      return "logging-in";
+    case link_state::online:
+      return "online";
+    case link_state::backoff:
+      return "backoff";
+    case link_state::stopped:
+      return "stopped";
   }
   return "?";
 }
@@ -37,12 +43,18 @@ bool link_transition_allowed(link_state from, link_state to) {
   if (to == s::stopped)
     return from != s::stopped;
   switch (from) {
-    case s::idle: return to == s::connecting;
-    case s::connecting: return to == s::logging_in || to == s::backoff;
-    case s::logging_in: return to == s::online || to == s::backoff;
-    case s::online: return to == s::backoff;
-    case s::backoff: return to == s::connecting;
-    case s::stopped: return false;
+    case s::idle:
+      return to == s::connecting;
+    case s::connecting:
+      return to == s::logging_in || to == s::backoff;
+    case s::logging_in:
+      return to == s::online || to == s::backoff;
+    case s::online:
+      return to == s::backoff;
+    case s::backoff:
+      return to == s::connecting;
+    case s::stopped:
+      return false;
   }
   return false;
 }
@@ -157,8 +169,7 @@ void on_login_ok(signal_link_actor* self, const signal::LoginOk& ok) {
   st.status.set_observed_address(ok.observed_address());
   record(self, "logged-in", ok.observed_address());
   log::info(subject, "logged in to {} as {} (seen as {})",
-            st.cfg.server.to_string(), st.id->node_id(),
-            ok.observed_address());
+            st.cfg.server.to_string(), st.id->node_id(), ok.observed_address());
   send_register(self);
   self->delayed_send(self, st.cfg.heartbeat, tick_atom::value, st.gen);
 }
@@ -179,8 +190,8 @@ void on_error_frame(signal_link_actor* self, const signal::Error& err) {
         }
       }
       if (st.sink)
-        self->send(st.sink, peer_off_atom::value, err.peer(),
-                   err.session_id(), err.text());
+        self->send(st.sink, peer_off_atom::value, err.peer(), err.session_id(),
+                   err.text());
       return;
     }
     default:
@@ -239,8 +250,7 @@ void on_signal(signal_link_actor* self, signal::Signal& sig) {
   if (st.sink)
     self->send(st.sink, signal_atom::value, sig.SerializeAsString());
   else
-    log::debug(subject, "drops a signal from {}: no session owner",
-               sig.from());
+    log::debug(subject, "drops a signal from {}: no session owner", sig.from());
 }
 
 void on_frame(signal_link_actor* self, const std::string& payload) {
@@ -386,11 +396,13 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
       st.conn = nullptr;
       go_backoff(self, reason);
     },
-    // --- timers ---------------------------------------------------------------
+    // --- timers
+    // ---------------------------------------------------------------
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
-      if (gen != st.gen || (st.state != link_state::connecting
-                            && st.state != link_state::logging_in))
+      if (gen != st.gen
+          || (st.state != link_state::connecting
+              && st.state != link_state::logging_in))
         return; // stale
       go_backoff(self, fmt::format("no login within {} ms",
                                    st.cfg.login_timeout.count()));
@@ -407,12 +419,12 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
         return;
       auto silent = self->clock().now() - st.last_rx;
       if (silent >= st.cfg.dead_after) {
-        go_backoff(self,
-                   fmt::format("heartbeat lost: nothing from the server for "
-                               "{} ms",
-                               std::chrono::duration_cast<
-                                 std::chrono::milliseconds>(silent)
-                                 .count()));
+        go_backoff(
+          self, fmt::format(
+                  "heartbeat lost: nothing from the server for "
+                  "{} ms",
+                  std::chrono::duration_cast<std::chrono::milliseconds>(silent)
+                    .count()));
         return;
       }
       signal::Envelope env;
@@ -425,10 +437,10 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
       auto i = st.lookups.find(request_id);
       if (i == st.lookups.end())
         return;
-      i->second.rp.deliver(make_error(
-        ec::timeout, fmt::format("no answer to the look-up of '{}' within {} ms",
-                                 i->second.name,
-                                 st.cfg.lookup_timeout.count())));
+      i->second.rp.deliver(
+        make_error(ec::timeout,
+                   fmt::format("no answer to the look-up of '{}' within {} ms",
+                               i->second.name, st.cfg.lookup_timeout.count())));
       st.lookups.erase(i);
     },
     [=](probe_timeout_atom, uint64_t nonce) {
@@ -436,12 +448,14 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
       auto i = st.probes.find(nonce);
       if (i == st.probes.end())
         return;
-      i->second.rp.deliver(make_error(
-        ec::timeout, fmt::format("node {} did not answer the probe within {} ms",
-                                 i->second.peer, st.cfg.lookup_timeout.count())));
+      i->second.rp.deliver(
+        make_error(ec::timeout,
+                   fmt::format("node {} did not answer the probe within {} ms",
+                               i->second.peer, st.cfg.lookup_timeout.count())));
       st.probes.erase(i);
     },
-    // --- requests -------------------------------------------------------------
+    // --- requests
+    // -------------------------------------------------------------
     [=](lookup_atom, const std::string& name) {
       auto& st = self->state;
       auto rp = self->make_response_promise();
@@ -455,7 +469,8 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
         return rp;
       }
       auto request_id = st.next_request++;
-      st.lookups.emplace(request_id, signal_link_state::pending_lookup{rp, name});
+      st.lookups.emplace(request_id,
+                         signal_link_state::pending_lookup{rp, name});
       signal::Envelope env;
       env.mutable_lookup()->set_request_id(request_id);
       env.mutable_lookup()->set_name(name);
@@ -468,8 +483,8 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
       auto& st = self->state;
       auto rp = self->make_response_promise();
       if (st.state != link_state::online) {
-        rp.deliver(make_error(ec::not_online,
-                              "not logged in to the signaling server"));
+        rp.deliver(
+          make_error(ec::not_online, "not logged in to the signaling server"));
         return rp;
       }
       uint64_t nonce = 0;
@@ -506,7 +521,8 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
         send_register(self);
     },
     [=](sink_atom, caf::actor sink) { self->state.sink = std::move(sink); },
-    // --- status and shutdown ----------------------------------------------------
+    // --- status and shutdown
+    // ----------------------------------------------------
     [=](status_atom) { return actor_status(self).SerializeAsString(); },
     [=](get_atom) {
       auto& st = self->state;

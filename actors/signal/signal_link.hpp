@@ -9,8 +9,8 @@
 //            start                 conn_up             LoginOk
 //   idle ───────────▶ connecting ───────────▶ logging_in ───────────▶ online
 //                       │   ▲                    │                      │
-//      conn_fail/timeout│   │retry timer         │conn_down/Error/      │conn_down/
-//                       ▼   │                    │timeout               │dead/Error
+//      conn_fail/timeout│   │retry timer         │conn_down/Error/ │conn_down/
+//                       ▼   │                    │timeout │dead/Error
 //                      backoff ◀─────────────────┴──────────────────────┘
 //
 //   any state ──stop──▶ stopped   (the link closes its connection and quits)
@@ -57,7 +57,14 @@ struct signal_link_config {
   uint64_t seed = 0; // backoff jitter
 };
 
-enum class link_state { idle, connecting, logging_in, online, backoff, stopped };
+enum class link_state {
+  idle,
+  connecting,
+  logging_in,
+  online,
+  backoff,
+  stopped
+};
 
 const char* to_string(link_state s);
 
@@ -70,11 +77,11 @@ struct signal_link_state {
   signal_link_config cfg;
   std::shared_ptr<const identity> id;
   caf::actor connector;
-  caf::actor sink;       // PEER MANAGER (or whoever owns sessions)
-  caf::actor conn;       // the current FRAME CONNECTION, if any
+  caf::actor sink; // PEER MANAGER (or whoever owns sessions)
+  caf::actor conn; // the current FRAME CONNECTION, if any
 
   link_state state = link_state::idle;
-  uint64_t gen = 0;      // attempt generation, for timers and conn tags
+  uint64_t gen = 0; // attempt generation, for timers and conn tags
   backoff retry;
   caf::actor_clock::time_point last_rx;
   uint64_t ping_seq = 0;

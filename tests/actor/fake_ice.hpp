@@ -40,8 +40,7 @@ public:
     has_remote_ = true;
     maybe_connect();
   }
-  void remote_gathering_done() override {
-  }
+  void remote_gathering_done() override {}
   void send(std::vector<std::string> datagrams) override;
   void close() override {
     closed_ = true;
@@ -66,9 +65,9 @@ private:
 
 struct fake_ice_network {
   std::map<std::string, std::weak_ptr<fake_agent>> agents;
-  bool fail = false;          // every agent reaches "failed"
-  bool hold = false;          // checks never finish (stays connecting)
-  int loss_per_mille = 0;     // datagrams dropped in the pipe
+  bool fail = false;      // every agent reaches "failed"
+  bool hold = false;      // checks never finish (stays connecting)
+  int loss_per_mille = 0; // datagrams dropped in the pipe
   /// One-way delay of every datagram. 0 delivers within the same run() at
   /// the same virtual instant, so QUIC sees a zero RTT and ngtcp2 takes no
   /// bandwidth samples (see quic_pipe::delay in quic_pipe.hpp): give tests
@@ -141,18 +140,16 @@ class fake_ice_driver : public ice_driver {
 public:
   explicit fake_ice_driver(std::shared_ptr<fake_ice_network> net,
                            std::string name)
-    : net_(std::move(net)), name_(std::move(name)) {
-  }
+    : net_(std::move(net)), name_(std::move(name)) {}
   std::shared_ptr<ice_agent> create_agent(bool, caf::actor owner,
                                           uint64_t tag) override {
     auto ufrag = name_ + std::to_string(++net_->next);
-    auto a = std::make_shared<fake_agent>(net_.get(), std::move(owner), tag,
-                                          ufrag);
+    auto a
+      = std::make_shared<fake_agent>(net_.get(), std::move(owner), tag, ufrag);
     net_->agents[ufrag] = a;
     return a;
   }
-  void shutdown() override {
-  }
+  void shutdown() override {}
 
 private:
   std::shared_ptr<fake_ice_network> net_;

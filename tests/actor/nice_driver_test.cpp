@@ -54,8 +54,8 @@ struct record {
   int received = 0;
   size_t data_messages = 0;
   std::vector<std::string> raw; // every datagram, in arrival order
-  size_t late = 0;        // after close(), but posted before it returned
-  size_t after_close = 0; // posted after close() returned: must stay 0
+  size_t late = 0;              // after close(), but posted before it returned
+  size_t after_close = 0;       // posted after close() returned: must stay 0
   bool marked = false;
   bool finished = false;
 
@@ -461,7 +461,8 @@ TEST_F(nice_driver_test, datagrams_of_mixed_sizes_arrive_as_sent) {
     ASSERT_TRUE(wait_until([&] {
       std::lock_guard<std::mutex> guard{rb->mtx};
       return rb->raw.size() >= sent.size();
-    })) << "B received " << rb->raw.size() << " of " << sent.size();
+    }))
+      << "B received " << rb->raw.size() << " of " << sent.size();
   }
   {
     std::lock_guard<std::mutex> guard{rb->mtx};

@@ -67,8 +67,8 @@ struct client_record {
 /// what it is told, records what comes back.
 caf::behavior stream_client(caf::event_based_actor* self, caf::actor session,
                             std::shared_ptr<client_record> rec) {
-  self->request(session, caf::infinite, stream_open_atom::value,
-                caf::actor{self})
+  self
+    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
     .then([=](int64_t id) { rec->id = id; },
           [=](caf::error& err) {
             rec->open_error = error_text(err);
@@ -316,7 +316,8 @@ TEST_F(peer_session_test, connect_timeout_when_the_peer_never_answers) {
   caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
 }
 
-TEST_F(peer_session_test, streams_echo_and_linger_is_cancelled_by_a_new_stream) {
+TEST_F(peer_session_test,
+       streams_echo_and_linger_is_cancelled_by_a_new_stream) {
   auto& a = make_node("a");
   auto& b = make_node("b");
   auto res = open_and_wait(a, b);
@@ -344,8 +345,7 @@ TEST_F(peer_session_test, streams_echo_and_linger_is_cancelled_by_a_new_stream) 
   caf::anon_send(client, send_atom::value, std::string{"hello"}, true);
   ASSERT_TRUE(run_until([&] { return rec->closed; }));
   EXPECT_NE(rec->received.find("hello"), std::string::npos);
-  run_until([&] { return sessions(a).sessions(0).state() == "lingering"; },
-            1s);
+  run_until([&] { return sessions(a).sessions(0).state() == "lingering"; }, 1s);
   EXPECT_EQ(sessions(a).sessions(0).state(), "lingering");
   t.advance(30s);
   run_until([&] { return sessions(a).sessions_size() == 0; }, 2s);
@@ -358,8 +358,8 @@ TEST_F(peer_session_test, echo_of_4_mib_arrives_intact) {
   auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto r = std::make_shared<pump_result>();
-  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
-              uint64_t{4} << 20, r);
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"}, uint64_t{4} << 20,
+              r);
   ASSERT_TRUE(run_until([&] { return r->done; }, 120s));
   EXPECT_EQ(r->error, "");
   EXPECT_EQ(r->sent, uint64_t{4} << 20);
@@ -404,8 +404,8 @@ TEST_F(peer_session_test, one_percent_loss_still_delivers_intact) {
   auto res = open_and_wait(a, b);
   ASSERT_TRUE(res->session) << res->error;
   auto r = std::make_shared<pump_result>();
-  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
-              uint64_t{1} << 20, r);
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"}, uint64_t{1} << 20,
+              r);
   ASSERT_TRUE(run_until([&] { return r->done; }, 120s))
     << "sent " << r->sent << " received " << r->received << " datagrams "
     << net->datagrams << " open result " << r->open_result << "\n"
@@ -496,8 +496,8 @@ using done_atom = caf::atom_constant<caf::atom("done")>;
 /// meanwhile the session must hold what it has for the new owner.
 caf::behavior handing_owner(caf::event_based_actor* self, caf::actor session,
                             std::shared_ptr<client_record> rec) {
-  self->request(session, caf::infinite, stream_open_atom::value,
-                caf::actor{self})
+  self
+    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
     .then([=](int64_t id) { rec->id = id; });
   auto to = std::make_shared<caf::actor>();
   auto acked = std::make_shared<bool>(false);
@@ -526,7 +526,8 @@ caf::behavior handing_owner(caf::event_based_actor* self, caf::actor session,
 
 } // namespace
 
-TEST_F(peer_session_test, a_handed_over_stream_gets_nothing_before_the_old_owner_is_done) {
+TEST_F(peer_session_test,
+       a_handed_over_stream_gets_nothing_before_the_old_owner_is_done) {
   auto& a = make_node("a");
   auto& b = make_node("b");
   auto res = open_and_wait(a, b);

@@ -212,7 +212,8 @@ TEST_F(signal_link_test, heartbeat_every_15s_while_the_server_answers) {
   EXPECT_EQ(world->connects.size(), 1u);
 }
 
-TEST_F(signal_link_test, heartbeat_loss_reconnects_with_backoff_and_reregisters) {
+TEST_F(signal_link_test,
+       heartbeat_loss_reconnects_with_backoff_and_reregisters) {
   auto conn = log_in();
   // The server goes silent: pings at 15 s and 30 s, declared dead at 45 s.
   t.advance(15s);
@@ -398,7 +399,8 @@ TEST_F(signal_link_test, signals_are_relayed_both_ways) {
   in.mutable_signal()->set_from("peer-b");
   in.mutable_signal()->set_to(me->node_id());
   in.mutable_signal()->set_session_id(7);
-  in.mutable_signal()->set_candidate("candidate:1 1 UDP 1 198.18.0.1 4000 typ host");
+  in.mutable_signal()->set_candidate(
+    "candidate:1 1 UDP 1 198.18.0.1 4000 typ host");
   inject(conn, in);
   ASSERT_EQ(got.size(), 1u);
   signal::Signal sig;

@@ -28,8 +28,8 @@ struct conn_record {
 };
 
 caf::behavior recording_conn(caf::event_based_actor* self,
-                             std::shared_ptr<conn_record> rec,
-                             caf::actor owner, std::string peer) {
+                             std::shared_ptr<conn_record> rec, caf::actor owner,
+                             std::string peer) {
   self->send(owner, conn_up_atom::value, uint64_t{1}, caf::actor{self}, peer);
   return {
     [=](frame_atom, const std::string& payload) {
@@ -65,7 +65,8 @@ struct test_node {
   }
 };
 
-class signal_server_test : public ::testing::Test, public test::deterministic_system {
+class signal_server_test : public ::testing::Test,
+                           public test::deterministic_system {
 protected:
   void SetUp() override {
     opts.token = "network-secret";
@@ -327,9 +328,9 @@ TEST_F(signal_server_test, lookup_answers_sorted_node_ids) {
   EXPECT_EQ(res.name(), "cam1");
   std::vector<std::string> want{alice.node_id(), bob.node_id()};
   std::sort(want.begin(), want.end());
-  EXPECT_EQ(std::vector<std::string>(res.node_ids().begin(),
-                                     res.node_ids().end()),
-            want);
+  EXPECT_EQ(
+    std::vector<std::string>(res.node_ids().begin(), res.node_ids().end()),
+    want);
   // Register replaces the set: alice no longer exports cam1.
   reg.mutable_register_()->clear_names();
   reg.mutable_register_()->add_names("web");
@@ -354,7 +355,8 @@ TEST_F(signal_server_test, signal_is_routed_with_from_overwritten) {
   sig->set_from("somebody-else");
   sig->set_session_id(99);
   sig->mutable_offer()->set_ufrag("uf");
-  sig->mutable_offer()->add_candidates("candidate:1 1 udp 1 10.0.0.1 5000 typ host");
+  sig->mutable_offer()->add_candidates(
+    "candidate:1 1 udp 1 10.0.0.1 5000 typ host");
   send(a, env);
   ASSERT_EQ(b.last().msg_case(), signal::Envelope::kSignal);
   auto& got = b.last().signal();
@@ -410,8 +412,8 @@ TEST(login_rate_limiter, allows_a_burst_then_refills_over_the_window) {
   EXPECT_FALSE(lim.allow("a", t, &first));
   EXPECT_TRUE(first);
   EXPECT_FALSE(lim.allow("a", t + 1s, &first));
-  EXPECT_FALSE(first); // logged once per burst
-  EXPECT_TRUE(lim.allow("b", t)); // per source
+  EXPECT_FALSE(first);                  // logged once per burst
+  EXPECT_TRUE(lim.allow("b", t));       // per source
   EXPECT_TRUE(lim.allow("a", t + 21s)); // one attempt back every 20 s
   EXPECT_FALSE(lim.allow("a", t + 22s));
 }

@@ -220,9 +220,8 @@ private:
 
 /// GET http://127.0.0.1:port/path; nullopt when the port does not answer.
 /// Fills `code` with the HTTP status.
-inline std::optional<std::string> http_get(uint16_t port,
-                                           const std::string& path,
-                                           int* code = nullptr) {
+inline std::optional<std::string>
+http_get(uint16_t port, const std::string& path, int* code = nullptr) {
   httplib::Client cli{"127.0.0.1", port};
   cli.set_connection_timeout(2, 0);
   cli.set_read_timeout(3, 0);
@@ -277,8 +276,8 @@ public:
   bool send_raw(const std::string& bytes) {
     size_t off = 0;
     while (off < bytes.size()) {
-      auto n = ::send(fd_, bytes.data() + off, bytes.size() - off,
-                      MSG_NOSIGNAL);
+      auto n
+        = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR)
           continue;

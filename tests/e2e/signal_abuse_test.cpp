@@ -135,12 +135,11 @@ struct lab {
     int code = 0;
     auto body = http_get(signal_admin, "/v1/status", &code);
     out += "--- server GET /v1/status: "
-           + (body ? std::to_string(code) + "\n" + *body : "no answer")
-           + "\n";
+           + (body ? std::to_string(code) + "\n" + *body : "no answer") + "\n";
     for (auto* n : {&a, &b})
       if (!n->name.empty())
         out += "--- " + n->name + " (" + n->proc.exit_text() + "), log tail:\n"
-             + n->proc.log_tail(10);
+               + n->proc.log_tail(10);
     return out;
   }
 
@@ -152,8 +151,7 @@ struct lab {
       "[node]\nkey = \"" + (dir / (name + ".key")).string() + "\"\n"
         + "[signal]\nserver = \"127.0.0.1:" + std::to_string(signal_port)
         + "\"\ntoken = \"" + network_token + "\"\n"
-        + "[admin]\nlisten = \"127.0.0.1:" + std::to_string(n.admin)
-        + "\"\n"
+        + "[admin]\nlisten = \"127.0.0.1:" + std::to_string(n.admin) + "\"\n"
         + "[[export]]\nname = \"" + name
         + "-svc\"\ntarget = \"127.0.0.1:9\"\nprotocol = \"tcp\"\n"
           "allow = [\"*\"]\n");
@@ -179,9 +177,8 @@ struct lab {
                   token_file, "--admin",
                   "127.0.0.1:" + std::to_string(signal_admin)},
                  (dir / "signal.log").string());
-    wait_until(max_wait, [&] {
-      return server_status().has_value() || !server.alive();
-    });
+    wait_until(max_wait,
+               [&] { return server_status().has_value() || !server.alive(); });
     if (!server_status())
       return "the signaling server's admin port did not answer (server "
              + server.exit_text() + ")" + diag();
@@ -197,9 +194,8 @@ struct lab {
       n->id = st->node_id();
       n->logins_at_start = st->signal().logins_count();
     }
-    if (!wait_until(max_wait, [&] {
-          return server_lists(a.id) && server_lists(b.id);
-        }))
+    if (!wait_until(max_wait,
+                    [&] { return server_lists(a.id) && server_lists(b.id); }))
       return "the server never listed both nodes" + diag();
     return {};
   }
@@ -238,7 +234,7 @@ struct outcome {
   std::vector<pb::Envelope> frames; // everything decoded after the Hello
   std::optional<pb::Error> error;   // the first Error among them
   bool closed = false;
-  std::string how;                  // "end of stream", "Connection reset..."
+  std::string how; // "end of stream", "Connection reset..."
   std::chrono::milliseconds elapsed{0};
 
   std::string text() const {
@@ -257,8 +253,8 @@ outcome await_close(raw_conn& conn,
   auto t0 = steady::now();
   std::vector<std::string> raw;
   res.closed = conn.wait_closed(timeout, &raw);
-  res.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-    steady::now() - t0);
+  res.elapsed
+    = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
   res.how = conn.last_error();
   for (auto& bytes : raw) {
     pb::Envelope env;
@@ -325,12 +321,11 @@ protected:
     pb::Envelope env;
     ASSERT_TRUE(env.ParseFromString(payload))
       << "the server's first frame is not an Envelope" << diag();
-    ASSERT_TRUE(env.has_hello())
-      << "the server's first frame is " << describe(env)
-      << ", not a Hello" << diag();
+    ASSERT_TRUE(env.has_hello()) << "the server's first frame is "
+                                 << describe(env) << ", not a Hello" << diag();
     nonce = env.hello().nonce();
-    ASSERT_EQ(nonce.size(), 32u) << "Hello nonce of " << nonce.size()
-                                 << " bytes" << diag();
+    ASSERT_EQ(nonce.size(), 32u)
+      << "Hello nonce of " << nonce.size() << " bytes" << diag();
   }
 
   /// Asserts the connection ended with Error{code} and a close.
@@ -353,8 +348,8 @@ protected:
   /// A node's link counters must not have moved: it was never knocked off.
   void expect_undisturbed(const lab::node& n) {
     auto st = L().node_status(n);
-    ASSERT_TRUE(st.has_value()) << n.name << " admin port does not answer"
-                                << diag();
+    ASSERT_TRUE(st.has_value())
+      << n.name << " admin port does not answer" << diag();
     EXPECT_EQ(st->signal().state(), "online")
       << n.name << " is " << st->signal().state() << ", last error \""
       << st->signal().last_error() << "\"" << diag();
@@ -394,7 +389,8 @@ TEST_F(SignalAbuse, CorrectLoginByRawClientGetsLoginOk) {
   EXPECT_GT(env.login_ok().heartbeat_seconds(), 0u);
 
   // Logged in, it is listed and answers a Ping like any node.
-  EXPECT_TRUE(wait_until(max_wait, [&] { return L().server_lists(me.node_id()); }))
+  EXPECT_TRUE(
+    wait_until(max_wait, [&] { return L().server_lists(me.node_id()); }))
     << "the server does not list the raw client after LoginOk" << diag();
   pb::Envelope ping;
   ping.mutable_ping()->set_seq(42);
@@ -428,8 +424,8 @@ TEST_F(SignalAbuse, WrongTokenIsRefusedWithBadToken) {
     EXPECT_TRUE(text.find("wrong") != std::string::npos
                 || text.find("invalid") != std::string::npos
                 || text.find("incorrect") != std::string::npos)
-      << "the refusal does not say the token is wrong: \""
-      << res.error->text() << "\"";
+      << "the refusal does not say the token is wrong: \"" << res.error->text()
+      << "\"";
   }
   EXPECT_FALSE(L().server_lists(me.node_id()))
     << "a node with a wrong token is listed" << diag();
@@ -568,28 +564,26 @@ TEST_F(SignalAbuse, SilentConnectionGetsLoginTimeoutAfterAboutTenSeconds) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
     early_until - steady::now());
   auto r = conn.read_frame(std::max(left, 0ms), payload);
-  auto at = std::chrono::duration_cast<std::chrono::milliseconds>(
-    steady::now() - t0);
+  auto at
+    = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
   if (r == raw_conn::result::frame) {
     pb::Envelope env;
     env.ParseFromString(payload);
     FAIL() << "the server sent " << describe(env) << " after only "
-           << at.count() << " ms of silence (login timeout is 10 s)"
-           << diag();
+           << at.count() << " ms of silence (login timeout is 10 s)" << diag();
   }
   ASSERT_EQ(r, raw_conn::result::timeout)
     << "the server closed a silent connection after only " << at.count()
-    << " ms (" << conn.last_error() << "); the login timeout is 10 s"
-    << diag();
+    << " ms (" << conn.last_error() << "); the login timeout is 10 s" << diag();
   // By 15 s: Error LOGIN_TIMEOUT and a close.
-  auto res = await_close(conn, std::chrono::duration_cast<
-                                 std::chrono::milliseconds>(
-                                 t0 + max_wait - steady::now()));
-  auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
-    steady::now() - t0);
-  ASSERT_TRUE(res.closed)
-    << "a silent connection was still open " << total.count()
-    << " ms after connecting; " << res.text() << diag();
+  auto res
+    = await_close(conn, std::chrono::duration_cast<std::chrono::milliseconds>(
+                          t0 + max_wait - steady::now()));
+  auto total
+    = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
+  ASSERT_TRUE(res.closed) << "a silent connection was still open "
+                          << total.count() << " ms after connecting; "
+                          << res.text() << diag();
   ASSERT_TRUE(res.error.has_value())
     << "closed without Error LOGIN_TIMEOUT; " << res.text() << diag();
   EXPECT_EQ(code_name(res.error->code()), code_name(pb::LOGIN_TIMEOUT))
@@ -608,8 +602,8 @@ TEST_F(SignalAbuse, PingBeforeLoginIsRefusedWithNotLoggedIn) {
   outcome res;
   ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::NOT_LOGGED_IN, &res));
   for (auto& f : res.frames)
-    EXPECT_FALSE(f.has_pong()) << "a Ping before login was answered: "
-                               << res.text();
+    EXPECT_FALSE(f.has_pong())
+      << "a Ping before login was answered: " << res.text();
 }
 
 // Runs last in the suite; it also brings its own round of abuse so it means
@@ -653,8 +647,8 @@ TEST_F(SignalAbuse, AfterAllTheAbuseServerAndBothNodesAreStillFine) {
   ASSERT_TRUE(L().server.alive())
     << "the signaling server died: " << L().server.exit_text() << diag();
   for (auto* n : {&L().a, &L().b}) {
-    ASSERT_TRUE(n->proc.alive()) << n->name << " died: " << n->proc.exit_text()
-                                 << diag();
+    ASSERT_TRUE(n->proc.alive())
+      << n->name << " died: " << n->proc.exit_text() << diag();
     ASSERT_NO_FATAL_FAILURE(expect_undisturbed(*n));
   }
   auto after = L().server_status();

@@ -235,7 +235,8 @@ TEST(config, bad_host_port) {
 }
 
 TEST(config, port_out_of_range) {
-  expect_error(base + "[ice]\nstun = [\"1.2.3.4:3478\",\n  \"1.2.3.4:70000\"]\n",
+  expect_error(base
+                 + "[ice]\nstun = [\"1.2.3.4:3478\",\n  \"1.2.3.4:70000\"]\n",
                5, "ice.stun[2]", "out of range");
 }
 
@@ -270,14 +271,16 @@ TEST(config, tcp_listen_without_resource) {
 }
 
 TEST(config, bad_resource_name) {
-  expect_error(base + "[[listen]]\nbind = \"127.0.0.1:2222\"\n"
-                      "resource = \"Cam 1\"\n",
+  expect_error(base
+                 + "[[listen]]\nbind = \"127.0.0.1:2222\"\n"
+                   "resource = \"Cam 1\"\n",
                5, "listen[1].resource", "invalid resource name");
 }
 
 TEST(config, bad_peer_id) {
-  expect_error(base + "[[listen]]\nbind = \"127.0.0.1:8554\"\n"
-                      "protocol = \"rtsp\"\npeer = \"NODE-ID\"\n",
+  expect_error(base
+                 + "[[listen]]\nbind = \"127.0.0.1:8554\"\n"
+                   "protocol = \"rtsp\"\npeer = \"NODE-ID\"\n",
                6, "listen[1].peer", "\"NODE-ID\" is not a node id");
 }
 
@@ -293,8 +296,9 @@ TEST(config, duplicate_export_name) {
   expect_error(base
                  + "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.4:554\"\n"
                    "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.5:554\"\n",
-               7, "export[2].name", "duplicate export name \"cam1\" (first at "
-                                    "line 4)");
+               7, "export[2].name",
+               "duplicate export name \"cam1\" (first at "
+               "line 4)");
 }
 
 TEST(config, duplicate_listen_bind) {
@@ -322,8 +326,9 @@ TEST(config, export_written_as_a_single_table) {
 }
 
 TEST(config, turn_entry_without_user) {
-  expect_error(base + "[ice]\nturn = [\n  { server = \"1.2.3.4:3478\", "
-                      "password = \"p\" },\n]\n",
+  expect_error(base
+                 + "[ice]\nturn = [\n  { server = \"1.2.3.4:3478\", "
+                   "password = \"p\" },\n]\n",
                5, "ice.turn[1].user", "missing");
 }
 

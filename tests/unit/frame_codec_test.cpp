@@ -18,8 +18,8 @@ TEST(frame_codec, round_trip_in_one_read) {
 }
 
 TEST(frame_codec, split_reads_byte_by_byte) {
-  std::string wire = encode_frame("first") + encode_frame("") +
-                     encode_frame(std::string(1000, 'x'));
+  std::string wire = encode_frame("first") + encode_frame("")
+                     + encode_frame(std::string(1000, 'x'));
   frame_decoder dec;
   std::vector<std::string> frames;
   for (char c : wire)
@@ -31,8 +31,8 @@ TEST(frame_codec, split_reads_byte_by_byte) {
 }
 
 TEST(frame_codec, coalesced_frames_and_a_partial_tail) {
-  std::string wire = encode_frame("a") + encode_frame("bb") +
-                     encode_frame("ccc");
+  std::string wire
+    = encode_frame("a") + encode_frame("bb") + encode_frame("ccc");
   frame_decoder dec;
   std::vector<std::string> frames;
   // everything but the last two bytes of the third frame

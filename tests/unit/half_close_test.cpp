@@ -184,8 +184,8 @@ TEST_F(half_close_test, a_peer_that_closed_is_reported_lost_and_still_read) {
         },
         [=](timeout_atom, uint64_t id) {
           if (!*lost)
-            poke(caf::io::connection_handle::from_int(
-              static_cast<int64_t>(id)));
+            poke(
+              caf::io::connection_handle::from_int(static_cast<int64_t>(id)));
         },
         [=](local_lost_atom, caf::io::connection_handle h) {
           *lost = true;

@@ -673,8 +673,8 @@ TEST_F(quic_pair, session_call_pattern_with_one_percent_loss_delivers) {
   session_style_net net{ca.get(), cb.get(), pipe.now};
   net.loss = 0.01;
   net.start();
-  ASSERT_TRUE(net.run_until([&] { return a.handshake && b.handshake; },
-                            20'000 * ms))
+  ASSERT_TRUE(
+    net.run_until([&] { return a.handshake && b.handshake; }, 20'000 * ms))
     << "client: " << a.closed_reason.value_or("-")
     << " server: " << b.closed_reason.value_or("-");
   constexpr uint64_t size = MiB;
@@ -686,8 +686,8 @@ TEST_F(quic_pair, session_call_pattern_with_one_percent_loss_delivers) {
   ASSERT_TRUE(net.run_until(
     [&] { return b.received_all(id, size) && a.received_all(id, size); },
     120'000 * ms))
-    << "client unacked " << ca->unacked(id) << ", server got "
-    << b.rx[id].bytes << ", client got " << a.rx[id].bytes;
+    << "client unacked " << ca->unacked(id) << ", server got " << b.rx[id].bytes
+    << ", client got " << a.rx[id].bytes;
   EXPECT_GT(net.dropped, 0u);
   EXPECT_LT(net.now - t0, 30'000 * ms);
   EXPECT_EQ(b.rx[id].digest, a.tx[id].digest);
