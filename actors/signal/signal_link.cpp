@@ -174,6 +174,27 @@ void on_login_ok(signal_link_actor* self, const signal::LoginOk& ok) {
   self->delayed_send(self, st.cfg.heartbeat, tick_atom::value, st.gen);
 }
 
+/// The code of a server's Error that answers a request.
+ec request_error_code(signal::ErrorCode code) {
+  switch (code) {
+    case signal::NOT_LOGGED_IN:
+      return ec::not_online;
+    case signal::PEER_OFFLINE:
+      return ec::peer_offline;
+    case signal::SHUTTING_DOWN:
+    case signal::REPLACED:
+    case signal::LOGIN_TIMEOUT:
+    case signal::HEARTBEAT_TIMEOUT:
+      return ec::link_down;
+    case signal::BAD_FRAME:
+    case signal::FRAME_TOO_LARGE:
+    case signal::BAD_REQUEST:
+      return ec::protocol_error;
+    default:
+      return ec::unspecified;
+  }
+}
+
 void on_error_frame(signal_link_actor* self, const signal::Error& err) {
   auto& st = self->state;
   using code = signal::ErrorCode;
@@ -200,7 +221,8 @@ void on_error_frame(signal_link_actor* self, const signal::Error& err) {
   if (err.request_id() != 0) {
     auto i = st.lookups.find(err.request_id());
     if (i != st.lookups.end()) {
-      i->second.rp.deliver(make_error(ec::unspecified, err.text()));
+      i->second.rp.deliver(
+        make_error(request_error_code(err.code()), err.text()));
       st.lookups.erase(i);
     }
     return;
@@ -508,7 +530,7 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
                           "not logged in to the signaling server");
       signal::Envelope env;
       if (!env.mutable_signal()->ParseFromString(serialized))
-        return make_error(ec::unspecified, "malformed Signal");
+        return make_error(ec::protocol_error, "malformed Signal");
       env.mutable_signal()->clear_from(); // the server fills it in
       send_envelope(self, env);
       st.status.set_signals_out(st.status.signals_out() + 1);

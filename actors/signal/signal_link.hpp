@@ -19,6 +19,16 @@
 // so a timer armed for an earlier attempt is ignored.
 // The connection itself is a FRAME CONNECTION made by the CONNECTOR
 // (actors/signal/frame_conn.hpp): the seam that actor tests fake.
+//
+// Errors are p2proxy errors (actors/common/error.hpp) whose code says why:
+// - (lookup_atom, name) answers the node ids exporting `name`; an empty
+//   list when none online does (not an error: GET /v1/lookup shows it, and
+//   a CHANNEL turns it into ec::unknown_resource). It fails with
+//   ec::not_online (not logged in), ec::timeout (no answer in time),
+//   ec::link_down (the link dropped or stopped meanwhile), or the code of
+//   the server's Error.
+// - (probe_atom, node id): the same, and ec::peer_offline.
+// - (signal_atom, Signal): ec::not_online, ec::protocol_error (malformed).
 #pragma once
 
 #include <chrono>

@@ -460,3 +460,120 @@ TEST(signal_link_table, only_listed_transitions_are_allowed) {
   EXPECT_FALSE(link_transition_allowed(s::online, s::logging_in));
   EXPECT_FALSE(link_transition_allowed(s::stopped, s::connecting));
 }
+
+// --- error codes: callers choose replies and counters from these ----------
+
+namespace {
+
+/// What a look-up answered: the ids, or the error.
+struct lookup_answer {
+  bool answered = false;
+  std::vector<std::string> ids;
+  caf::error err;
+};
+
+lookup_answer receive_lookup(caf::scoped_actor& self) {
+  lookup_answer a;
+  self->receive(
+    [&](const std::vector<std::string>& ids) {
+      a.answered = true;
+      a.ids = ids;
+    },
+    [&](caf::error& err) {
+      a.answered = true;
+      a.err = err;
+    },
+    caf::after(std::chrono::seconds(0)) >> [] {});
+  return a;
+}
+
+} // namespace
+
+TEST_F(signal_link_test, lookup_while_offline_is_not_online) {
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"cam1"});
+  t.run();
+  auto a = receive_lookup(self);
+  ASSERT_TRUE(a.answered);
+  EXPECT_TRUE(is_error(a.err, ec::not_online)) << error_text(a.err);
+  EXPECT_EQ(failure_class(a.err), "not_online");
+}
+
+TEST_F(signal_link_test, lookup_without_an_answer_is_a_timeout) {
+  log_in();
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"cam1"});
+  t.run();
+  t.advance(5s);
+  auto a = receive_lookup(self);
+  ASSERT_TRUE(a.answered);
+  EXPECT_TRUE(is_error(a.err, ec::timeout)) << error_text(a.err);
+}
+
+TEST_F(signal_link_test, lookup_cut_by_the_link_dropping_is_link_down) {
+  auto conn = log_in();
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"cam1"});
+  t.run();
+  caf::anon_send(conns[conn], conn_down_atom::value,
+                 std::string{"peer closed the connection"});
+  t.run();
+  auto a = receive_lookup(self);
+  ASSERT_TRUE(a.answered);
+  EXPECT_TRUE(is_error(a.err, ec::link_down)) << error_text(a.err);
+}
+
+TEST_F(signal_link_test, lookup_of_an_unknown_name_is_an_empty_list) {
+  // Not an error: GET /v1/lookup shows the empty list, and a CHANNEL turns
+  // it into ec::unknown_resource.
+  auto conn = log_in();
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"nothing-here"});
+  t.run();
+  auto& lk = world->sent[conn].back();
+  ASSERT_TRUE(lk.has_lookup());
+  signal::Envelope res;
+  res.mutable_lookup_result()->set_request_id(lk.lookup().request_id());
+  res.mutable_lookup_result()->set_name("nothing-here");
+  inject(conn, res);
+  auto a = receive_lookup(self);
+  ASSERT_TRUE(a.answered);
+  EXPECT_FALSE(a.err) << error_text(a.err);
+  EXPECT_TRUE(a.ids.empty());
+}
+
+TEST_F(signal_link_test, lookup_refused_by_the_server_carries_its_code) {
+  auto conn = log_in();
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"cam1"});
+  t.run();
+  auto& lk = world->sent[conn].back();
+  ASSERT_TRUE(lk.has_lookup());
+  signal::Envelope res;
+  res.mutable_error()->set_code(signal::BAD_REQUEST);
+  res.mutable_error()->set_text("name too long");
+  res.mutable_error()->set_request_id(lk.lookup().request_id());
+  inject(conn, res);
+  auto a = receive_lookup(self);
+  ASSERT_TRUE(a.answered);
+  EXPECT_TRUE(is_error(a.err, ec::protocol_error)) << failure_class(a.err);
+  EXPECT_EQ(error_text(a.err), "name too long");
+}
+
+TEST_F(signal_link_test, signal_while_offline_is_not_online) {
+  caf::scoped_actor self{t.sys};
+  signal::Signal sig;
+  sig.set_to("peer-b");
+  auto req = self->request(link, caf::infinite, signal_atom::value,
+                           sig.SerializeAsString());
+  t.run();
+  caf::error err;
+  bool answered = false;
+  std::move(req).receive([&] { answered = true; },
+                         [&](caf::error& e) {
+                           answered = true;
+                           err = e;
+                         });
+  ASSERT_TRUE(answered);
+  EXPECT_TRUE(is_error(err, ec::not_online)) << error_text(err);
+}
