@@ -41,28 +41,23 @@ caf::actor spawn_session(peer_manager_actor* self, const std::string& peer,
   e.session_id = session_id;
   e.controlling = controlling;
   e.ready = false;
+  e.stopped_for = caf::error{};
   return s;
 }
 
-/// The class of a failed open, for the metrics: what to look at first.
-std::string failure_class(const std::string& reason) {
-  if (reason.find("ICE failed") != std::string::npos)
-    return "ice_failed";
-  if (reason.find("presented node id") != std::string::npos)
-    return "identity_mismatch";
-  if (reason.find("timeout") != std::string::npos)
-    return "timeout";
-  if (reason.find("offline") != std::string::npos)
-    return "peer_offline";
-  if (reason.find("handshake") != std::string::npos
-      || reason.find("TLS") != std::string::npos)
-    return "handshake_failed";
+/// The class of a failed open, for the metrics (open_failures): what to
+/// look at first. The labels are part of the status and metrics.
+const char* open_failure_label(const caf::error& why) {
+  for (auto code : {ec::ice_failed, ec::identity_mismatch, ec::timeout,
+                    ec::peer_offline, ec::handshake_failed})
+    if (is_error(why, code))
+      return to_string(code);
   return "other";
 }
 
-void fail_waiting(peer_manager_state::entry& e, const std::string& why) {
+void fail_waiting(peer_manager_state::entry& e, const caf::error& why) {
   for (auto& rp : e.waiting)
-    rp.deliver(make_error(ec::unspecified, why));
+    rp.deliver(why);
   e.waiting.clear();
 }
 
@@ -125,8 +120,9 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
     st.by_addr.erase(a);
     auto i = st.peers.find(peer);
     if (i != st.peers.end() && i->second.session.address() == dm.source) {
-      auto why = st.last_reason.count(peer) ? st.last_reason[peer]
-                                            : std::string{"session ended"};
+      auto why = st.last_reason.count(peer)
+                   ? st.last_reason[peer]
+                   : make_error(ec::session_lost, "session ended");
       fail_waiting(i->second, why);
       st.peers.erase(i);
     }
@@ -169,7 +165,7 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
         rp.deliver(e.session);
       e.waiting.clear();
     },
-    [=](failed_atom, uint64_t, const std::string& reason,
+    [=](failed_atom, uint64_t, const caf::error& reason,
         const std::string& final_row) {
       auto& st = self->state;
       admin::SessionStatus row;
@@ -182,10 +178,16 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
         caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (a == st.by_addr.end())
         return;
-      st.last_reason[a->second] = reason;
       auto i = st.peers.find(a->second);
+      // A session this manager stopped (its reason comes back as text only,
+      // ec::unspecified) ended for the manager's reason.
+      auto why = i != st.peers.end() && i->second.stopped_for
+                     && is_error(reason, ec::unspecified)
+                   ? i->second.stopped_for
+                   : reason;
+      st.last_reason[a->second] = why;
       if (i != st.peers.end() && !i->second.ready && !st.stopping)
-        ++st.open_failures[failure_class(reason)];
+        ++st.open_failures[open_failure_label(why)];
     },
     [=](signal_atom, const std::string& serialized) {
       auto& st = self->state;
@@ -211,10 +213,13 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       if (i == st.peers.end() || i->second.session_id != session_id
           || i->second.ready)
         return;
-      st.last_reason[peer] = "peer offline: node " + peer
-                             + " is not logged in to the signaling server";
-      fail_waiting(i->second, st.last_reason[peer]);
-      self->send(i->second.session, stop_atom::value, st.last_reason[peer]);
+      auto why = make_error(ec::peer_offline,
+                            "peer offline: node " + peer
+                              + " is not logged in to the signaling server");
+      st.last_reason[peer] = why;
+      i->second.stopped_for = why;
+      fail_waiting(i->second, why);
+      self->send(i->second.session, stop_atom::value, error_text(why));
     },
     [=](get_atom) {
       // Collect each session's row.
@@ -264,7 +269,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       auto& st = self->state;
       st.stopping = true;
       for (auto& [peer, e] : st.peers) {
-        fail_waiting(e, "the node is shutting down");
+        fail_waiting(e,
+                     make_error(ec::unspecified, "the node is shutting down"));
         self->send(e.session, stop_atom::value, reason);
       }
       if (st.by_addr.empty())

@@ -2,9 +2,11 @@
 // destroyer of PEER SESSIONs, one per remote node.
 //
 // - open(node id): answers the session once it is ready, creating it when
-//   there is none (this node is then the controlling side), or with an error
-//   that says why (peer offline, ICE failed, handshake failed, identity
-//   mismatch, timeout).
+//   there is none (this node is then the controlling side), or with a
+//   p2proxy error whose code says why (ec::peer_offline, ice_failed,
+//   handshake_failed, identity_mismatch, timeout; session_lost or
+//   unspecified otherwise) and whose text says it for people. The
+//   open_failures counters are labelled from the code.
 // - An offer from a node without a session creates a controlled session.
 // - Glare: both nodes opened at once, so each has a controlling session and
 //   receives the other's offer. The session started by the node with the
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/error.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -48,13 +51,14 @@ struct peer_manager_state {
     bool controlling = false;
     bool ready = false;
     std::vector<caf::response_promise> waiting;
+    caf::error stopped_for; // set when the manager stopped it (peer offline)
   };
 
   peer_manager_config cfg;
   std::map<std::string, entry> peers; // by node id
   std::map<caf::actor_addr, std::string> by_addr;
-  std::map<std::string, std::string> last_reason; // why the last session ended
-  std::map<std::string, uint64_t> open_failures;  // by reason class
+  std::map<std::string, caf::error> last_reason; // why the last session ended
+  std::map<std::string, uint64_t> open_failures; // by open_failure_label
   std::deque<admin::SessionStatus> recently_closed;
   uint64_t next_session = 0;
   uint64_t opened = 0, accepted = 0, glare_resolved = 0;

@@ -26,6 +26,14 @@
 //   the ICE agent is closed; then closed, and the actor quits.
 // - Before QUIC exists (connecting_ice) there is nothing to close politely:
 //   the session sends the peer a `bye` Signal and goes to closed directly.
+// - As it ends it tells the manager (failed_atom, session_id, caf::error why,
+//   final admin::SessionStatus): why's code says the class (ec::ice_failed,
+//   timeout, handshake_failed, identity_mismatch, peer_offline when the peer
+//   said so, session_lost; unspecified for a stop or the idle linger), its
+//   text is the close reason people read.
+//
+// Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
+// (the stream table), stream_handoff.cpp (handing a stream to a new owner).
 #pragma once
 
 #include <chrono>
@@ -39,6 +47,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/error.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include "actors/ice/ice_driver.hpp"
@@ -128,7 +137,8 @@ struct peer_session_state {
   uint64_t linger_gen = 0;
   uint64_t connect_gen = 0;
   bool flush_scheduled = false;
-  std::string close_reason;
+  caf::error close_error;   // why it ended: a p2proxy code and its text
+  std::string close_reason; // the text, for the status
   std::chrono::system_clock::time_point linger_deadline;
   // ICE facts for the status.
   std::string local_type, local_addr, remote_type, remote_addr;

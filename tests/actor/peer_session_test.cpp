@@ -165,6 +165,7 @@ protected:
   struct open_result {
     caf::actor session;
     std::string error;
+    caf::error err; // the same, with its code
     bool answered = false;
   };
   std::shared_ptr<open_result> open(node& from, const std::string& to) {
@@ -178,6 +179,7 @@ protected:
           },
           [=](caf::error& err) {
             res->error = error_text(err);
+            res->err = err;
             res->answered = true;
           });
     });
@@ -559,4 +561,67 @@ TEST_F(peer_session_test,
   ASSERT_TRUE(run_until([&] { return new_rec->fin; }, 5s))
     << session_debug(res->session);
   EXPECT_EQ(new_rec->received, "after handoff");
+}
+
+// --- error codes: the open's error and the open_failures label -------------
+
+namespace {
+
+uint64_t open_failures(const admin::SessionList& list, const std::string& k) {
+  auto i = list.open_failures().find(k);
+  return i == list.open_failures().end() ? 0 : i->second;
+}
+
+} // namespace
+
+TEST_F(peer_session_test, ice_failure_is_ec_ice_failed) {
+  net->fail = true;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  EXPECT_TRUE(is_error(res->err, ec::ice_failed)) << res->error;
+  run_until([&] { return net->open_agents() == 0; }, 2s);
+  auto list = sessions(a);
+  EXPECT_EQ(open_failures(list, "ice_failed"), 1u) << list.DebugString();
+  ASSERT_EQ(list.recently_closed_size(), 1);
+  EXPECT_NE(list.recently_closed(0).close_reason().find("ICE failed"),
+            std::string::npos);
+}
+
+TEST_F(peer_session_test, impostor_is_ec_identity_mismatch) {
+  auto& a = make_node("a");
+  auto real_b = std::make_shared<identity>(identity::generate());
+  auto& m = make_node("m", real_b->node_id());
+  auto res = open(a, real_b->node_id());
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_TRUE(is_error(res->err, ec::identity_mismatch)) << res->error;
+  auto list = sessions(a);
+  EXPECT_EQ(open_failures(list, "identity_mismatch"), 1u) << list.DebugString();
+  EXPECT_EQ(list.open_failures_size(), 1);
+  // Mallory's side: A refused her certificate in the handshake.
+  run_until([&] { return sessions(m).sessions_size() == 0; }, 5s);
+  auto lm = sessions(m);
+  EXPECT_EQ(open_failures(lm, "handshake_failed"), 1u) << lm.DebugString();
+}
+
+TEST_F(peer_session_test, offline_peer_is_ec_peer_offline) {
+  auto& a = make_node("a");
+  auto res = open(a, std::string(52, 'q'));
+  ASSERT_TRUE(run_until([&] { return res->answered; }));
+  EXPECT_TRUE(is_error(res->err, ec::peer_offline)) << res->error;
+  run_until([&] { return sessions(a).sessions_size() == 0; }, 2s);
+  EXPECT_EQ(open_failures(sessions(a), "peer_offline"), 1u);
+}
+
+TEST_F(peer_session_test, connect_timeout_is_ec_timeout) {
+  auto& a = make_node("a");
+  auto silent = t.sys.spawn([](caf::event_based_actor*) -> caf::behavior {
+    return {[](signal_atom, const std::string&) {}};
+  });
+  dir->managers["silent-node"] = silent;
+  auto res = open(a, "silent-node");
+  ASSERT_TRUE(run_until([&] { return res->answered; }, 25s));
+  EXPECT_TRUE(is_error(res->err, ec::timeout)) << res->error;
+  EXPECT_EQ(open_failures(sessions(a), "timeout"), 1u);
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
 }

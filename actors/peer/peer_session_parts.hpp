@@ -1,0 +1,50 @@
+// The PEER SESSION's steps shared by its source files; not an interface
+// (only actors/peer/peer_session*.cpp and stream_handoff.cpp include it).
+//
+// - peer_session.cpp: the life cycle: ICE and signaling, the QUIC
+//   handshake, timers, close, status.
+// - peer_session_streams.cpp: the stream table and its messages, moving
+//   bytes between owners and QUIC.
+// - stream_handoff.cpp: handing a peer-opened stream to a new owner.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <caf/error.hpp>
+#include <caf/message_handler.hpp>
+
+#include "actors/common/error.hpp"
+#include "actors/peer/peer_session.hpp"
+
+namespace p2proxy::peer_session_parts {
+
+// --- peer_session.cpp
+quic_time now_ns(peer_session_actor* self);
+void transition_to(peer_session_actor* self, session_state to);
+/// The session is over: tell owners, close QUIC politely if it exists, end
+/// ICE, report `why` (code and text) to the manager, quit. Idempotent.
+void close_session(peer_session_actor* self, const caf::error& why,
+                   bool tell_peer);
+void start_linger(peer_session_actor* self);
+/// The handshake finished: tell the manager, become ready.
+void on_ready(peer_session_actor* self);
+/// The code of an end reported as text only: QUIC's end
+/// (quic_events::on_closed) and a peer's bye (Signal.bye on the wire) carry
+/// no code, so this is the one place that reads such text. It goes once
+/// both carry a code.
+ec code_of_text_reason(const std::string& reason);
+
+// --- peer_session_streams.cpp
+/// Moves owners' pending bytes into QUIC, round-robin, then writes packets.
+void flush(peer_session_actor* self);
+/// Handles what QUIC reported; true if a stream can take more data again.
+bool process_events(peer_session_actor* self);
+/// Tells every stream's owner the session is down and forgets the streams.
+void end_streams(peer_session_actor* self);
+/// An owner ended: reset (or finish) the stream it left.
+void on_owner_down(peer_session_actor* self, const caf::actor_addr& who);
+/// (stream_open_atom) ... (stream_reset_atom): what owners send.
+caf::message_handler stream_handlers(peer_session_actor* self);
+
+} // namespace p2proxy::peer_session_parts
