@@ -10,15 +10,24 @@
 //   admin::ActorStatus; the admin port is built on it.
 #pragma once
 
-#include <caf/atom.hpp>
+#include <string>
+#include <vector>
 
-namespace p2proxy {
+#include <caf/atom.hpp>
+#include <caf/type_id.hpp>
+
+// Every atom and message type of p2proxy, in one type-ID block. The build
+// defines CAF_ENABLE_TYPE_ID_CHECKS, so a message holding a type without an ID
+// here (or in CAF's own blocks) does not compile.
+CAF_BEGIN_TYPE_ID_BLOCK(p2proxy, caf::first_custom_type_id)
+
+CAF_ADD_TYPE_ID(p2proxy, (std::vector<std::string>))
 
 // --- common -----------------------------------------------------------------
 /// (status_atom) -> std::string (serialized admin::ActorStatus)
-using status_atom = caf::atom_constant<caf::atom("status")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, status_atom, "status")
 /// (stop_atom, std::string reason): end through the close protocol.
-using stop_atom = caf::atom_constant<caf::atom("stop")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, stop_atom, "stop")
 
 // --- FRAME CONNECTION (one TCP connection carrying length-prefixed frames) ---
 // owner -> conn:  (frame_atom, std::string payload)   send one frame
@@ -28,10 +37,10 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 //                 (frame_atom, std::string payload)   one complete frame
 //                 (conn_down_atom, std::string reason) the connection is gone;
 //                                                     the conn has ended itself
-using frame_atom = caf::atom_constant<caf::atom("frame")>;
-using close_atom = caf::atom_constant<caf::atom("close")>;
-using conn_up_atom = caf::atom_constant<caf::atom("conn_up")>;
-using conn_down_atom = caf::atom_constant<caf::atom("conn_down")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, frame_atom, "frame")
+CAF_ADD_ATOM(p2proxy, p2proxy, close_atom, "close")
+CAF_ADD_ATOM(p2proxy, p2proxy, conn_up_atom, "conn_up")
+CAF_ADD_ATOM(p2proxy, p2proxy, conn_down_atom, "conn_down")
 
 // --- CONNECTOR (opens FRAME CONNECTIONs; the seam faked in actor tests) ------
 // link -> connector: (connect_atom, uint64_t tag, std::string host, uint16_t
@@ -39,8 +48,8 @@ using conn_down_atom = caf::atom_constant<caf::atom("conn_down")>;
 //   success: the new conn sends (conn_up_atom, tag, conn, peer) to owner
 //   failure: connector sends (conn_fail_atom, uint64_t tag, std::string reason)
 //   to owner
-using connect_atom = caf::atom_constant<caf::atom("connect")>;
-using conn_fail_atom = caf::atom_constant<caf::atom("conn_fail")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, connect_atom, "connect")
+CAF_ADD_ATOM(p2proxy, p2proxy, conn_fail_atom, "conn_fail")
 
 // --- SIGNAL LINK (the node's link to the signaling server) ------------------
 // (lookup_atom, std::string name) -> std::vector<std::string> node ids
@@ -55,20 +64,20 @@ using conn_fail_atom = caf::atom_constant<caf::atom("conn_fail")>;
 //           (retry_atom, uint64_t gen)      backoff over, connect again
 //           (timeout_atom, uint64_t gen)    connect/login attempt took too long
 //           (lookup_timeout_atom, uint64_t request_id)
-using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
-using signal_atom = caf::atom_constant<caf::atom("signal")>;
-using register_atom = caf::atom_constant<caf::atom("register")>;
-using sink_atom = caf::atom_constant<caf::atom("sink")>;
-using peer_off_atom = caf::atom_constant<caf::atom("peer_off")>;
-using tick_atom = caf::atom_constant<caf::atom("tick")>;
-using retry_atom = caf::atom_constant<caf::atom("retry")>;
-using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
-using lookup_timeout_atom = caf::atom_constant<caf::atom("lk_timeout")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, lookup_atom, "lookup")
+CAF_ADD_ATOM(p2proxy, p2proxy, signal_atom, "signal")
+CAF_ADD_ATOM(p2proxy, p2proxy, register_atom, "register")
+CAF_ADD_ATOM(p2proxy, p2proxy, sink_atom, "sink")
+CAF_ADD_ATOM(p2proxy, p2proxy, peer_off_atom, "peer_off")
+CAF_ADD_ATOM(p2proxy, p2proxy, tick_atom, "tick")
+CAF_ADD_ATOM(p2proxy, p2proxy, retry_atom, "retry")
+CAF_ADD_ATOM(p2proxy, p2proxy, timeout_atom, "timeout")
+CAF_ADD_ATOM(p2proxy, p2proxy, lookup_timeout_atom, "lk_timeout")
 /// (probe_atom, std::string node_id) -> uint64_t microseconds through the
 /// server
-using probe_atom = caf::atom_constant<caf::atom("probe")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, probe_atom, "probe")
 /// INTERNAL: (probe_timeout_atom, uint64_t nonce)
-using probe_timeout_atom = caf::atom_constant<caf::atom("pr_timeout")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, probe_timeout_atom, "pr_timeout")
 
 // --- DIRECTORY (signaling server: who is online, who exports what) ----------
 // (login_atom, std::string node_id, caf::actor client, std::string address)
@@ -80,20 +89,20 @@ using probe_timeout_atom = caf::atom_constant<caf::atom("pr_timeout")>;
 // (route_atom, std::string to, std::string serialized Envelope) -> bool online
 // directory -> client: (replaced_atom), (deliver_atom, std::string serialized
 // Envelope)
-using login_atom = caf::atom_constant<caf::atom("login")>;
-using logout_atom = caf::atom_constant<caf::atom("logout")>;
-using replaced_atom = caf::atom_constant<caf::atom("replaced")>;
-using route_atom = caf::atom_constant<caf::atom("route")>;
-using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, login_atom, "login")
+CAF_ADD_ATOM(p2proxy, p2proxy, logout_atom, "logout")
+CAF_ADD_ATOM(p2proxy, p2proxy, replaced_atom, "replaced")
+CAF_ADD_ATOM(p2proxy, p2proxy, route_atom, "route")
+CAF_ADD_ATOM(p2proxy, p2proxy, deliver_atom, "deliver")
 /// (nodes_atom) -> std::string serialized admin::ServerStatus (nodes only)
-using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, nodes_atom, "nodes")
 
 // --- NODE SUPERVISOR / ADMIN -------------------------------------------------
 /// (get_atom) -> std::string JSON of admin::NodeStatus (or ServerStatus);
 /// the SIGNAL LINK alone answers with a serialized admin::SignalLinkStatus
-using get_atom = caf::atom_constant<caf::atom("get")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, get_atom, "get")
 /// (metrics_atom) -> std::string Prometheus text
-using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, metrics_atom, "metrics")
 
 // --- SIGNALING SERVER additions (actors/server/) ---------------------------
 // No new atoms. Message shapes the server side uses beyond those above:
@@ -117,9 +126,9 @@ using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 //                     (failed_atom, uint64_t session_id, std::string reason,
 //                      std::string final admin::SessionStatus) as it ends
 //   and the manager's down_msg when the session has ended.
-using open_atom = caf::atom_constant<caf::atom("open")>;
-using ready_atom = caf::atom_constant<caf::atom("ready")>;
-using failed_atom = caf::atom_constant<caf::atom("failed")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, open_atom, "open")
+CAF_ADD_ATOM(p2proxy, p2proxy, ready_atom, "ready")
+CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 
 // --- PEER SESSION
 // --------------------------------------------------------------- manager ->
@@ -142,23 +151,23 @@ using failed_atom = caf::atom_constant<caf::atom("failed")>;
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
 //           (timeout_atom, uint64_t gen) connect deadline,
 //           (quic_link_atom) from its QUIC link: events wait (quic_link.hpp)
-using stream_open_atom = caf::atom_constant<caf::atom("s_open")>;
-using stream_write_atom = caf::atom_constant<caf::atom("s_write")>;
-using stream_consumed_atom = caf::atom_constant<caf::atom("s_consumed")>;
-using stream_reset_atom = caf::atom_constant<caf::atom("s_reset")>;
-using stream_data_atom = caf::atom_constant<caf::atom("s_data")>;
-using stream_credit_atom = caf::atom_constant<caf::atom("s_credit")>;
-using stream_closed_atom = caf::atom_constant<caf::atom("s_closed")>;
-using session_down_atom = caf::atom_constant<caf::atom("sess_down")>;
-using quic_timer_atom = caf::atom_constant<caf::atom("q_timer")>;
-using quic_link_atom = caf::atom_constant<caf::atom("q_link")>;
-using linger_atom = caf::atom_constant<caf::atom("linger")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_open_atom, "s_open")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_write_atom, "s_write")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_consumed_atom, "s_consumed")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_reset_atom, "s_reset")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_data_atom, "s_data")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_credit_atom, "s_credit")
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_closed_atom, "s_closed")
+CAF_ADD_ATOM(p2proxy, p2proxy, session_down_atom, "sess_down")
+CAF_ADD_ATOM(p2proxy, p2proxy, quic_timer_atom, "q_timer")
+CAF_ADD_ATOM(p2proxy, p2proxy, quic_link_atom, "q_link")
+CAF_ADD_ATOM(p2proxy, p2proxy, linger_atom, "linger")
 
 // --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID)
 // ------------- (pump_atom, std::string peer, std::string resource, uint64_t
 // bytes,
 //  uint32_t streams) -> std::string JSON result
-using pump_atom = caf::atom_constant<caf::atom("pump")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, pump_atom, "pump")
 
 // --- CHANNEL (one client or target TCP connection <-> one stream)
 // ----------------- stream owner handoff, STREAM SERVICE -> session:
@@ -169,28 +178,28 @@ using pump_atom = caf::atom_constant<caf::atom("pump")>;
 //   until that (or its end), the session holds the new owner's messages, so
 //   none overtakes a forwarded one.
 // INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
-using stream_owner_atom = caf::atom_constant<caf::atom("s_owner")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, stream_owner_atom, "s_owner")
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
 /// for lack of credit, may be read again (see update_reading in channel.cpp).
-using read_more_atom = caf::atom_constant<caf::atom("read_more")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")
 /// CHANNEL → node supervisor: (channel_atom) once started (the supervisor
 /// monitors it and asks it for status_atom), and (channel_atom, bool
 /// connected, uint64_t bytes_in, uint64_t bytes_out) when it ends, for the
 /// node's totals.
-using channel_atom = caf::atom_constant<caf::atom("channel")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, channel_atom, "channel")
 /// Half-closable scribe → its broker: (local_eof_atom, connection_handle)
 /// once the peer of the socket has sent FIN (actors/common/half_close.hpp).
-using local_eof_atom = caf::atom_constant<caf::atom("local_eof")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, local_eof_atom, "local_eof")
 /// Half-closable scribe → its broker: (local_lost_atom, connection_handle)
 /// once the peer of the socket no longer reads (a write failed).
-using local_lost_atom = caf::atom_constant<caf::atom("local_lost")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, local_lost_atom, "local_lost")
 
 // --- ICE (events from the ICE driver to a PEER SESSION;
 // actors/ice/ice_driver.hpp)
-using ice_cand_atom = caf::atom_constant<caf::atom("ice_cand")>;
-using ice_gathered_atom = caf::atom_constant<caf::atom("ice_gath")>;
-using ice_state_atom = caf::atom_constant<caf::atom("ice_state")>;
-using ice_pair_atom = caf::atom_constant<caf::atom("ice_pair")>;
-using ice_data_atom = caf::atom_constant<caf::atom("ice_data")>;
+CAF_ADD_ATOM(p2proxy, p2proxy, ice_cand_atom, "ice_cand")
+CAF_ADD_ATOM(p2proxy, p2proxy, ice_gathered_atom, "ice_gath")
+CAF_ADD_ATOM(p2proxy, p2proxy, ice_state_atom, "ice_state")
+CAF_ADD_ATOM(p2proxy, p2proxy, ice_pair_atom, "ice_pair")
+CAF_ADD_ATOM(p2proxy, p2proxy, ice_data_atom, "ice_data")
 
-} // namespace p2proxy
+CAF_END_TYPE_ID_BLOCK(p2proxy)
