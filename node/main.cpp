@@ -24,6 +24,7 @@
 #include "actors/node/node_supervisor.hpp"
 #include "actors/server/signal_server.hpp"
 #include "node/config.hpp"
+#include "node/status_command.hpp"
 
 using namespace p2proxy;
 
