@@ -20,6 +20,7 @@
 #include "actors/server/signal_server.hpp"
 #include "node/config.hpp"
 #include "node/runtime.hpp"
+#include "node/wiring.hpp"
 
 namespace p2proxy {
 
@@ -137,7 +138,7 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
       return 1;
     }
     ids.push_back(id->node_id());
-    nodes.push_back(sys.spawn(node_supervisor, nc, id));
+    nodes.push_back(sys.spawn(node_supervisor, make_node_settings(nc), id));
   }
   fmt::print("p2proxy demo: signaling server on 127.0.0.1:{}; who is online:\n"
              "    p2proxy status --admin 127.0.0.1:{}\n",

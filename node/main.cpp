@@ -22,6 +22,7 @@
 #include "node/demo.hpp"
 #include "node/runtime.hpp"
 #include "node/status_command.hpp"
+#include "node/wiring.hpp"
 
 using namespace p2proxy;
 
@@ -148,7 +149,7 @@ int cmd_node(const std::string& config_path, const std::string& log_level) {
   block_stop_signals();
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto sup = sys.spawn(node_supervisor, nc, id);
+  auto sup = sys.spawn(node_supervisor, make_node_settings(nc), id);
   bool by_signal = false;
   auto err = wait_for_stop(sys, {sup}, by_signal);
   if (by_signal)
