@@ -1,20 +1,15 @@
 // p2proxy: one binary, subcommands per ARCHITECTURE §9.
-#include <csignal>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <memory>
 #include <optional>
-#include <thread>
-#include <algorithm>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
-#include <caf/io/all.hpp>
 #include <fmt/format.h>
-#include <sys/stat.h>
 
 #include "actors/actors.hpp"
 #include "actors/admin/admin_server.hpp"
@@ -24,86 +19,14 @@
 #include "actors/node/node_supervisor.hpp"
 #include "actors/server/signal_server.hpp"
 #include "node/config.hpp"
+#include "node/demo.hpp"
+#include "node/runtime.hpp"
+#include "node/status_command.hpp"
+#include "node/wiring.hpp"
 
 using namespace p2proxy;
 
 namespace {
-
-struct system_config : caf::actor_system_config {
-  system_config() {
-    load<caf::io::middleman>();
-    // CAF's own logger stays quiet; p2proxy logs through actors/common/log.
-    set("logger.verbosity", caf::atom("quiet"));
-    set("middleman.enable-automatic-connections", false);
-    // Workers block on a condition variable when idle instead of polling
-    // with short sleeps: the work-stealing default cost a context switch
-    // every 50 µs per idle worker, a sixth of a node's CPU under load.
-    set("scheduler.policy", caf::atom("sharing"));
-  }
-};
-
-/// Blocks SIGINT/SIGTERM in every thread (call before any thread starts) so
-/// wait_for_stop can take them with sigtimedwait.
-void block_stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-}
-
-/// Waits until a stop signal arrives or one of `watched` ends. Returns the
-/// error a watched actor ended with (none for a signal or a clean end).
-caf::error wait_for_stop(caf::actor_system& sys,
-                         const std::vector<caf::actor>& watched,
-                         bool& by_signal) {
-  caf::scoped_actor self{sys};
-  for (auto& w : watched)
-    self->monitor(w);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  timespec tick{0, 200 * 1000 * 1000};
-  for (;;) {
-    if (sigtimedwait(&set, nullptr, &tick) > 0) {
-      by_signal = true;
-      return caf::none;
-    }
-    caf::error result;
-    bool ended = false;
-    self->receive(
-      [&](caf::down_msg& dm) {
-        ended = true;
-        result = dm.reason;
-      },
-      caf::after(std::chrono::milliseconds(0)) >> [] {});
-    if (ended)
-      return result == caf::exit_reason::normal ? caf::error{} : result;
-  }
-}
-
-/// Sends (stop_atom) to each actor and waits up to 10 s for all to end.
-void stop_all(caf::actor_system& sys, const std::vector<caf::actor>& actors,
-              const std::string& reason) {
-  caf::scoped_actor self{sys};
-  size_t alive = 0;
-  for (auto& a : actors) {
-    if (!a)
-      continue;
-    self->monitor(a);
-    self->send(a, stop_atom::value, reason);
-    ++alive;
-  }
-  bool timed_out = false;
-  while (alive > 0 && !timed_out)
-    self->receive([&](caf::down_msg&) { --alive; },
-                  caf::after(std::chrono::seconds(10)) >>
-                    [&] { timed_out = true; });
-  if (timed_out)
-    log::warn("p2proxy", "gave up waiting for {} actor(s) to stop", alive);
-}
 
 void apply_log_level(const std::string& text) {
   if (text.empty())
@@ -209,14 +132,6 @@ int cmd_signal(const std::string& listen, const std::string& token_file,
   return 0;
 }
 
-std::shared_ptr<const identity> node_identity(const std::string& key_file) {
-  bool created = false;
-  auto id = identity::load_or_create(key_file, &created);
-  if (created)
-    log::info("node", "created a new node key at {}", key_file);
-  return std::make_shared<identity>(std::move(id));
-}
-
 int cmd_node(const std::string& config_path, const std::string& log_level) {
   node_config nc;
   std::shared_ptr<const identity> id;
@@ -234,153 +149,13 @@ int cmd_node(const std::string& config_path, const std::string& log_level) {
   block_stop_signals();
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto sup = sys.spawn(node_supervisor, nc, id);
+  auto sup = sys.spawn(node_supervisor, make_node_settings(nc), id);
   bool by_signal = false;
   auto err = wait_for_stop(sys, {sup}, by_signal);
   if (by_signal)
     stop_all(sys, {sup}, "stopped by signal");
   if (err) {
     fmt::print(stderr, "p2proxy node: {}\n", error_text(err));
-    return 1;
-  }
-  return 0;
-}
-
-/// Shows the two demo nodes finding each other: the viewer looks up the
-/// sample service and probes the camera node through the signaling server.
-/// Bounded: 10 tries.
-void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
-                       const std::string& camera_id) {
-  caf::scoped_actor self{sys};
-  std::string last_error;
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    bool found = false;
-    self
-      ->request(viewer, std::chrono::seconds(6), lookup_atom::value,
-                std::string{"status-page"})
-      .receive(
-        [&](const std::vector<std::string>& ids) {
-          found = std::find(ids.begin(), ids.end(), camera_id) != ids.end();
-          if (!found)
-            last_error = "status-page is not registered yet";
-        },
-        [&](caf::error& err) { last_error = error_text(err); });
-    if (found) {
-      fmt::print("  viewer-host looked up status-page: exported by {}\n",
-                 camera_id);
-      self
-        ->request(viewer, std::chrono::seconds(6), probe_atom::value, camera_id)
-        .receive(
-          [&](uint64_t rtt_us) {
-            fmt::print("  viewer-host probed camera-host through the "
-                       "signaling server: {:.2f} ms round trip\n",
-                       rtt_us / 1000.0);
-          },
-          [&](caf::error& err) {
-            fmt::print("  probe failed: {}\n", error_text(err));
-          });
-      std::fflush(stdout);
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  fmt::print("  viewer-host could not look up status-page: {}\n", last_error);
-  std::fflush(stdout);
-}
-
-int cmd_demo(const std::string& dir_opt, uint16_t base_port) {
-  namespace fs = std::filesystem;
-  auto dir = dir_opt.empty() ? fs::temp_directory_path()
-                                 / fmt::format("p2proxy-demo-{}", ::getuid())
-                             : fs::path{dir_opt};
-  std::error_code ec_;
-  fs::create_directories(dir, ec_);
-  ::chmod(dir.c_str(), 0700);
-  block_stop_signals();
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  server_options so;
-  so.listen = endpoint{"127.0.0.1", base_port};
-  so.token = "demo-network";
-  uint16_t port = 0;
-  auto server = start_signal_server(sys, so, port);
-  if (!server) {
-    fmt::print(stderr, "p2proxy demo: {} (pick other ports with --port)\n",
-               error_text(server.error()));
-    return 1;
-  }
-  uint16_t server_admin_port = 0;
-  auto server_admin = start_admin_server(
-    sys, endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 3)}, *server,
-    server_admin_port);
-  if (!server_admin) {
-    fmt::print(stderr, "p2proxy demo: {} (pick other ports with --port)\n",
-               error_text(server_admin.error()));
-    stop_all(sys, {*server}, "startup failed");
-    return 1;
-  }
-  std::vector<caf::actor> nodes;
-  std::vector<std::string> ids;
-  const char* names[] = {"camera-host", "viewer-host"};
-  for (int i = 0; i < 2; ++i) {
-    node_config nc;
-    nc.source = "demo";
-    nc.key_file = (dir / fmt::format("{}.key", names[i])).string();
-    nc.signal_server = endpoint{"127.0.0.1", port};
-    nc.token = so.token;
-    nc.admin_enabled = true;
-    nc.admin_listen
-      = endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 1 + i)};
-    if (i == 0) {
-      // The sample service: camera-host's own status page (its admin
-      // port), exported as "status-page" to every node of the network.
-      export_config ex;
-      ex.name = "status-page";
-      ex.target = nc.admin_listen;
-      ex.protocol = "tcp";
-      ex.allow = {"*"};
-      nc.exports.push_back(ex);
-    } else {
-      // viewer-host's local clients reach it through the tunnel.
-      listen_config l;
-      l.bind = endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 4)};
-      l.protocol = "tcp";
-      l.resource = "status-page";
-      nc.listens.push_back(l);
-    }
-    std::shared_ptr<const identity> id;
-    try {
-      id = node_identity(nc.key_file);
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "p2proxy demo: {}\n", e.what());
-      return 1;
-    }
-    ids.push_back(id->node_id());
-    nodes.push_back(sys.spawn(node_supervisor, nc, id));
-  }
-  fmt::print("p2proxy demo: signaling server on 127.0.0.1:{}; who is online:\n"
-             "    p2proxy status --admin 127.0.0.1:{}\n",
-             port, server_admin_port);
-  for (int i = 0; i < 2; ++i)
-    fmt::print("  node {} ({}): p2proxy status --admin 127.0.0.1:{}\n",
-               names[i], ids[i], base_port + 1 + i);
-  fmt::print("  {} exports its status page as 'status-page'; {} carries it\n"
-             "  through an encrypted peer-to-peer session to a local port.\n"
-             "  Open this, fetched through the tunnel:\n"
-             "    curl http://127.0.0.1:{}/v1/status\n"
-             "  and watch the session: p2proxy status --admin 127.0.0.1:{}\n"
-             "Ctrl-C ends the demo.\n",
-             names[0], names[1], base_port + 4, base_port + 2);
-  std::fflush(stdout);
-  demo_check_tunnel(sys, nodes[1], ids[0]);
-  auto watched = nodes;
-  watched.push_back(*server);
-  bool by_signal = false;
-  auto err = wait_for_stop(sys, watched, by_signal);
-  stop_all(sys, nodes, "demo over");
-  stop_all(sys, {*server_admin, *server}, "demo over");
-  if (err) {
-    fmt::print(stderr, "p2proxy demo: {}\n", error_text(err));
     return 1;
   }
   return 0;
@@ -461,7 +236,7 @@ int main(int argc, char** argv) {
     if (*status)
       return run_status_command(status_admin, status_json);
     if (*demo)
-      return cmd_demo(demo_dir, demo_port);
+      return run_demo(demo_dir, demo_port);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -19,9 +19,7 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -37,17 +35,5 @@ caf::expected<caf::actor> start_admin_server(caf::actor_system& sys,
                                              const endpoint& listen,
                                              caf::actor source,
                                              uint16_t& bound_port);
-
-/// `p2proxy status`: fetches /v1/status from `admin` (HOST:PORT) and prints
-/// it for a person, or the raw JSON with `json`. Returns the exit code:
-/// 0 printed, 1 the port answered but not with a status document,
-/// 2 the port could not be reached (or `admin` is not HOST:PORT).
-int run_status_command(const std::string& admin, bool json);
-
-/// The summary `p2proxy status` prints for the JSON of an admin::NodeStatus
-/// (or, when it has no node id, an admin::ServerStatus). nullopt with `why`
-/// set when `json` is not such a document.
-std::optional<std::string> describe_status(std::string_view json,
-                                           std::string& why);
 
 } // namespace p2proxy

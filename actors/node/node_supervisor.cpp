@@ -133,7 +133,7 @@ admin::NodeStatus base_status(node_supervisor_actor* self) {
     = std::to_string(st.signals_unowned);
   if (st.admin_port != 0)
     (*me->mutable_fields())["admin"]
-      = fmt::format("{}:{}", st.cfg.admin_listen.host, st.admin_port);
+      = fmt::format("{}:{}", st.cfg.admin->host, st.admin_port);
   return ns;
 }
 
@@ -357,7 +357,7 @@ void collect_status(node_supervisor_actor* self, F done) {
 
 } // namespace
 
-caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
+caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
                               std::shared_ptr<const identity> id) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -396,14 +396,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   self->monitor(st.connector);
   st.children.insert(st.connector.address());
 
-  signal_link_config lc;
-  lc.server = st.cfg.signal_server;
-  lc.token = st.cfg.token;
-  lc.heartbeat = st.cfg.heartbeat;
-  lc.dead_after = st.cfg.dead_after;
-  lc.backoff_first = st.cfg.backoff_first;
-  lc.backoff_max = st.cfg.backoff_max;
-  lc.lookup_timeout = st.cfg.lookup_timeout;
+  auto lc = st.cfg.signal;
+  lc.exports.clear();
   for (auto& ex : st.cfg.exports)
     lc.exports.push_back(ex.name);
   lc.seed = std::hash<std::string>{}(st.id->node_id())
@@ -412,11 +406,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   self->monitor(st.link);
   st.children.insert(st.link.address());
 
-  ice_settings is;
-  is.stun = st.cfg.stun;
-  for (auto& t : st.cfg.turn)
-    is.turn.push_back(ice_turn_server{t.server, t.user, t.password});
-  st.ice = make_nice_driver(is);
+  st.ice = make_nice_driver(st.cfg.ice);
   peer_manager_config pc;
   pc.me = st.id;
   pc.ice = st.ice;
@@ -424,28 +414,17 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
   stream_service_config sc;
   sc.test_resources = st.cfg.test_resources;
   sc.node = self->address();
-  for (auto& ex : st.cfg.exports)
-    sc.exports.push_back(
-      export_entry{ex.name, ex.target, ex.protocol, ex.allow});
+  sc.exports = st.cfg.exports;
   pc.handler = make_stream_handler(sc);
-  pc.settings.idle_linger = st.cfg.idle_linger;
-  pc.settings.connect_timeout = st.cfg.connect_timeout;
-  pc.settings.quic.idle_timeout = st.cfg.idle_timeout;
-  pc.settings.quic.keepalive = st.cfg.keepalive;
-  pc.settings.quic.stream_window = st.cfg.stream_window;
-  pc.settings.quic.connection_window = st.cfg.connection_window;
-  parse_congestion_control(st.cfg.congestion_control,
-                           pc.settings.quic.congestion); // checked on load
+  pc.settings = st.cfg.session;
   st.manager = self->spawn(peer_manager, pc);
   self->monitor(st.manager);
   st.children.insert(st.manager.address());
   self->send(st.link, sink_atom::value, st.manager);
 
-  for (size_t i = 0; i < st.cfg.listens.size() && !st.stopping; ++i) {
-    auto& l = st.cfg.listens[i];
-    listener_config lc2{l.bind, l.protocol, l.resource, l.peer};
+  for (size_t i = 0; i < st.cfg.listeners.size() && !st.stopping; ++i) {
     uint16_t port = 0;
-    auto lst = start_listener(sys, lc2, caf::actor{self}, port);
+    auto lst = start_listener(sys, st.cfg.listeners[i], caf::actor{self}, port);
     if (!lst) {
       st.exit_reason = lst.error();
       stop_children(self, "a listener could not be opened");
@@ -455,9 +434,9 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
     self->monitor(*lst);
     st.children.insert(lst->address());
   }
-  if (st.cfg.admin_enabled && !st.stopping) {
-    auto admin = start_admin_server(sys, st.cfg.admin_listen, caf::actor{self},
-                                    st.admin_port);
+  if (st.cfg.admin && !st.stopping) {
+    auto admin
+      = start_admin_server(sys, *st.cfg.admin, caf::actor{self}, st.admin_port);
     if (!admin) {
       st.exit_reason = admin.error();
       stop_children(self, "the admin port could not be opened");
@@ -465,8 +444,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
       st.admin = *admin;
       self->monitor(st.admin);
       st.children.insert(st.admin.address());
-      log::info(subject, "serves its admin port on {}:{}",
-                st.cfg.admin_listen.host, st.admin_port);
+      log::info(subject, "serves its admin port on {}:{}", st.cfg.admin->host,
+                st.admin_port);
     }
   }
   log::info(subject, "{} starts with {} export(s)", st.id->node_id(),

@@ -1,4 +1,4 @@
-// NODE SUPERVISOR (seed: "User Control"): owns the node's configuration and
+// NODE SUPERVISOR (seed: "User Control"): owns the node's settings and
 // creates, monitors and ends every top-level actor of a node: the CONNECTOR,
 // the SIGNAL LINK, the PEER MANAGER and the ADMIN SERVER, and owns the ICE
 // driver (shut down after every actor that uses it has ended). It is the
@@ -20,14 +20,14 @@
 
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
-#include "node/config.hpp"
+#include "actors/node/node_settings.hpp"
 
 namespace p2proxy {
 
 struct node_supervisor_state {
   static inline const char* name = "node_supervisor";
 
-  node_config cfg;
+  node_settings cfg;
   std::shared_ptr<const identity> id;
   std::chrono::system_clock::time_point started;
   caf::actor connector;
@@ -55,7 +55,7 @@ using node_supervisor_actor = caf::stateful_actor<node_supervisor_state>;
 /// SIGNAL LINK, (open_atom, node id) through the PEER MANAGER, (pump_atom,
 /// ...) with [debug] test_resources, (stop_atom, reason). Quits with an error
 /// when the admin port cannot be bound.
-caf::behavior node_supervisor(node_supervisor_actor* self, node_config cfg,
+caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
                               std::shared_ptr<const identity> id);
 
 } // namespace p2proxy

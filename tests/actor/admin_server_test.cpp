@@ -2,6 +2,7 @@
 // runs on its own threads, so the deterministic coordinator cannot drive it.
 // A fake source answers (get_atom) and (metrics_atom) with fixed texts.
 #include "actors/admin/admin_server.hpp"
+#include "node/status_command.hpp"
 
 #include <chrono>
 #include <string>
