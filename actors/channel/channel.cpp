@@ -15,9 +15,9 @@
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
-#include "actors/listener/http_sniffer.hpp"
-#include "actors/listener/rtsp_sniffer.hpp"
-#include "actors/listener/socks5_sniffer.hpp"
+#include "actors/channel/protocol/http_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_sniffer.hpp"
+#include "actors/channel/protocol/socks5_sniffer.hpp"
 #include "proto/admin.pb.h"
 #include "proto/tunnel.pb.h"
 

@@ -1,4 +1,4 @@
-#include "actors/listener/rtsp_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_sniffer.hpp"
 
 #include <gtest/gtest.h>
 

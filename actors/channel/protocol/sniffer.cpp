@@ -1,4 +1,4 @@
-#include "actors/listener/sniffer.hpp"
+#include "actors/channel/protocol/sniffer.hpp"
 
 #include <algorithm>
 
