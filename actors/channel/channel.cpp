@@ -16,7 +16,7 @@
 #include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
 #include "actors/channel/protocol/http_sniffer.hpp"
-#include "actors/channel/protocol/rtsp_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_rewriter.hpp"
 #include "actors/channel/protocol/socks5_sniffer.hpp"
 #include "proto/admin.pb.h"
 #include "proto/tunnel.pb.h"

@@ -1,3 +1,4 @@
+#include "actors/channel/protocol/rtsp_rewriter.hpp"
 #include "actors/channel/protocol/rtsp_sniffer.hpp"
 
 #include <gtest/gtest.h>

@@ -5,22 +5,9 @@
 
 namespace p2proxy {
 
-namespace {
+namespace sniff {
 
-using namespace std::string_view_literals;
-using sniff::iequals;
-using sniff::istarts_with;
-
-constexpr auto segment_end = "/?#"sv;
-
-struct url_parts {
-  std::string_view scheme;
-  std::string_view userinfo; // including the '@', or empty
-  std::string_view hostport;
-  std::string_view rest; // path, query, fragment: "", "/..." or "?..."
-};
-
-bool split_url(std::string_view url, url_parts& p) {
+bool split_rtsp_url(std::string_view url, rtsp_url_parts& p) {
   auto sep = url.find("://");
   if (sep == std::string_view::npos)
     return false;
@@ -29,7 +16,7 @@ bool split_url(std::string_view url, url_parts& p) {
       && !iequals(p.scheme, "rtspu"))
     return false;
   auto after = url.substr(sep + 3);
-  auto end = after.find_first_of(segment_end);
+  auto end = after.find_first_of(rtsp_segment_end);
   auto auth = after.substr(0, end);
   p.rest
     = end == std::string_view::npos ? std::string_view{} : after.substr(end);
@@ -44,33 +31,19 @@ bool split_url(std::string_view url, url_parts& p) {
   return true;
 }
 
+} // namespace sniff
+
+namespace {
+
+using sniff::iequals;
+using sniff::istarts_with;
+
 /// "cam1" from "/cam1/stream"; empty when the path has no first segment.
 std::string_view first_segment(std::string_view path) {
   if (path.empty() || path[0] != '/')
     return {};
   path.remove_prefix(1);
-  return path.substr(0, path.find_first_of(segment_end));
-}
-
-bool icontains(std::string_view s, std::string_view needle) {
-  if (needle.size() > s.size())
-    return false;
-  for (size_t i = 0; i + needle.size() <= s.size(); ++i)
-    if (iequals(s.substr(i, needle.size()), needle))
-      return true;
-  return false;
-}
-
-/// Position of a "url=" parameter at or after `from` in an RTP-Info value.
-size_t find_url_param(std::string_view v, size_t from) {
-  for (auto i = from; i + 4 <= v.size(); ++i) {
-    if (!iequals(v.substr(i, 4), "url="))
-      continue;
-    if (i == 0 || v[i - 1] == ',' || v[i - 1] == ';' || v[i - 1] == ' '
-        || v[i - 1] == '\t')
-      return i;
-  }
-  return std::string_view::npos;
+  return path.substr(0, path.find_first_of(sniff::rtsp_segment_end));
 }
 
 } // namespace
@@ -188,8 +161,8 @@ sniff_result rtsp_sniffer::feed(std::string_view data) {
   }
   std::string_view segment;
   if (url != "*") {
-    url_parts p;
-    if (split_url(url, p)) {
+    sniff::rtsp_url_parts p;
+    if (sniff::split_rtsp_url(url, p)) {
       client_authority_ = std::string{p.hostport};
       segment = first_segment(p.rest);
     } else if (url[0] == '/') {
@@ -245,390 +218,5 @@ std::string rtsp_sniffer::failure_reply(open_failure why,
 }
 
 // -- rtsp_rewriter ------------------------------------------------------------
-
-rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
-  if (map_.resource.empty())
-    map_.strip_resource = false;
-}
-
-void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
-  std::string_view rest;
-  url_parts p;
-  if (split_url(url, p)) {
-    if (map_.client_authority.empty())
-      map_.client_authority = std::string{p.hostport};
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.server_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
-    return;
-  }
-  if (map_.strip_resource) {
-    auto n = map_.resource.size();
-    if (rest.size() > n && rest[0] == '/'
-        && rest.compare(1, n, map_.resource) == 0
-        && (rest.size() == n + 1
-            || segment_end.find(rest[n + 1]) != std::string_view::npos))
-      rest.remove_prefix(n + 1);
-  }
-  if (rest.empty() || rest[0] != '/')
-    out += '/';
-  out += rest;
-}
-
-void rtsp_rewriter::url_to_client(std::string_view url,
-                                  std::string& out) const {
-  std::string_view rest;
-  url_parts p;
-  if (split_url(url, p) && !map_.client_authority.empty()) {
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.client_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
-    return;
-  }
-  if (map_.strip_resource) {
-    out += '/';
-    out += map_.resource;
-  }
-  out += rest;
-}
-
-rtsp_rewriter::status rtsp_rewriter::from_client(std::string_view in,
-                                                 std::string& to_server,
-                                                 std::string& to_client) {
-  return run(up_, in, to_server, &to_client);
-}
-
-rtsp_rewriter::status rtsp_rewriter::from_server(std::string_view in,
-                                                 std::string& to_client) {
-  return run(down_, in, to_client, nullptr);
-}
-
-void rtsp_rewriter::fail_stream(direction& d, std::string reason,
-                                std::string* reply, int code,
-                                std::string_view phrase) {
-  d.ph = phase::failed;
-  failure_reason_ = (d.from_client ? "client: " : "server: ") + reason;
-  if (reply != nullptr)
-    *reply += rtsp_reply("RTSP/1.0", code, phrase,
-                         sniff::find_header(d.buf, "CSeq"), reason);
-}
-
-rtsp_rewriter::status rtsp_rewriter::run(direction& d, std::string_view in,
-                                         std::string& out, std::string* reply) {
-  while (!in.empty()) {
-    switch (d.ph) {
-      case phase::failed:
-        return status::failed;
-      case phase::boundary: {
-        auto c = in.front();
-        if (c == '\r' || c == '\n') {
-          out += c;
-          in.remove_prefix(1);
-          break;
-        }
-        d.buf.clear();
-        if (c == '$') {
-          d.ph = phase::interleaved_header;
-        } else {
-          d.ph = phase::head;
-          d.scanner.reset();
-        }
-        break;
-      }
-      case phase::interleaved_header: {
-        auto n = std::min(4 - d.buf.size(), in.size());
-        d.buf.append(in.data(), n);
-        in.remove_prefix(n);
-        if (d.buf.size() == 4) {
-          out += d.buf;
-          d.remaining
-            = (static_cast<uint64_t>(static_cast<unsigned char>(d.buf[2])) << 8)
-              | static_cast<unsigned char>(d.buf[3]);
-          d.ph = d.remaining > 0 ? phase::interleaved_payload : phase::boundary;
-        }
-        break;
-      }
-      case phase::interleaved_payload:
-      case phase::body_stream:
-      case phase::body_drop: {
-        auto n
-          = static_cast<size_t>(std::min<uint64_t>(d.remaining, in.size()));
-        if (d.ph != phase::body_drop)
-          out.append(in.data(), n);
-        in.remove_prefix(n);
-        d.remaining -= n;
-        if (d.remaining == 0)
-          d.ph = phase::boundary;
-        break;
-      }
-      case phase::head: {
-        auto old = d.buf.size();
-        auto n = std::min(in.size(), max_request_head - old);
-        d.buf.append(in.data(), n);
-        switch (d.scanner.scan(d.buf)) {
-          case sniff::head_scanner::status::need_more:
-            in.remove_prefix(n);
-            break;
-          case sniff::head_scanner::status::line_too_long:
-            fail_stream(d, "start line longer than 8 KiB", reply, 414,
-                        "Request-URI Too Large");
-            return status::failed;
-          case sniff::head_scanner::status::head_too_large:
-            fail_stream(d, "message head larger than 16 KiB", reply, 431,
-                        "Request Header Fields Too Large");
-            return status::failed;
-          case sniff::head_scanner::status::complete: {
-            auto size = d.scanner.head_size();
-            in.remove_prefix(size - old);
-            d.buf.resize(size);
-            if (!on_head(d, d.buf, out, reply))
-              return status::failed;
-            break;
-          }
-        }
-        break;
-      }
-      case phase::body_buffer: {
-        auto n
-          = static_cast<size_t>(std::min<uint64_t>(d.remaining, in.size()));
-        d.buf.append(in.data(), n);
-        in.remove_prefix(n);
-        d.remaining -= n;
-        if (d.remaining == 0) {
-          scratch_.clear();
-          rewrite_sdp(d, d.buf, scratch_);
-          out += d.held_head;
-          out += "Content-Length: ";
-          out += std::to_string(scratch_.size());
-          out += "\r\n\r\n";
-          out += scratch_;
-          d.ph = phase::boundary;
-        }
-        break;
-      }
-    }
-  }
-  return d.ph == phase::failed ? status::failed : status::ok;
-}
-
-bool rtsp_rewriter::on_head(direction& d, std::string_view head,
-                            std::string& out, std::string* reply) {
-  sniff::line_reader lines{head};
-  std::string_view start;
-  lines.next(start);
-  auto& h = scratch_;
-  h.clear();
-  auto response = istarts_with(start, "RTSP/");
-  std::string_view method, url, version;
-  if (response) {
-    auto sp = start.find(' ');
-    if (sp == std::string_view::npos || start.size() < sp + 4) {
-      fail_stream(
-        d, "malformed status line \"" + sniff::printable(start, 60) + "\"",
-        reply, 400, "Bad Request");
-      return false;
-    }
-    h += start;
-  } else {
-    if (!sniff::split_start_line(start, method, url, version)
-        || !sniff::is_token(method) || !istarts_with(version, "RTSP/")) {
-      fail_stream(
-        d, "malformed request line \"" + sniff::printable(start, 60) + "\"",
-        reply, 400, "Bad Request");
-      return false;
-    }
-    h += method;
-    h += ' ';
-    if (d.from_client)
-      url_to_server(url, h);
-    else
-      url_to_client(url, h);
-    h += ' ';
-    h += version;
-  }
-  h += "\r\n";
-  auto setup = d.from_client && !response && method == "SETUP";
-  auto udp_only = false;
-  auto has_length = false;
-  auto sdp = false;
-  uint64_t length = 0;
-  std::string_view cseq;
-  std::string_view line;
-  while (lines.next(line) && !line.empty()) {
-    if (line[0] == ' ' || line[0] == '\t') { // obsolete folding: keep as is
-      h += line;
-      h += "\r\n";
-      continue;
-    }
-    std::string_view name, value;
-    if (!sniff::split_header(line, name, value)) {
-      fail_stream(
-        d, "malformed header line \"" + sniff::printable(line, 60) + "\"",
-        reply, 400, "Bad Request");
-      return false;
-    }
-    if (iequals(name, "Content-Length")) {
-      uint64_t n = 0;
-      if (!sniff::parse_decimal(value, n) || (has_length && n != length)) {
-        fail_stream(d, "bad Content-Length", reply, 400, "Bad Request");
-        return false;
-      }
-      has_length = true;
-      length = n;
-      continue; // written after the other headers
-    }
-    if (iequals(name, "Content-Type")) {
-      sdp = istarts_with(value, "application/sdp");
-    } else if (iequals(name, "CSeq")) {
-      cseq = value;
-    } else if (iequals(name, "Content-Base")
-               || iequals(name, "Content-Location")
-               || iequals(name, "Location")) {
-      h += name;
-      h += ": ";
-      rewrite_url_header(d, value, h);
-      h += "\r\n";
-      continue;
-    } else if (iequals(name, "RTP-Info")) {
-      h += name;
-      h += ": ";
-      rewrite_rtp_info(d, value, h);
-      h += "\r\n";
-      continue;
-    } else if (setup && iequals(name, "Transport")) {
-      // Keep only the interleaved (TCP) alternatives.
-      auto tcp = std::string{};
-      auto any_udp = false;
-      auto rest = value;
-      while (!rest.empty()) {
-        auto comma = rest.find(',');
-        auto spec = sniff::trim(rest.substr(0, comma));
-        rest = comma == std::string_view::npos ? std::string_view{}
-                                               : rest.substr(comma + 1);
-        if (spec.empty())
-          continue;
-        auto id = spec.substr(0, spec.find(';'));
-        if (icontains(id, "/TCP") || icontains(spec, "interleaved")) {
-          if (!tcp.empty())
-            tcp += ',';
-          tcp += spec;
-        } else {
-          any_udp = true;
-        }
-      }
-      if (any_udp && tcp.empty()) {
-        udp_only = true;
-      } else if (any_udp) {
-        h += name;
-        h += ": ";
-        h += tcp;
-        h += "\r\n";
-        continue;
-      }
-    }
-    h += line;
-    h += "\r\n";
-  }
-  if (udp_only) {
-    ++udp_setups_refused_;
-    *reply += rtsp_reply(version, 461, "Unsupported Transport", cseq,
-                         "only interleaved RTP over the RTSP connection is "
-                         "relayed: use TCP transport (ffplay: -rtsp_transport "
-                         "tcp)");
-    d.remaining = length;
-    d.ph = length > 0 ? phase::body_drop : phase::boundary;
-    return true;
-  }
-  if (length > 0 && sdp && length <= max_rtsp_sdp_body) {
-    std::swap(d.held_head, h);
-    d.buf.clear();
-    d.remaining = length;
-    d.ph = phase::body_buffer;
-    return true;
-  }
-  out += h;
-  if (has_length) {
-    out += "Content-Length: ";
-    out += std::to_string(length);
-    out += "\r\n";
-  }
-  out += "\r\n";
-  d.remaining = length;
-  d.ph = length > 0 ? phase::body_stream : phase::boundary;
-  return true;
-}
-
-void rtsp_rewriter::rewrite_url_header(direction& d, std::string_view value,
-                                       std::string& out) {
-  if (d.from_client)
-    url_to_server(value, out);
-  else
-    url_to_client(value, out);
-}
-
-void rtsp_rewriter::rewrite_rtp_info(direction& d, std::string_view value,
-                                     std::string& out) {
-  size_t i = 0;
-  while (i < value.size()) {
-    auto p = find_url_param(value, i);
-    if (p == std::string_view::npos) {
-      out += value.substr(i);
-      return;
-    }
-    out += value.substr(i, p + 4 - i);
-    auto j = p + 4;
-    if (j < value.size() && value[j] == '"') {
-      auto end = value.find('"', j + 1);
-      if (end == std::string_view::npos) { // unterminated: leave as is
-        out += value.substr(j);
-        return;
-      }
-      out += '"';
-      rewrite_url_header(d, value.substr(j + 1, end - j - 1), out);
-      out += '"';
-      i = end + 1;
-    } else {
-      auto end = value.find_first_of(";,", j);
-      if (end == std::string_view::npos)
-        end = value.size();
-      rewrite_url_header(d, value.substr(j, end - j), out);
-      i = end;
-    }
-  }
-}
-
-void rtsp_rewriter::rewrite_sdp(direction& d, std::string_view body,
-                                std::string& out) {
-  size_t pos = 0;
-  while (pos < body.size()) {
-    auto nl = body.find('\n', pos);
-    auto end = nl == std::string_view::npos ? body.size() : nl + 1;
-    auto line = body.substr(pos, end - pos);
-    auto content = line;
-    while (!content.empty()
-           && (content.back() == '\n' || content.back() == '\r'))
-      content.remove_suffix(1);
-    if (istarts_with(content, "a=control:")) {
-      out += content.substr(0, 10);
-      rewrite_url_header(d, content.substr(10), out);
-      out += line.substr(content.size());
-    } else {
-      out += line;
-    }
-    pos = end;
-  }
-}
 
 } // namespace p2proxy

@@ -1,15 +1,11 @@
 // RTSP (RFC 2326 / RFC 7826): the sniffer that finds the resource in the
-// first request, and the rewriter that keeps URLs consistent on both sides
-// of a long-lived connection.
+// first request, and the replies the proxy makes itself. The rewriter that
+// keeps URLs consistent on a long-lived connection is rtsp_rewriter.hpp.
 //
 // Resource: the first path segment of the first request's URL
 // (rtsp://127.0.0.1:8554/cam1/stream → "cam1"). A URL without a path
 // segment (`OPTIONS *`, rtsp://host:port/) uses the listener's default
 // resource, else the client gets 404.
-//
-// URLs: the client sees only rtsp://LISTEN_AUTHORITY/cam1/..., the server
-// only rtsp://TARGET_AUTHORITY/... (with `strip_resource`, the default,
-// because a camera's own paths do not start with the resource name).
 #pragma once
 
 #include <cstddef>
@@ -20,10 +16,6 @@
 #include "actors/channel/protocol/sniffer.hpp"
 
 namespace p2proxy {
-
-/// Largest SDP body the rewriter buffers to rewrite `a=control:` URLs;
-/// larger bodies pass through untouched.
-constexpr size_t max_rtsp_sdp_body = 64 * 1024;
 
 /// A complete RTSP response made by the proxy itself:
 /// "<version> <code> <phrase>", CSeq (when known), a text/plain body
@@ -82,128 +74,22 @@ private:
   bool finished_ = false;
 };
 
-/// How the rewriter maps URLs between the two sides.
-struct rtsp_url_map {
-  /// The client side's "host:port" ("127.0.0.1:8554"). Empty: learned from
-  /// the first absolute URL in a client request (rtsp_sniffer's
-  /// client_authority() gives the same).
-  std::string client_authority;
-  /// The target's "host:port" ("192.168.1.10:554").
-  std::string server_authority;
-  /// The channel's resource.
-  std::string resource;
-  /// Remove "/<resource>" at the start of paths towards the server (and add
-  /// it back towards the client). Off: paths are kept, only the authority
-  /// changes.
-  bool strip_resource = true;
+namespace sniff {
+
+/// Characters that end an RTSP URL's path segment.
+constexpr std::string_view rtsp_segment_end = "/?#";
+
+/// An absolute rtsp/rtsps/rtspu URL in its parts (views into the URL).
+struct rtsp_url_parts {
+  std::string_view scheme;
+  std::string_view userinfo; // including the '@', or empty
+  std::string_view hostport;
+  std::string_view rest; // path, query, fragment: "", "/..." or "?..."
 };
 
-/// A streaming RTSP framer for both directions of one connection that
-/// rewrites every message, not just the first:
-///   - interleaved binary data (`$`, channel, 2-byte length, payload) passes
-///     through untouched, without buffering the payload;
-///   - CR/LF between messages pass through;
-///   - message heads (at most 16 KiB) are parsed and rewritten; bodies follow
-///     Content-Length (RTSP has no chunked bodies; none means no body).
-/// Rewritten, in both directions: the request URL of requests (clients'
-/// towards the server, servers' towards the client), and in any message
-/// `Content-Base`, `Content-Location`, `Location`, every `url=` of
-/// `RTP-Info`, and absolute `a=control:` URLs of an application/sdp body
-/// (Content-Length adjusted). Relative URLs are left alone. Every absolute
-/// rtsp URL towards the server gets the target's authority, towards the
-/// client the client's; the URL's userinfo is kept. `Authorization` is never
-/// touched (a digest covers the client's own URL).
-///
-/// A client SETUP whose Transport offers only UDP is answered by the proxy
-/// with 461 Unsupported Transport (and its CSeq) and never forwarded; when it
-/// offers both, the UDP alternatives are removed so the server must choose
-/// interleaved TCP.
-///
-/// Run it where the target's authority is known (the exporting node, or the
-/// listening node once the CHANNEL has learned it): both directions of the
-/// channel go through the same object.
-class rtsp_rewriter {
-public:
-  enum class status : uint8_t {
-    ok,
-    /// The stream is broken: write whatever the call appended (for the
-    /// client direction: a 400/414/431 reply), log failure_reason(), close
-    /// the channel. The rewriter stays failed.
-    failed,
-  };
+/// False when `url` is not an absolute RTSP URL.
+bool split_rtsp_url(std::string_view url, rtsp_url_parts& p);
 
-  explicit rtsp_rewriter(rtsp_url_map map);
-
-  /// Client → server bytes. Appends what the server should get to
-  /// `to_server`, and what the proxy answers itself (461, an error) to
-  /// `to_client`.
-  status from_client(std::string_view in, std::string& to_server,
-                     std::string& to_client);
-
-  /// Server → client bytes; appends what the client should get.
-  status from_server(std::string_view in, std::string& to_client);
-
-  const std::string& failure_reason() const {
-    return failure_reason_;
-  }
-
-  const rtsp_url_map& map() const {
-    return map_;
-  }
-
-  /// Client SETUPs answered 461 so far.
-  uint64_t udp_setups_refused() const {
-    return udp_setups_refused_;
-  }
-
-  // -- URL mapping (public for tests) ----------------------------------------
-
-  /// Appends `url` as the server should see it (unchanged if not an
-  /// absolute rtsp URL or a path).
-  void url_to_server(std::string_view url, std::string& out);
-
-  /// Appends `url` as the client should see it.
-  void url_to_client(std::string_view url, std::string& out) const;
-
-private:
-  enum class phase : uint8_t {
-    boundary,
-    interleaved_header,
-    interleaved_payload,
-    head,
-    body_stream,
-    body_buffer,
-    body_drop,
-    failed,
-  };
-
-  struct direction {
-    bool from_client;
-    phase ph = phase::boundary;
-    sniff::head_scanner scanner;
-    std::string buf;       // head, interleaved header or buffered body
-    std::string held_head; // rewritten head waiting for its buffered body
-    uint64_t remaining = 0;
-    explicit direction(bool client) : from_client(client) {}
-  };
-
-  status run(direction& d, std::string_view in, std::string& out,
-             std::string* reply);
-  bool on_head(direction& d, std::string_view head, std::string& out,
-               std::string* reply);
-  void rewrite_url_header(direction& d, std::string_view value,
-                          std::string& out);
-  void rewrite_rtp_info(direction& d, std::string_view value, std::string& out);
-  void rewrite_sdp(direction& d, std::string_view body, std::string& out);
-  void fail_stream(direction& d, std::string reason, std::string* reply,
-                   int code, std::string_view phrase);
-
-  rtsp_url_map map_;
-  direction up_{true};
-  direction down_{false};
-  std::string scratch_;
-  std::string failure_reason_;
-  uint64_t udp_setups_refused_ = 0;
-};
+} // namespace sniff
 
 } // namespace p2proxy
