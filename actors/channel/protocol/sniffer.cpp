@@ -24,6 +24,10 @@ const char* to_string(sniff_error x) {
       return "redirect";
     case sniff_error::timeout:
       return "timeout";
+    case sniff_error::eof:
+      return "eof";
+    case sniff_error::overflow:
+      return "overflow";
   }
   return "?";
 }
