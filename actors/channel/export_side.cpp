@@ -46,11 +46,7 @@ void rewrite_to_local(channel_broker* self, const std::string& bytes,
   auto reason = st.adapter->stop_reason();
   log::warn(subject, "stops the {} connection of node {} to '{}': {}",
             st.adapter->name(), st.peer, st.resource, reason);
-  if (!st.fin_sent) {
-    st.fin_sent = true;
-    self->send(st.session, stream_write_atom::value, st.id, std::string{},
-               true);
-  }
+  send_stream_fin(self);
   finish(self, fmt::format("{}: {}", st.adapter->name(), reason));
 }
 

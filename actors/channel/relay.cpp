@@ -174,12 +174,19 @@ void settle_local(channel_broker* self) {
   transition_to(self, local_state::fin);
 }
 
-void stop_toward_stream(channel_broker* self) {
+void send_stream_fin(channel_broker* self) {
   auto& st = self->state;
   if (st.fin_sent)
     return;
   st.fin_sent = true; // later local bytes are dropped
   self->send(st.session, stream_write_atom::value, st.id, std::string{}, true);
+}
+
+void stop_toward_stream(channel_broker* self) {
+  auto& st = self->state;
+  if (st.fin_sent)
+    return;
+  send_stream_fin(self);
   if (st.fin_received) {
     // (not reached: the client side closes on the peer's FIN)
     return;
@@ -229,11 +236,7 @@ void start_relay(channel_broker* self) {
   if (st.local == local_state::eof) {
     // The client sent its bytes and finished before the tunnel was up: they
     // went on the stream above; now our FIN, and its answer still comes.
-    if (!st.fin_sent) {
-      st.fin_sent = true;
-      self->send(st.session, stream_write_atom::value, st.id, std::string{},
-                 true);
-    }
+    send_stream_fin(self);
     transition_to(self, tunnel_state::half_closed);
     settle_local(self);
     return;
@@ -301,11 +304,7 @@ void on_local_eof(channel_broker* self) {
     abort_stream(self, "the local side closed before the tunnel was up");
     return;
   }
-  if (!st.fin_sent) {
-    st.fin_sent = true;
-    self->send(st.session, stream_write_atom::value, st.id, std::string{},
-               true);
-  }
+  send_stream_fin(self);
   if (st.tunnel == tunnel_state::connected)
     transition_to(self, tunnel_state::half_closed);
   if (st.local_write_lost) {

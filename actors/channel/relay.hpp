@@ -138,6 +138,8 @@ void update_reading(channel_broker* self, bool safe_to_trigger = false);
 /// Half-close: our FIN to the local socket once the peer's came and all
 /// before it is written; the channel ends once both directions are done.
 void settle_local(channel_broker* self);
+/// Our FIN on the stream (once): nothing more goes on it.
+void send_stream_fin(channel_broker* self);
 /// The adapter stopped the local → stream direction: our FIN on the stream,
 /// then the stop reply (if any) once the other end is done or silent.
 void stop_toward_stream(channel_broker* self);

@@ -1,6 +1,7 @@
 #include "actors/channel/protocol/adapter.hpp"
 
 #include <optional>
+#include <utility>
 
 #include "actors/channel/protocol/http_sniffer.hpp"
 #include "actors/channel/protocol/rtsp_rewriter.hpp"
@@ -76,10 +77,16 @@ public:
 // -- client side
 // ----------------------------------------------------------------
 
-class socks5_adapter : public protocol_adapter {
+/// A client protocol whose first request names the resource: the sniff,
+/// and the replies only the sniffer can make (it knows the request).
+template <class Sniffer>
+class sniffing_adapter : public protocol_adapter {
 public:
+  template <class... Ts>
+  explicit sniffing_adapter(const char* name, Ts&&... xs)
+    : name_(name), sniffer_(std::forward<Ts>(xs)...) {}
   const char* name() const override {
-    return "SOCKS5";
+    return name_;
   }
   bool sniffs() const override {
     return true;
@@ -90,32 +97,33 @@ public:
   std::string timeout_reply() const override {
     return sniffer_.timeout_reply();
   }
-  std::string success_reply() const override {
-    return socks5_reply(socks5_reply_code::succeeded);
-  }
   std::string failure_reply(open_failure why,
                             std::string_view text) const override {
     return sniffer_.failure_reply(why, text);
   }
 
 private:
-  socks5_sniffer sniffer_;
+  const char* name_;
+  Sniffer sniffer_;
+};
+
+class socks5_adapter : public sniffing_adapter<socks5_sniffer> {
+public:
+  socks5_adapter() : sniffing_adapter("SOCKS5") {}
+  std::string success_reply() const override {
+    return socks5_reply(socks5_reply_code::succeeded);
+  }
 };
 
 /// Every request of the connection goes through an http_request_rewriter
 /// routed like the first: one for another resource stops the connection.
-class http_client_adapter : public protocol_adapter {
+class http_client_adapter : public sniffing_adapter<http_sniffer> {
 public:
   explicit http_client_adapter(std::string default_resource)
-    : default_resource_(default_resource), sniffer_(default_resource) {}
-  const char* name() const override {
-    return "HTTP";
-  }
-  bool sniffs() const override {
-    return true;
-  }
+    : sniffing_adapter("HTTP", default_resource),
+      default_resource_(std::move(default_resource)) {}
   sniff_result sniff(std::string_view data) override {
-    auto r = sniffer_.feed(data);
+    auto r = sniffing_adapter::sniff(data);
     if (r.state == sniff_state::done) {
       http_rewrite_config rc;
       rc.resource = r.resource;
@@ -123,13 +131,6 @@ public:
       rewriter_.emplace(std::move(rc));
     }
     return r;
-  }
-  std::string timeout_reply() const override {
-    return sniffer_.timeout_reply();
-  }
-  std::string failure_reply(open_failure why,
-                            std::string_view text) const override {
-    return sniffer_.failure_reply(why, text);
   }
   verdict to_stream(std::string_view in, std::string& out) override {
     if (!rewriter_)
@@ -151,36 +152,12 @@ public:
 
 private:
   std::string default_resource_;
-  http_sniffer sniffer_;
   std::optional<http_request_rewriter> rewriter_;
   bool stopped_ = false;
 };
 
 /// The listening node passes RTSP through: the exporting node rewrites.
-class rtsp_client_adapter : public protocol_adapter {
-public:
-  explicit rtsp_client_adapter(std::string default_resource)
-    : sniffer_(std::move(default_resource)) {}
-  const char* name() const override {
-    return "RTSP";
-  }
-  bool sniffs() const override {
-    return true;
-  }
-  sniff_result sniff(std::string_view data) override {
-    return sniffer_.feed(data);
-  }
-  std::string timeout_reply() const override {
-    return sniffer_.timeout_reply();
-  }
-  std::string failure_reply(open_failure why,
-                            std::string_view text) const override {
-    return sniffer_.failure_reply(why, text);
-  }
-
-private:
-  rtsp_sniffer sniffer_;
-};
+using rtsp_client_adapter = sniffing_adapter<rtsp_sniffer>;
 
 // -- export side
 // ----------------------------------------------------------------
@@ -249,7 +226,7 @@ make_client_adapter(const std::string& protocol,
   if (protocol == "http")
     return std::make_unique<http_client_adapter>(default_resource);
   if (protocol == "rtsp")
-    return std::make_unique<rtsp_client_adapter>(default_resource);
+    return std::make_unique<rtsp_client_adapter>("RTSP", default_resource);
   return std::make_unique<tcp_adapter>();
 }
 

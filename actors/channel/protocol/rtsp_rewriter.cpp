@@ -31,6 +31,28 @@ size_t find_url_param(std::string_view v, size_t from) {
   return std::string_view::npos;
 }
 
+/// Appends an absolute RTSP `url` up to its path with `authority` in place
+/// of its own, and leaves the path in `rest`; a path-only URL is all `rest`.
+/// False, with `url` appended unchanged, for anything else.
+bool rebase_url(std::string_view url, std::string_view authority,
+                std::string& out, std::string_view& rest) {
+  sniff::rtsp_url_parts p;
+  if (sniff::split_rtsp_url(url, p)) {
+    out += p.scheme;
+    out += "://";
+    out += p.userinfo;
+    out += authority;
+    rest = p.rest;
+    return true;
+  }
+  if (!url.empty() && url[0] == '/') {
+    rest = url;
+    return true;
+  }
+  out += url;
+  return false;
+}
+
 } // namespace
 
 rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
@@ -39,22 +61,12 @@ rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
 }
 
 void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
-  std::string_view rest;
   sniff::rtsp_url_parts p;
-  if (sniff::split_rtsp_url(url, p)) {
-    if (map_.client_authority.empty())
-      map_.client_authority = std::string{p.hostport};
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.server_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
+  if (map_.client_authority.empty() && sniff::split_rtsp_url(url, p))
+    map_.client_authority = std::string{p.hostport};
+  std::string_view rest;
+  if (!rebase_url(url, map_.server_authority, out, rest))
     return;
-  }
   if (map_.strip_resource) {
     auto n = map_.resource.size();
     if (rest.size() > n && rest[0] == '/'
@@ -72,19 +84,12 @@ void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
 void rtsp_rewriter::url_to_client(std::string_view url,
                                   std::string& out) const {
   std::string_view rest;
-  sniff::rtsp_url_parts p;
-  if (sniff::split_rtsp_url(url, p) && !map_.client_authority.empty()) {
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.client_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
+  if (map_.client_authority.empty() && (url.empty() || url[0] != '/')) {
+    out += url; // (an absolute URL before the client's authority is known)
     return;
   }
+  if (!rebase_url(url, map_.client_authority, out, rest))
+    return;
   if (map_.strip_resource) {
     out += '/';
     out += map_.resource;

@@ -91,12 +91,8 @@ sniff_result rtsp_sniffer::fail(sniff_error err, int code,
     if (sniff::parse_decimal(v, n))
       cseq_ = std::string{v};
   }
-  sniff_result r;
-  r.state = sniff_state::failed;
-  r.error = err;
-  r.reply = rtsp_reply(version_, code, phrase, cseq_, reason);
-  r.reason = std::move(reason);
-  return r;
+  auto reply = rtsp_reply(version_, code, phrase, cseq_, reason);
+  return sniff_failure(err, std::move(reply), std::move(reason));
 }
 
 sniff_result rtsp_sniffer::feed(std::string_view data) {

@@ -89,6 +89,10 @@ struct sniff_result {
   std::string reason;
 };
 
+/// A `failed` result: `reply` for the client, `reason` for the log.
+sniff_result sniff_failure(sniff_error err, std::string reply,
+                           std::string reason);
+
 /// Why opening a channel failed after a successful sniff: what the CHANNEL
 /// learned from StreamOpenResult or from the PEER MANAGER.
 enum class open_failure : uint8_t {
