@@ -11,15 +11,27 @@
 //   to learn the resource; the sniffed bytes follow the preamble on the
 //   stream, later ones are held (at most 16 KiB) until the tunnel is up, and
 //   a failed open is answered in the client's protocol (docs/listeners.md).
+//   The LISTENER is told why with a code (refused_atom below).
 // - export channel: spawned by the STREAM SERVICE on the exporting node once
 //   it has connected to the export's target; the stream is handed over to it.
 //   For an export with protocol "rtsp" it runs an rtsp_rewriter between the
-//   stream and the target (URLs both ways, 461 for UDP-only SETUPs).
+//   stream and the target (URLs both ways, 461 for UDP-only SETUPs), for
+//   "http" it sets each request's Host to the target.
+// Whatever is protocol-specific is behind a protocol_adapter
+// (protocol/adapter.hpp); "tcp" is its identity. The sources: relay.cpp and
+// relay_behavior.cpp (the core: credit, half-close, draining, shared by both
+// kinds), client_side.cpp, export_side.cpp, states.cpp (the two tables).
 //
-// States: local socket × tunnel side (the seed's pairs).
-//   local:  open ──local FIN──▶ eof ─┐          (half-closable scribes:
-//           open ──our FIN───▶ fin ──┴▶ closed   actors/common/half_close.hpp)
-//           any ──reset / error──▶ closed
+// States: local socket × tunnel side (the seed's pairs), each an enum whose
+// transitions are checked against a table by one transition_to().
+//   local:  sniffing ──resource named──▶ open ──local FIN──▶ eof
+//           (sniffing protocols)          │                   │ our FIN
+//                                         └──our FIN──▶ fin   ▼
+//                                                        └──▶ closed
+//                                                 local FIN   ▲
+//           open, eof ──a proxy reply (HTTP 421)──▶ closing ──┘ once written
+//           any ──reset / error / refusal / the channel's end──▶ closed
+//   (half-closable scribes: actors/common/half_close.hpp)
 //   tunnel: not_connected ─▶ connecting_peer ─▶ peer_ready ─▶ remote_connecting
 //             ─▶ connected ─▶ half_closed (one FIN) ─▶ closed
 //           any ─▶ closed on reset, refusal, session down, timeout
@@ -47,9 +59,9 @@
 // resumed only by a read_more message posted through the I/O multiplexer:
 // CAF 0.17 removes a passivated socket from its read loop at the end of the
 // poll round, and a trigger() before that is lost (update_reading() in
-// channel.cpp). Received stream bytes are reported consumed to the session
+// relay.cpp). Received stream bytes are reported consumed to the session
 // only once the socket has written them (ack_writes), so a slow client
-// stalls only its own stream.
+// stalls only its own stream. The core's details are in relay.hpp.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +69,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
+#include <caf/atom.hpp>
 #include <caf/io/broker.hpp>
 #include <caf/io/connection_handle.hpp>
 
@@ -75,13 +88,33 @@ enum class tunnel_state {
 const char* to_string(tunnel_state s);
 bool tunnel_transition_allowed(tunnel_state from, tunnel_state to);
 
+/// The local socket (client or target), see the diagram above.
+enum class local_state {
+  sniffing, // client side: reading the first request for the resource
+  open,     // read and written
+  eof,      // the local side sent its FIN; still written
+  fin,      // we sent our FIN (its write side is shut down); still read
+  closing,  // a proxy reply is being written; closed once it is out
+  closed    // closed by us, reset, or failed: the channel is ending
+};
+
+const char* to_string(local_state s);
+bool local_transition_allowed(local_state from, local_state to);
+
+/// CHANNEL → LISTENER: (refused_atom, caf::error why) once, when a client
+/// channel refuses its client. The code says why: an ec (unknown_resource,
+/// denied, peer_offline, target_refused, target_unreachable, timeout, ...)
+/// for a failed open, a sniff_error (protocol/sniffer.hpp) for a client that
+/// named no resource or broke its protocol; the text is for people.
+using refused_atom = caf::atom_constant<caf::atom("refused")>;
+
 struct client_channel_args {
   std::string resource;
   std::string protocol = "tcp";
   std::string peer; // pinned exporting node, or empty
   std::string client_address;
   caf::actor supervisor; // answers (lookup_atom) and (open_atom)
-  caf::actor listener;   // told (failed_atom, 0, reason, "") on refusal
+  caf::actor listener;   // told (refused_atom, caf::error) on refusal
 };
 
 /// For LISTENERs: fork a client channel for an accepted connection.

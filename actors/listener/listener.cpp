@@ -7,6 +7,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/channel/channel.hpp"
+#include "actors/channel/protocol/sniffer.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
@@ -31,18 +32,27 @@ struct listener_state {
 
 using listener_broker = caf::io::stateful_broker<listener_state>;
 
-/// The class of a refusal, for the counters.
-std::string refusal_class(const std::string& why) {
-  if (why.find("no online node exports") != std::string::npos
-      || why.find("UNKNOWN_RESOURCE") != std::string::npos)
+/// The counter a refusal goes to, from its code. The labels are part of the
+/// admin interface (refused_<label>, p2proxy_listener_refused_total).
+std::string refusal_label(const caf::error& why) {
+  if (!why)
+    return "other";
+  if (why.category() == caf::atom("sniff")) {
+    auto code = static_cast<sniff_error>(why.code());
+    if (code == sniff_error::overflow)
+      return "client_overflow";
+    return std::string{"sniff_"} + to_string(code);
+  }
+  if (is_error(why, ec::unknown_resource))
     return "unknown_resource";
-  if (why.find("DENIED") != std::string::npos)
+  if (is_error(why, ec::denied))
     return "denied";
-  if (why.find("offline") != std::string::npos)
+  if (is_error(why, ec::peer_offline))
     return "peer_offline";
-  if (why.find("TARGET_") != std::string::npos)
+  if (is_error(why, ec::target_refused)
+      || is_error(why, ec::target_unreachable))
     return "target_failed";
-  if (why.find("timeout") != std::string::npos)
+  if (is_error(why, ec::timeout))
     return "timeout";
   return "other";
 }
@@ -76,11 +86,10 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
       self->monitor(ch);
       ++st.open_channels;
     },
-    [=](failed_atom, uint64_t, const std::string& why,
-        const std::string& klass) {
+    [=](refused_atom, const caf::error& why) {
       auto& st = self->state;
       ++st.refused;
-      ++st.refused_by_reason[klass.empty() ? refusal_class(why) : klass];
+      ++st.refused_by_reason[refusal_label(why)];
     },
     [=](const caf::io::acceptor_closed_msg&) {
       log::error(subject, "lost its socket on {}", st.cfg.bind.to_string());

@@ -1,4 +1,4 @@
-#include "actors/listener/http_sniffer.hpp"
+#include "actors/channel/protocol/http_sniffer.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,5 @@
-#include "actors/listener/rtsp_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_rewriter.hpp"
+#include "actors/channel/protocol/rtsp_sniffer.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "actors/listener/socks5_sniffer.hpp"
+#include "actors/channel/protocol/socks5_sniffer.hpp"
 
 #include <gtest/gtest.h>
 

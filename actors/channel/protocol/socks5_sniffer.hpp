@@ -25,7 +25,7 @@
 #include <string>
 #include <string_view>
 
-#include "actors/listener/sniffer.hpp"
+#include "actors/channel/protocol/sniffer.hpp"
 
 namespace p2proxy {
 

@@ -1,4 +1,4 @@
-#include "actors/listener/socks5_sniffer.hpp"
+#include "actors/channel/protocol/socks5_sniffer.hpp"
 
 #include <utility>
 
@@ -43,12 +43,7 @@ socks5_reply_code socks5_code_for(open_failure why) {
 sniff_result socks5_sniffer::fail(sniff_error err, std::string reply,
                                   std::string reason) {
   step_ = step::finished;
-  sniff_result r;
-  r.state = sniff_state::failed;
-  r.error = err;
-  r.reply = std::move(reply);
-  r.reason = std::move(reason);
-  return r;
+  return sniff_failure(err, std::move(reply), std::move(reason));
 }
 
 sniff_result socks5_sniffer::feed(std::string_view data) {

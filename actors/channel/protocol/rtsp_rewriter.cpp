@@ -1,4 +1,4 @@
-#include "actors/listener/rtsp_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_rewriter.hpp"
 
 #include <algorithm>
 #include <utility>
@@ -7,50 +7,8 @@ namespace p2proxy {
 
 namespace {
 
-using namespace std::string_view_literals;
 using sniff::iequals;
 using sniff::istarts_with;
-
-constexpr auto segment_end = "/?#"sv;
-
-struct url_parts {
-  std::string_view scheme;
-  std::string_view userinfo; // including the '@', or empty
-  std::string_view hostport;
-  std::string_view rest; // path, query, fragment: "", "/..." or "?..."
-};
-
-bool split_url(std::string_view url, url_parts& p) {
-  auto sep = url.find("://");
-  if (sep == std::string_view::npos)
-    return false;
-  p.scheme = url.substr(0, sep);
-  if (!iequals(p.scheme, "rtsp") && !iequals(p.scheme, "rtsps")
-      && !iequals(p.scheme, "rtspu"))
-    return false;
-  auto after = url.substr(sep + 3);
-  auto end = after.find_first_of(segment_end);
-  auto auth = after.substr(0, end);
-  p.rest
-    = end == std::string_view::npos ? std::string_view{} : after.substr(end);
-  auto at = auth.rfind('@');
-  if (at == std::string_view::npos) {
-    p.userinfo = {};
-    p.hostport = auth;
-  } else {
-    p.userinfo = auth.substr(0, at + 1);
-    p.hostport = auth.substr(at + 1);
-  }
-  return true;
-}
-
-/// "cam1" from "/cam1/stream"; empty when the path has no first segment.
-std::string_view first_segment(std::string_view path) {
-  if (path.empty() || path[0] != '/')
-    return {};
-  path.remove_prefix(1);
-  return path.substr(0, path.find_first_of(segment_end));
-}
 
 bool icontains(std::string_view s, std::string_view needle) {
   if (needle.size() > s.size())
@@ -73,178 +31,29 @@ size_t find_url_param(std::string_view v, size_t from) {
   return std::string_view::npos;
 }
 
+/// Appends an absolute RTSP `url` up to its path with `authority` in place
+/// of its own, and leaves the path in `rest`; a path-only URL is all `rest`.
+/// False, with `url` appended unchanged, for anything else.
+bool rebase_url(std::string_view url, std::string_view authority,
+                std::string& out, std::string_view& rest) {
+  sniff::rtsp_url_parts p;
+  if (sniff::split_rtsp_url(url, p)) {
+    out += p.scheme;
+    out += "://";
+    out += p.userinfo;
+    out += authority;
+    rest = p.rest;
+    return true;
+  }
+  if (!url.empty() && url[0] == '/') {
+    rest = url;
+    return true;
+  }
+  out += url;
+  return false;
+}
+
 } // namespace
-
-std::string rtsp_reply(std::string_view version, int code,
-                       std::string_view phrase, std::string_view cseq,
-                       std::string_view text) {
-  std::string r;
-  r.reserve(128 + text.size());
-  r += version;
-  r += ' ';
-  r += std::to_string(code);
-  r += ' ';
-  r += phrase;
-  r += "\r\n";
-  uint64_t n = 0;
-  if (sniff::parse_decimal(cseq, n)) {
-    r += "CSeq: ";
-    r += cseq;
-    r += "\r\n";
-  }
-  if (text.empty()) {
-    r += "Content-Length: 0\r\n\r\n";
-    return r;
-  }
-  auto body = "p2proxy: " + sniff::printable(text, 300) + "\n";
-  r += "Content-Type: text/plain\r\nContent-Length: ";
-  r += std::to_string(body.size());
-  r += "\r\n\r\n";
-  r += body;
-  return r;
-}
-
-// -- rtsp_sniffer -------------------------------------------------------------
-
-rtsp_sniffer::rtsp_sniffer(std::string default_resource)
-  : default_resource_(std::move(default_resource)) {}
-
-sniff_result rtsp_sniffer::fail(sniff_error err, int code,
-                                std::string_view phrase, std::string reason) {
-  finished_ = true;
-  if (cseq_.empty()) {
-    auto v = sniff::find_header(buf_, "CSeq");
-    uint64_t n = 0;
-    if (sniff::parse_decimal(v, n))
-      cseq_ = std::string{v};
-  }
-  sniff_result r;
-  r.state = sniff_state::failed;
-  r.error = err;
-  r.reply = rtsp_reply(version_, code, phrase, cseq_, reason);
-  r.reason = std::move(reason);
-  return r;
-}
-
-sniff_result rtsp_sniffer::feed(std::string_view data) {
-  if (finished_) {
-    sniff_result r;
-    r.state = sniff_state::failed;
-    r.error = sniff_error::bad_request;
-    r.reason = "rtsp sniffer fed after it finished";
-    return r;
-  }
-  if (buf_.empty()) // CR/LF before a request are allowed and dropped
-    while (!data.empty() && (data.front() == '\r' || data.front() == '\n'))
-      data.remove_prefix(1);
-  buf_.append(data);
-  if (buf_.empty())
-    return {};
-  if (sniff::garbage_method(buf_))
-    return fail(sniff_error::bad_request, 400, "Bad Request",
-                "not an RTSP request");
-  switch (scanner_.scan(buf_)) {
-    case sniff::head_scanner::status::need_more:
-      return {};
-    case sniff::head_scanner::status::line_too_long:
-      return fail(sniff_error::line_too_long, 414, "Request-URI Too Large",
-                  "request line longer than 8 KiB");
-    case sniff::head_scanner::status::head_too_large:
-      return fail(sniff_error::head_too_large, 431,
-                  "Request Header Fields Too Large",
-                  "request head larger than 16 KiB");
-    case sniff::head_scanner::status::complete:
-      break;
-  }
-  auto head = std::string_view{buf_}.substr(0, scanner_.head_size());
-  {
-    auto v = sniff::find_header(head, "CSeq");
-    uint64_t n = 0;
-    if (sniff::parse_decimal(v, n))
-      cseq_ = std::string{v};
-  }
-  sniff::line_reader lines{head};
-  std::string_view line;
-  lines.next(line);
-  std::string_view method, url, version;
-  if (!sniff::split_start_line(line, method, url, version)
-      || !sniff::is_token(method))
-    return fail(sniff_error::bad_request, 400, "Bad Request",
-                "not an RTSP request: \"" + sniff::printable(line, 60) + "\"");
-  if (istarts_with(version, "HTTP/"))
-    return fail(sniff_error::bad_request, 400, "Bad Request",
-                "an HTTP request reached the RTSP listener");
-  if (!istarts_with(version, "RTSP/"))
-    return fail(sniff_error::bad_request, 400, "Bad Request",
-                "not an RTSP request: \"" + sniff::printable(line, 60) + "\"");
-  if (version == "RTSP/1.0" || version == "RTSP/2.0")
-    version_ = std::string{version};
-  while (lines.next(line) && !line.empty()) {
-    std::string_view name, value;
-    if (!sniff::split_header(line, name, value))
-      return fail(sniff_error::bad_request, 400, "Bad Request",
-                  "malformed header line \"" + sniff::printable(line, 60)
-                    + "\"");
-  }
-  std::string_view segment;
-  if (url != "*") {
-    url_parts p;
-    if (split_url(url, p)) {
-      client_authority_ = std::string{p.hostport};
-      segment = first_segment(p.rest);
-    } else if (url[0] == '/') {
-      segment = first_segment(url);
-    } else {
-      return fail(sniff_error::bad_request, 400, "Bad Request",
-                  "bad request URL \"" + sniff::printable(url, 60) + "\"");
-    }
-  }
-  sniff_result r;
-  if (segment.empty()) {
-    if (default_resource_.empty())
-      return fail(sniff_error::no_resource, 404, "Not Found",
-                  "no resource in the URL: use rtsp://HOST:PORT/<name>/...");
-    r.resource = default_resource_;
-  } else if (!sniff::valid_resource_name(segment)) {
-    return fail(sniff_error::bad_request, 400, "Bad Request",
-                "invalid resource name \"" + sniff::printable(segment, 60)
-                  + "\"");
-  } else {
-    r.resource = std::string{segment};
-    resource_in_url_ = true;
-  }
-  finished_ = true;
-  r.state = sniff_state::done;
-  r.forward = std::move(buf_);
-  buf_.clear();
-  return r;
-}
-
-std::string rtsp_sniffer::timeout_reply() const {
-  // The head is incomplete, but its CSeq may already be there: a client
-  // matches the reply by it.
-  // (rtsp_reply() leaves out a CSeq that is not a number.)
-  std::string_view cseq = cseq_.empty() ? sniff::find_header(buf_, "CSeq")
-                                        : std::string_view{cseq_};
-  return rtsp_reply(version_, 408, "Request Timeout", cseq,
-                    "no complete request within 10 s");
-}
-
-std::string rtsp_sniffer::failure_reply(open_failure why,
-                                        std::string_view text) const {
-  switch (why) {
-    case open_failure::unknown_resource:
-      return rtsp_reply(version_, 404, "Not Found", cseq_, text);
-    case open_failure::denied:
-      return rtsp_reply(version_, 403, "Forbidden", cseq_, text);
-    case open_failure::bad_request:
-      return rtsp_reply(version_, 400, "Bad Request", cseq_, text);
-    default:
-      return rtsp_reply(version_, 503, "Service Unavailable", cseq_, text);
-  }
-}
-
-// -- rtsp_rewriter ------------------------------------------------------------
 
 rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
   if (map_.resource.empty())
@@ -252,28 +61,19 @@ rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
 }
 
 void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
+  sniff::rtsp_url_parts p;
+  if (map_.client_authority.empty() && sniff::split_rtsp_url(url, p))
+    map_.client_authority = std::string{p.hostport};
   std::string_view rest;
-  url_parts p;
-  if (split_url(url, p)) {
-    if (map_.client_authority.empty())
-      map_.client_authority = std::string{p.hostport};
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.server_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
+  if (!rebase_url(url, map_.server_authority, out, rest))
     return;
-  }
   if (map_.strip_resource) {
     auto n = map_.resource.size();
     if (rest.size() > n && rest[0] == '/'
         && rest.compare(1, n, map_.resource) == 0
         && (rest.size() == n + 1
-            || segment_end.find(rest[n + 1]) != std::string_view::npos))
+            || sniff::rtsp_segment_end.find(rest[n + 1])
+                 != std::string_view::npos))
       rest.remove_prefix(n + 1);
   }
   if (rest.empty() || rest[0] != '/')
@@ -284,19 +84,12 @@ void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
 void rtsp_rewriter::url_to_client(std::string_view url,
                                   std::string& out) const {
   std::string_view rest;
-  url_parts p;
-  if (split_url(url, p) && !map_.client_authority.empty()) {
-    out += p.scheme;
-    out += "://";
-    out += p.userinfo;
-    out += map_.client_authority;
-    rest = p.rest;
-  } else if (!url.empty() && url[0] == '/') {
-    rest = url;
-  } else {
-    out += url;
+  if (map_.client_authority.empty() && (url.empty() || url[0] != '/')) {
+    out += url; // (an absolute URL before the client's authority is known)
     return;
   }
+  if (!rebase_url(url, map_.client_authority, out, rest))
+    return;
   if (map_.strip_resource) {
     out += '/';
     out += map_.resource;

@@ -1,4 +1,4 @@
-#include "actors/listener/http_sniffer.hpp"
+#include "actors/channel/protocol/http_sniffer.hpp"
 
 #include <algorithm>
 #include <utility>
@@ -219,12 +219,7 @@ http_sniffer::http_sniffer(std::string default_resource)
 sniff_result http_sniffer::fail(sniff_error err, std::string reply,
                                 std::string reason) {
   finished_ = true;
-  sniff_result r;
-  r.state = sniff_state::failed;
-  r.error = err;
-  r.reply = std::move(reply);
-  r.reason = std::move(reason);
-  return r;
+  return sniff_failure(err, std::move(reply), std::move(reason));
 }
 
 sniff_result http_sniffer::feed(std::string_view data) {

@@ -1,7 +1,8 @@
-// What every LISTENER sniffer answers, and the small parsing helpers the
-// RTSP and HTTP sniffers and rewriters share.
+// What every sniffer answers, and the small parsing helpers the RTSP and
+// HTTP sniffers and rewriters share.
 //
-// A sniffer is plain C++ (no actors, no sockets). The LISTENER feeds it the
+// A sniffer is plain C++ (no actors, no sockets). A client CHANNEL feeds it
+// (through its protocol_adapter, adapter.hpp) the
 // first bytes a client sends, in whatever pieces the socket delivers, and it
 // answers one of:
 //
@@ -20,7 +21,7 @@
 // long-lived connection. The CHANNEL runs them where it knows what they need.
 //
 // Limits: a request head is at most 16 KiB, its first line at most 8 KiB.
-// The 10 s timeout is the LISTENER's timer; the sniffer only provides what to
+// The 10 s timeout is the CHANNEL's timer; the sniffer only provides what to
 // send when it fires (timeout_reply()).
 //
 // After `done`, keep the sniffer until the StreamOpenResult arrives: its
@@ -33,6 +34,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include <caf/error.hpp>
+#include <caf/make_message.hpp>
+#include <caf/message.hpp>
 
 namespace p2proxy {
 
@@ -50,7 +55,10 @@ constexpr std::chrono::seconds sniff_timeout{10};
 
 enum class sniff_state : uint8_t { need_more, done, failed };
 
-/// Why a sniff failed: the LISTENER's "rejected by reason" counters.
+/// Why a client was refused before its tunnel was opened: the LISTENER's
+/// "refused by reason" counters (refused_sniff_<name>,
+/// refused_client_overflow). A CAF error code (category "sniff"): the CHANNEL
+/// tells its LISTENER with caf::error{sniff_error}.
 enum class sniff_error : uint8_t {
   none,
   bad_request,    // garbage, malformed syntax
@@ -60,7 +68,10 @@ enum class sniff_error : uint8_t {
   unsupported,    // well-formed but not supported (SOCKS5 auth/command/
                   // address type, HTTP CONNECT or HTTP/2, ...)
   redirect,       // not an error: HTTP `/r/name` answered by a 301
-  timeout,        // set by the LISTENER when its timer fires
+  timeout,        // set by the CHANNEL when its timer fires
+  eof,            // the client finished before naming a resource
+  overflow,       // the client sent more than the CHANNEL holds (16 KiB)
+                  // after its first request, before its tunnel was up
 };
 
 const char* to_string(sniff_error x);
@@ -77,6 +88,10 @@ struct sniff_result {
   /// failed: one line for the log and status (printable ASCII).
   std::string reason;
 };
+
+/// A `failed` result: `reply` for the client, `reason` for the log.
+sniff_result sniff_failure(sniff_error err, std::string reply,
+                           std::string reason);
 
 /// Why opening a channel failed after a successful sniff: what the CHANNEL
 /// learned from StreamOpenResult or from the PEER MANAGER.
@@ -189,3 +204,5 @@ std::string_view find_header(std::string_view head, std::string_view name);
 } // namespace sniff
 
 } // namespace p2proxy
+
+CAF_ERROR_CODE_ENUM(p2proxy::sniff_error, "sniff")

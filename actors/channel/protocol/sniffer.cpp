@@ -1,6 +1,7 @@
-#include "actors/listener/sniffer.hpp"
+#include "actors/channel/protocol/sniffer.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "proto/tunnel.pb.h"
 
@@ -24,8 +25,22 @@ const char* to_string(sniff_error x) {
       return "redirect";
     case sniff_error::timeout:
       return "timeout";
+    case sniff_error::eof:
+      return "eof";
+    case sniff_error::overflow:
+      return "overflow";
   }
   return "?";
+}
+
+sniff_result sniff_failure(sniff_error err, std::string reply,
+                           std::string reason) {
+  sniff_result r;
+  r.state = sniff_state::failed;
+  r.error = err;
+  r.reply = std::move(reply);
+  r.reason = std::move(reason);
+  return r;
 }
 
 const char* to_string(open_failure x) {
