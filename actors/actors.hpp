@@ -182,6 +182,12 @@ CAF_ADD_ATOM(p2proxy, p2proxy, stream_owner_atom, "s_owner")
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
 /// for lack of credit, may be read again (see update_reading in channel.cpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")
+/// CHANNEL → LISTENER: (refused_atom, caf::error why) once, when a client
+/// channel refuses its client. The code says why: an ec (unknown_resource,
+/// denied, peer_offline, target_refused, target_unreachable, timeout, ...)
+/// for a failed open, a sniff_error (protocol/sniffer.hpp) for a client that
+/// named no resource or broke its protocol; the text is for people.
+CAF_ADD_ATOM(p2proxy, p2proxy, refused_atom, "refused")
 /// CHANNEL → node supervisor: (channel_atom) once started (the supervisor
 /// monitors it and asks it for status_atom), and (channel_atom, bool
 /// connected, uint64_t bytes_in, uint64_t bytes_out) when it ends, for the

@@ -101,13 +101,6 @@ enum class local_state {
 const char* to_string(local_state s);
 bool local_transition_allowed(local_state from, local_state to);
 
-/// CHANNEL → LISTENER: (refused_atom, caf::error why) once, when a client
-/// channel refuses its client. The code says why: an ec (unknown_resource,
-/// denied, peer_offline, target_refused, target_unreachable, timeout, ...)
-/// for a failed open, a sniff_error (protocol/sniffer.hpp) for a client that
-/// named no resource or broke its protocol; the text is for people.
-using refused_atom = caf::atom_constant<caf::atom("refused")>;
-
 struct client_channel_args {
   std::string resource;
   std::string protocol = "tcp";
