@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <string>
 
-#include <caf/error.hpp>
 #include <caf/atom.hpp>
+#include <caf/error.hpp>
 #include <caf/message_handler.hpp>
 
 #include "actors/common/error.hpp"
