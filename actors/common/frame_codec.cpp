@@ -18,26 +18,38 @@ std::string encode_frame(std::string_view payload) {
   return out;
 }
 
+frame_head peek_frame(std::string_view buf, size_t max_payload) {
+  frame_head h;
+  if (buf.size() < 4)
+    return h;
+  auto b = reinterpret_cast<const unsigned char*>(buf.data());
+  h.length = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16)
+             | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
+  if (h.length > max_payload)
+    h.k = frame_head::kind::too_large;
+  else if (buf.size() - 4 >= h.length)
+    h.k = frame_head::kind::whole;
+  return h;
+}
+
 frame_decoder::status frame_decoder::feed(const char* data, size_t size,
                                           std::vector<std::string>& frames) {
   if (failed_)
     return status::too_large;
   buf_.append(data, size);
   size_t pos = 0;
-  while (buf_.size() - pos >= 4) {
-    auto b = reinterpret_cast<const unsigned char*>(buf_.data() + pos);
-    uint64_t n = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16)
-                 | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
-    if (n > max_payload_) {
+  for (;;) {
+    auto h = peek_frame(std::string_view{buf_}.substr(pos), max_payload_);
+    if (h.k == frame_head::kind::too_large) {
       failed_ = true;
-      bad_length_ = n;
+      bad_length_ = h.length;
       buf_.clear();
       return status::too_large;
     }
-    if (buf_.size() - pos - 4 < n)
+    if (h.k == frame_head::kind::partial)
       break;
-    frames.emplace_back(buf_, pos + 4, n);
-    pos += 4 + n;
+    frames.emplace_back(buf_, pos + 4, h.length);
+    pos += 4 + h.length;
   }
   buf_.erase(0, pos);
   return status::ok;

@@ -16,6 +16,17 @@ namespace p2proxy {
 /// Largest payload of a signaling frame.
 constexpr size_t max_signal_frame = 64 * 1024;
 
+/// What the front of a byte buffer holds: a whole frame (its payload is
+/// `length` bytes after the 4-byte header), not enough bytes yet, or a
+/// header that announces more than the limit. The one place a frame's
+/// length is read; frame_decoder and preamble_reader build on it.
+struct frame_head {
+  enum class kind { partial, whole, too_large };
+  kind k = kind::partial;
+  uint64_t length = 0; // announced payload length (once the header is in)
+};
+frame_head peek_frame(std::string_view buf, size_t max_payload);
+
 /// Appends a frame header + payload to `out`.
 void encode_frame(std::string_view payload, std::string& out);
 std::string encode_frame(std::string_view payload);

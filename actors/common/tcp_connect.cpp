@@ -20,11 +20,22 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+ec code_of_errno(int err) {
+  return err == ECONNREFUSED ? ec::target_refused : ec::target_unreachable;
+}
+
 } // namespace
 
 int tcp_connect(const std::string& host, uint16_t port,
                 std::chrono::milliseconds timeout, std::string& why,
-                bool* reset) {
+                bool* reset, ec* code) {
+  ec last = ec::target_unreachable; // the failure `why` describes
+  auto failed = [&](std::string text, ec c) {
+    why = std::move(text);
+    last = c;
+  };
+  auto failed_errno
+    = [&](int err) { failed(std::strerror(err), code_of_errno(err)); };
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + timeout;
   addrinfo hints{};
@@ -36,6 +47,8 @@ int tcp_connect(const std::string& host, uint16_t port,
   if (auto rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
       rc != 0) {
     why = fmt::format("cannot resolve {}: {}", host, ::gai_strerror(rc));
+    if (code)
+      *code = ec::target_unreachable;
     return -1;
   }
   why = "no address to try";
@@ -45,12 +58,12 @@ int tcp_connect(const std::string& host, uint16_t port,
       = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                  ai->ai_protocol);
     if (fd < 0) {
-      why = std::strerror(errno);
+      failed_errno(errno);
       continue;
     }
     int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno != EINPROGRESS) {
-      why = std::strerror(errno);
+      failed_errno(errno);
       ::close(fd);
       continue;
     }
@@ -61,8 +74,11 @@ int tcp_connect(const std::string& host, uint16_t port,
       int n = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count()))
                                : 0;
       if (n <= 0) {
-        why = n == 0 ? fmt::format("timed out after {} ms", timeout.count())
-                     : std::string{std::strerror(errno)};
+        if (n == 0)
+          failed(fmt::format("timed out after {} ms", timeout.count()),
+                 ec::timeout);
+        else
+          failed_errno(errno);
         ::close(fd);
         if (n == 0)
           break; // the deadline covers all addresses
@@ -78,7 +94,7 @@ int tcp_connect(const std::string& host, uint16_t port,
         err = 0;
       }
       if (err != 0) {
-        why = std::strerror(err);
+        failed_errno(err);
         ::close(fd);
         continue;
       }
@@ -87,6 +103,8 @@ int tcp_connect(const std::string& host, uint16_t port,
     result = fd;
   }
   ::freeaddrinfo(res);
+  if (result < 0 && code)
+    *code = last;
   return result;
 }
 

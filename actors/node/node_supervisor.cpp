@@ -18,7 +18,7 @@
 #include "actors/signal/signal_link.hpp"
 #include "actors/ice/nice_driver.hpp"
 #include "actors/peer/peer_manager.hpp"
-#include "actors/peer/pump_runner.hpp"
+#include "actors/debug/pump_runner.hpp"
 #include "actors/peer/stream_service.hpp"
 #include "actors/listener/listener.hpp"
 #include "proto/admin.pb.h"

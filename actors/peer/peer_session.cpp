@@ -410,6 +410,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       if (gen == st.connect_gen)
         on_connect_timeout(self);
     },
+    [=](preamble_timer_atom, int64_t id) { on_preamble_timeout(self, id); },
     // --- status and close
     // ----------------------------------------------------------------
     [=](get_atom) { return session_status(self->state).SerializeAsString(); },

@@ -32,8 +32,18 @@
 //   said so, session_lost; unspecified for a stop or the idle linger), its
 //   text is the close reason people read.
 //
+// A stream the peer opens has no owner at first: the session reads its
+// StreamOpen preamble itself (bounded by session_settings::max_preamble,
+// within preamble_timeout), consuming those bytes at once, then calls the
+// handler factory ONCE with what it read. A stream whose preamble is
+// oversize, malformed, cut short by a FIN or late, or whose resource the
+// factory refuses, is answered with a StreamOpenResult error and a FIN by
+// the session itself (and what the peer still sends on it is consumed).
+//
 // Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
-// (the stream table), stream_handoff.cpp (handing a stream to a new owner).
+// (the stream table), peer_session_opening.cpp (reading a peer-opened
+// stream's StreamOpen and spawning its owner), stream_handoff.cpp (handing
+// a stream to a new owner).
 #pragma once
 
 #include <chrono>
@@ -48,13 +58,16 @@
 
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/common/preamble.hpp"
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/peer/quic_link.hpp"
 #include "actors/quic/quic_connection.hpp"
 #include "proto/admin.pb.h"
+#include "proto/tunnel.pb.h"
 
 namespace p2proxy {
 
@@ -70,10 +83,30 @@ enum class session_state {
 const char* to_string(session_state s);
 bool session_transition_allowed(session_state from, session_state to);
 
-/// Spawns the actor that serves a stream the peer opened (the CHANNEL, or a
-/// test service). Called by the session, which monitors the result.
-using stream_handler_factory = std::function<caf::actor(
-  caf::local_actor* session, int64_t stream_id, const std::string& peer)>;
+/// A stream the peer opened, as the session read it: its StreamOpen and the
+/// bytes that came after it.
+struct peer_stream_open {
+  int64_t stream_id = -1;
+  std::string peer; // the node that opened it
+  tunnel::StreamOpen open;
+  /// Stream bytes after the StreamOpen, NOT yet consumed: the owner
+  /// reports them (stream_consumed_atom) once it has passed them on, as it
+  /// does for every later byte. (The preamble's own bytes the session
+  /// consumed already.)
+  std::string first_bytes;
+  bool peer_fin = false; // the stream's FIN came with them
+};
+
+/// Spawns the actor that owns a stream the peer opened (the export's owner
+/// or a test resource), once its StreamOpen is in. Called by the session,
+/// once per stream, which monitors the result and then sends it the
+/// stream's messages (credit first). An error instead refuses the stream:
+/// its code picks the StreamOpenResult code (ec::unknown_resource ->
+/// UNKNOWN_RESOURCE, ec::denied -> DENIED, ec::target_refused,
+/// ec::target_unreachable; any other -> BAD_REQUEST), its text is the
+/// answer's text.
+using stream_handler_factory = std::function<caf::expected<caf::actor>(
+  caf::local_actor* session, peer_stream_open open)>;
 
 struct session_settings {
   std::chrono::milliseconds idle_linger{30000};
@@ -81,6 +114,10 @@ struct session_settings {
   /// Bytes an owner may have on its way into a stream before it must wait
   /// for (stream_credit_atom).
   uint64_t owner_credit = 1024 * 1024;
+  /// A peer-opened stream's StreamOpen: its size limit and how long it may
+  /// take to arrive.
+  size_t max_preamble = p2proxy::max_preamble;
+  std::chrono::milliseconds preamble_timeout{10000};
   quic_settings quic;
 };
 
@@ -112,6 +149,8 @@ struct session_stream {
   bool peer_fin = false;   // the peer's FIN was handed to the owner
   uint64_t granted = 0;    // credit the owner has not used yet
   bool closed = false;
+  /// A peer-opened stream whose StreamOpen is still arriving (no owner yet).
+  std::optional<preamble_reader> opening;
   /// Between a handoff and the old owner's word that it forwarded what it
   /// got (stream_owner_atom): messages for the new owner wait here, so none
   /// overtakes a forwarded one.

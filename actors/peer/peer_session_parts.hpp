@@ -5,12 +5,15 @@
 //   handshake, timers, close, status.
 // - peer_session_streams.cpp: the stream table and its messages, moving
 //   bytes between owners and QUIC.
+// - peer_session_opening.cpp: a peer-opened stream until its owner exists:
+//   reading its StreamOpen, spawning the owner once, or refusing it.
 // - stream_handoff.cpp: handing a peer-opened stream to a new owner.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/message_handler.hpp>
 
@@ -18,6 +21,11 @@
 #include "actors/peer/peer_session.hpp"
 
 namespace p2proxy::peer_session_parts {
+
+/// INTERNAL: (preamble_timer_atom, int64_t stream_id) the stream's
+/// StreamOpen did not arrive in time. (Local to the session until the
+/// project's atoms move into one type-ID block.)
+using preamble_timer_atom = caf::atom_constant<caf::atom("pre_timer")>;
 
 // --- peer_session.cpp
 quic_time now_ns(peer_session_actor* self);
@@ -44,7 +52,25 @@ bool process_events(peer_session_actor* self);
 void end_streams(peer_session_actor* self);
 /// An owner ended: reset (or finish) the stream it left.
 void on_owner_down(peer_session_actor* self, const caf::actor_addr& who);
+/// Tops up an owner's credit when half of it is used.
+void grant_credit(peer_session_actor* self, int64_t id, session_stream& s);
+/// Runs flush() again after the messages already queued (safe from inside
+/// process_events, where flush() must not nest).
+void schedule_flush(peer_session_actor* self);
 /// (stream_open_atom) ... (stream_reset_atom): what owners send.
 caf::message_handler stream_handlers(peer_session_actor* self);
+
+// --- peer_session_opening.cpp
+/// The peer opened stream `id`: it waits for its StreamOpen.
+void on_peer_stream(peer_session_actor* self, int64_t id);
+/// Bytes (and maybe the FIN) for stream `s`, still without an owner: feeds
+/// its StreamOpen reader; once complete, spawns the owner through the
+/// factory with the bytes after it, or refuses the stream.
+void read_preamble(peer_session_actor* self, int64_t id, session_stream& s,
+                   std::string& bytes, bool fin);
+/// The peer reset stream `s` before its StreamOpen was complete.
+void on_opening_reset(peer_session_actor* self, int64_t id, session_stream& s);
+/// (preamble_timer_atom, id) arrived.
+void on_preamble_timeout(peer_session_actor* self, int64_t id);
 
 } // namespace p2proxy::peer_session_parts

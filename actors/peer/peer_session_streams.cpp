@@ -25,16 +25,6 @@ void stream_gone(peer_session_actor* self, int64_t id) {
     start_linger(self);
 }
 
-void grant_credit(peer_session_actor* self, int64_t id, session_stream& s) {
-  auto window = self->state.args.settings.owner_credit;
-  auto outstanding = s.granted + s.unsent();
-  if (s.owner && !s.pending_fin && outstanding <= window / 2) {
-    auto more = window - outstanding;
-    s.granted += more;
-    tell_owner(self, s, stream_credit_atom::value, id, more);
-  }
-}
-
 /// Hands received bytes to their owners: one message per stream per batch
 /// of events, not one per QUIC packet, so the owner's mailbox and the
 /// consumed-credit replies scale with batches, not packets.
@@ -61,7 +51,9 @@ void deliver(peer_session_actor* self, data_batch& batch) {
     auto i = st.streams.find(id);
     if (i != st.streams.end() && fin)
       i->second.peer_fin = true;
-    if (i != st.streams.end() && i->second.owner)
+    if (i != st.streams.end() && i->second.opening)
+      read_preamble(self, id, i->second, bytes, fin);
+    else if (i != st.streams.end() && i->second.owner)
       tell_owner(self, i->second, stream_data_atom::value, id, std::move(bytes),
                  fin);
     else if (!bytes.empty())
@@ -71,26 +63,25 @@ void deliver(peer_session_actor* self, data_batch& batch) {
   batch.by_stream.clear();
 }
 
-/// The peer opened stream `id`: its handler owns it.
-void on_peer_stream(peer_session_actor* self, int64_t id) {
-  auto& st = self->state;
-  if (!st.args.handler) {
-    st.link->reset_stream(id, 1);
-    return;
+} // namespace
+
+void grant_credit(peer_session_actor* self, int64_t id, session_stream& s) {
+  auto window = self->state.args.settings.owner_credit;
+  auto outstanding = s.granted + s.unsent();
+  if (s.owner && !s.pending_fin && outstanding <= window / 2) {
+    auto more = window - outstanding;
+    s.granted += more;
+    tell_owner(self, s, stream_credit_atom::value, id, more);
   }
-  auto h = st.args.handler(self, id, st.args.peer);
-  auto& s = st.streams[id];
-  s.owner = h;
-  if (h)
-    self->monitor(h);
-  if (st.state == session_state::lingering) {
-    ++st.linger_gen; // cancels the pending linger timer
-    transition_to(self, session_state::ready);
-  }
-  grant_credit(self, id, s);
 }
 
-} // namespace
+void schedule_flush(peer_session_actor* self) {
+  auto& st = self->state;
+  if (st.flush_scheduled || !st.agent)
+    return;
+  st.flush_scheduled = true;
+  self->send(self, quic_timer_atom::value, uint64_t{0});
+}
 
 void flush(peer_session_actor* self) {
   auto& st = self->state;
@@ -133,11 +124,8 @@ void flush(peer_session_actor* self) {
   // turn, as is the rest of a batch-limited write.
   if (process_events(self))
     more = true;
-  if (more && !st.flush_scheduled && st.agent) {
-    // Continue after other messages had their turn.
-    st.flush_scheduled = true;
-    self->send(self, quic_timer_atom::value, uint64_t{0});
-  }
+  if (more)
+    schedule_flush(self); // continue after other messages had their turn
   if (!st.link->started() || st.link->io_driven())
     return; // the ICE thread runs QUIC's timers
   auto expiry = st.link->expiry();
@@ -174,7 +162,9 @@ bool process_events(peer_session_actor* self) {
           break;
         case E::reset: {
           auto i = st.streams.find(ev.id);
-          if (i != st.streams.end() && i->second.owner)
+          if (i != st.streams.end() && i->second.opening)
+            on_opening_reset(self, ev.id, i->second);
+          else if (i != st.streams.end() && i->second.owner)
             tell_owner(self, i->second, stream_reset_atom::value, ev.id,
                        ev.code);
           break;

@@ -1,18 +1,20 @@
-// STREAM SERVICE: serves a stream the peer opened. It reads the StreamOpen
-// preamble (4-byte big-endian length + tunnel::StreamOpen, at most 16 KiB,
-// within 10 s), answers StreamOpenResult, and then serves the resource.
-// Built in, off unless the config enables them, are the test resources the
-// session tests and the benchmark use:
-//   echo     every byte back, FIN after the peer's FIN
-//   discard  reads everything, FIN after the peer's FIN
-//   source   sends StreamOpen.source_bytes bytes of a fixed pattern, then FIN
-// An export's name: DENIED unless the export's allow list names the peer
-// (or "*"); otherwise the target is connected (off the actor threads, within
-// connect_timeout) and the stream is handed to a CHANNEL (stream_owner_atom
-// handoff), or answered TARGET_REFUSED / TARGET_UNREACHABLE. Anything else
-// is answered UNKNOWN_RESOURCE. Nothing reaches a target before the ACL
-// check passed. Back-pressure: bytes are consumed (credit returned to the peer)
-// only once they have been passed on, so a slow side never grows a buffer.
+// The owners of the streams a peer opens. The PEER SESSION reads a stream's
+// StreamOpen and calls make_stream_handler's factory once; it picks the
+// owner by the resource name:
+// - an export's name: a STREAM SERVICE (below);
+// - "echo", "discard", "source" with test resources enabled: the TEST
+//   RESOURCES (actors/debug/test_resources.hpp);
+// - anything else: refused, UNKNOWN_RESOURCE.
+//
+// STREAM SERVICE: the export's first owner. It answers DENIED unless the
+// export's allow list names the peer (or "*"); otherwise it connects the
+// target (off the actor threads, within connect_timeout) and hands the
+// stream to an export CHANNEL (spawn_export_channel + the stream_owner_atom
+// handoff), or answers TARGET_REFUSED / TARGET_UNREACHABLE (by the
+// connect's code). Nothing reaches a target before the ACL check passed.
+// Back-pressure: the bytes after the StreamOpen wait, unconsumed, until the
+// channel writes them to the target, so a slow side never grows a buffer.
+// (It goes once the export CHANNEL can start without a socket.)
 #pragma once
 
 #include <chrono>
@@ -22,7 +24,6 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
-#include <caf/event_based_actor.hpp>
 
 #include "actors/common/endpoint.hpp"
 #include "actors/peer/peer_session.hpp"
@@ -42,8 +43,6 @@ struct stream_service_config {
   std::vector<export_entry> exports;
   std::chrono::milliseconds connect_timeout{10000}; // to an export's target
   bool test_resources = false;
-  std::chrono::milliseconds preamble_timeout{10000};
-  size_t max_preamble = 16 * 1024;
   /// The node supervisor, for the export channels' status (weak: the
   /// handler lives in the sessions, which the supervisor outlives).
   caf::actor_addr node;
@@ -51,10 +50,5 @@ struct stream_service_config {
 
 /// The handler factory a PEER SESSION uses for peer-opened streams.
 stream_handler_factory make_stream_handler(stream_service_config cfg);
-
-/// The byte at offset `i` of the "source" pattern (cheap to check).
-inline char source_pattern(uint64_t i) {
-  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
-}
 
 } // namespace p2proxy

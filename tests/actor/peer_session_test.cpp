@@ -10,7 +10,8 @@
 
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
-#include "actors/peer/stream_pump.hpp"
+#include "actors/common/preamble.hpp"
+#include "actors/debug/stream_pump.hpp"
 #include "actors/peer/stream_service.hpp"
 #include "fake_ice.hpp"
 #include "proto/signal.pb.h"
@@ -624,4 +625,141 @@ TEST_F(peer_session_test, connect_timeout_is_ec_timeout) {
   EXPECT_TRUE(is_error(res->err, ec::timeout)) << res->error;
   EXPECT_EQ(open_failures(sessions(a), "timeout"), 1u);
   caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+}
+
+// --- The session reads a peer-opened stream's StreamOpen itself --------------
+
+namespace {
+
+/// The StreamOpenResult at the front of what a stream client received, and
+/// the bytes after it in `rest`.
+tunnel::StreamOpenResult read_open_result(const std::string& received,
+                                          std::string* rest = nullptr) {
+  preamble_reader r;
+  tunnel::StreamOpenResult res;
+  if (r.feed(received) == preamble_reader::status::complete) {
+    res.ParseFromString(r.payload());
+    if (rest)
+      *rest = r.rest();
+  } else {
+    res.set_text("<no complete StreamOpenResult>");
+  }
+  return res;
+}
+
+std::string stream_open_frame(const std::string& resource) {
+  tunnel::StreamOpen open;
+  open.set_resource(resource);
+  return encode_frame(open.SerializeAsString());
+}
+
+} // namespace
+
+class peer_session_preamble_test : public peer_session_test {
+protected:
+  std::shared_ptr<client_record> rec = std::make_shared<client_record>();
+  caf::actor client;
+
+  /// A session a -> b and one stream on it, nothing written yet.
+  void open_one_stream() {
+    auto& a = make_node("a");
+    auto& b = make_node("b");
+    auto res = open_and_wait(a, b);
+    ASSERT_TRUE(res->session) << res->error;
+    ASSERT_GE(open_stream(res->session, rec, client), 0) << rec->open_error;
+  }
+
+  void send(const std::string& bytes, bool fin = false) {
+    caf::anon_send(client, send_atom::value, bytes, fin);
+    run_until([] { return false; }, 50ms);
+  }
+};
+
+TEST_F(peer_session_preamble_test, preamble_in_pieces_then_bytes_after_it) {
+  open_one_stream();
+  auto wire = stream_open_frame("echo");
+  // Inside the length, inside the payload, then its end with data and FIN.
+  send(wire.substr(0, 2));
+  send(wire.substr(2, 3));
+  send(wire.substr(5) + "hello", true);
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  std::string rest;
+  auto res = read_open_result(rec->received, &rest);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::OK) << res.text();
+  EXPECT_EQ(rest, "hello");
+}
+
+TEST_F(peer_session_preamble_test, bytes_in_the_same_write_reach_the_owner) {
+  open_one_stream();
+  send(stream_open_frame("echo") + std::string(100000, 'x'), true);
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  std::string rest;
+  EXPECT_EQ(read_open_result(rec->received, &rest).code(),
+            tunnel::StreamOpenResult::OK);
+  EXPECT_EQ(rest, std::string(100000, 'x'));
+}
+
+TEST_F(peer_session_preamble_test, oversize_preamble_is_a_bad_request) {
+  open_one_stream();
+  send(std::string("\x00\x00\x40\x01", 4)); // 16 KiB + 1
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  auto res = read_open_result(rec->received);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::BAD_REQUEST);
+  EXPECT_NE(res.text().find("16385 bytes exceeds the 16384-byte limit"),
+            std::string::npos)
+    << res.text();
+  // What the peer still sends is read and dropped; the stream can end.
+  send(std::string(64 * 1024, 'z'), true);
+  EXPECT_TRUE(run_until([&] { return rec->closed; }));
+}
+
+TEST_F(peer_session_preamble_test, the_limit_itself_is_accepted) {
+  open_one_stream();
+  tunnel::StreamOpen open;
+  open.set_resource("echo");
+  open.set_client_address(std::string(16 * 1024 - 9, 'c'));
+  auto frame = encode_frame(open.SerializeAsString());
+  ASSERT_EQ(frame.size(), 4u + 16 * 1024);
+  send(frame + "ok", true);
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  std::string rest;
+  EXPECT_EQ(read_open_result(rec->received, &rest).code(),
+            tunnel::StreamOpenResult::OK);
+  EXPECT_EQ(rest, "ok");
+}
+
+TEST_F(peer_session_preamble_test, malformed_stream_open_is_a_bad_request) {
+  open_one_stream();
+  send(encode_frame("\xff\xff\xff"));
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  auto res = read_open_result(rec->received);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::BAD_REQUEST);
+  EXPECT_EQ(res.text(), "malformed StreamOpen");
+}
+
+TEST_F(peer_session_preamble_test, fin_inside_the_preamble_is_a_bad_request) {
+  open_one_stream();
+  send(stream_open_frame("echo").substr(0, 6), true);
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  auto res = read_open_result(rec->received);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::BAD_REQUEST);
+  EXPECT_EQ(res.text(), "stream ended inside its StreamOpen");
+}
+
+TEST_F(peer_session_preamble_test, no_preamble_in_time_is_a_bad_request) {
+  open_one_stream();
+  send(std::string(1, '\0'));
+  ASSERT_TRUE(run_until([&] { return rec->fin; }, 11s));
+  auto res = read_open_result(rec->received);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::BAD_REQUEST);
+  EXPECT_EQ(res.text(), "no StreamOpen within 10 s");
+}
+
+TEST_F(peer_session_preamble_test, unknown_resource_is_answered_by_name) {
+  open_one_stream();
+  send(stream_open_frame("nothing-here"), true);
+  ASSERT_TRUE(run_until([&] { return rec->fin; }));
+  auto res = read_open_result(rec->received);
+  EXPECT_EQ(res.code(), tunnel::StreamOpenResult::UNKNOWN_RESOURCE);
+  EXPECT_EQ(res.text(), "no resource named 'nothing-here' on this node");
 }

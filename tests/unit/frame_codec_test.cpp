@@ -94,3 +94,18 @@ TEST(frame_codec, truncated_frame_is_held_not_delivered) {
   EXPECT_TRUE(frames.empty());
   EXPECT_FALSE(dec2.failed());
 }
+
+TEST(frame_codec, peek_frame_reads_one_header) {
+  using k = frame_head::kind;
+  auto wire = encode_frame("abc");
+  EXPECT_EQ(peek_frame(wire.substr(0, 3), 10).k, k::partial);
+  auto h = peek_frame(wire.substr(0, 5), 10);
+  EXPECT_EQ(h.k, k::partial);
+  EXPECT_EQ(h.length, 3u);
+  EXPECT_EQ(peek_frame(wire, 10).k, k::whole);
+  EXPECT_EQ(peek_frame(wire + "more", 10).k, k::whole);
+  EXPECT_EQ(peek_frame(wire, 3).k, k::whole);
+  h = peek_frame(wire.substr(0, 4), 2);
+  EXPECT_EQ(h.k, k::too_large);
+  EXPECT_EQ(h.length, 3u);
+}

@@ -1,4 +1,4 @@
-#include "actors/peer/pump_runner.hpp"
+#include "actors/debug/pump_runner.hpp"
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
@@ -7,7 +7,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/json.hpp"
-#include "actors/peer/stream_pump.hpp"
+#include "actors/debug/stream_pump.hpp"
 #include "proto/admin.pb.h"
 
 namespace p2proxy {

@@ -17,7 +17,8 @@
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
-#include "actors/peer/stream_service.hpp"
+#include "actors/common/preamble.hpp"
+#include "actors/debug/test_resources.hpp"
 #include "proto/tunnel.pb.h"
 
 namespace p2proxy {
@@ -43,9 +44,9 @@ struct pump_state {
   uint64_t rng = 0x9e3779b97f4a7c15ull;
   bool fin_sent = false;
   bool result_read = false;
-  bool source = false;  // "source": expect the pattern, send nothing
-  bool discard = false; // "discard": expect nothing back
-  std::string head;     // bytes before the StreamOpenResult is complete
+  bool source = false;    // "source": expect the pattern, send nothing
+  bool discard = false;   // "discard": expect nothing back
+  preamble_reader result; // the StreamOpenResult as it arrives
   gnutls_hash_hd_t tx = nullptr;
   gnutls_hash_hd_t rx = nullptr;
   std::shared_ptr<pump_result> res;
@@ -156,24 +157,23 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
       self->send(st.session, stream_consumed_atom::value, id,
                  static_cast<uint64_t>(bytes.size()));
       if (!st.result_read) {
-        st.head += bytes;
-        bytes.clear();
-        if (st.head.size() < 4)
-          return;
-        auto b = reinterpret_cast<const unsigned char*>(st.head.data());
-        uint64_t n = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16)
-                     | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
-        if (st.head.size() < 4 + n)
-          return;
+        switch (st.result.feed(bytes)) {
+          case preamble_reader::status::need_more:
+            return;
+          case preamble_reader::status::oversize:
+            pump_finish(self, "the StreamOpenResult exceeds its limit");
+            return;
+          case preamble_reader::status::complete:
+            break;
+        }
         tunnel::StreamOpenResult r;
-        r.ParseFromString(st.head.substr(4, n));
+        r.ParseFromString(st.result.payload());
         st.res->open_result = tunnel::StreamOpenResult::Code_Name(r.code());
         if (r.code() != tunnel::StreamOpenResult::OK) {
           pump_finish(self, "refused: " + r.text());
           return;
         }
-        bytes = st.head.substr(4 + n);
-        st.head.clear();
+        bytes = std::move(st.result.rest());
         st.result_read = true;
         if (st.to_send == 0 && !st.fin_sent) {
           st.fin_sent = true;
