@@ -162,6 +162,12 @@ CAF_ADD_ATOM(p2proxy, p2proxy, session_down_atom, "sess_down")
 CAF_ADD_ATOM(p2proxy, p2proxy, quic_timer_atom, "q_timer")
 CAF_ADD_ATOM(p2proxy, p2proxy, quic_link_atom, "q_link")
 CAF_ADD_ATOM(p2proxy, p2proxy, linger_atom, "linger")
+/// INTERNAL: (preamble_timer_atom, int64_t stream_id) a peer-opened
+/// stream's StreamOpen did not arrive in time.
+CAF_ADD_ATOM(p2proxy, p2proxy, preamble_timer_atom, "pre_timer")
+/// INTERNAL (STREAM SERVICE): (target_fail_atom, caf::error) the connect
+/// worker failed; the code says refused or unreachable.
+CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
 
 // --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID)
 // ------------- (pump_atom, std::string peer, std::string resource, uint64_t

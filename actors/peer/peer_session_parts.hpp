@@ -22,11 +22,6 @@
 
 namespace p2proxy::peer_session_parts {
 
-/// INTERNAL: (preamble_timer_atom, int64_t stream_id) the stream's
-/// StreamOpen did not arrive in time. (Local to the session until the
-/// project's atoms move into one type-ID block.)
-using preamble_timer_atom = caf::atom_constant<caf::atom("pre_timer")>;
-
 // --- peer_session.cpp
 quic_time now_ns(peer_session_actor* self);
 void transition_to(peer_session_actor* self, session_state to);

@@ -22,11 +22,6 @@ namespace {
 
 constexpr const char* subject = "stream_service";
 
-/// INTERNAL: (target_fail_atom, caf::error) the connect worker failed; the
-/// code says refused or unreachable. (Local until the project's atoms move
-/// into one type-ID block.)
-using target_fail_atom = caf::atom_constant<caf::atom("tgt_fail")>;
-
 struct stream_service_state {
   static inline const char* name = "stream_service";
   caf::actor session;
