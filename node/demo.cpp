@@ -54,7 +54,7 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
           [&](uint64_t rtt_us) {
             fmt::print("  viewer-host probed camera-host through the "
                        "signaling server: {:.2f} ms round trip\n",
-                       rtt_us / 1000.0);
+                       static_cast<double>(rtt_us) / 1000.0);
           },
           [&](caf::error& err) {
             fmt::print("  probe failed: {}\n", error_text(err));
@@ -75,8 +75,8 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
   auto dir = dir_opt.empty() ? fs::temp_directory_path()
                                  / fmt::format("p2proxy-demo-{}", ::getuid())
                              : fs::path{dir_opt};
-  std::error_code ec_;
-  fs::create_directories(dir, ec_);
+  std::error_code mkdir_error;
+  fs::create_directories(dir, mkdir_error);
   ::chmod(dir.c_str(), 0700);
   block_stop_signals();
   system_config cfg;

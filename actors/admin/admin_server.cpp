@@ -74,7 +74,7 @@ void ask(caf::actor_system& sys, const caf::actor& source,
 /// GET /v1/status and GET /metrics: the source's text as it is.
 template <class Atom>
 void answer_text(caf::actor_system& sys, const caf::actor& source, Atom atom,
-                 const char* content_type, http::reply_fn reply) {
+                 const char* content_type, const http::reply_fn& reply) {
   ask(
     sys, source, source_timeout,
     [reply, content_type](std::string& body) {
@@ -90,7 +90,7 @@ void answer_text(caf::actor_system& sys, const caf::actor& source, Atom atom,
 /// transfer through a real session (only with [debug] test_resources).
 void answer_pump(caf::actor_system& sys, const caf::actor& source,
                  const http::request& req, std::string node,
-                 http::reply_fn reply) {
+                 const http::reply_fn& reply) {
   auto param = [&](const char* name, const char* dflt) {
     auto* v = req.param(name);
     return v != nullptr ? *v : std::string{dflt};
@@ -117,7 +117,7 @@ void answer_pump(caf::actor_system& sys, const caf::actor& source,
 
 /// GET /v1/lookup/NAME: which nodes export NAME, through the SIGNAL LINK.
 void answer_lookup(caf::actor_system& sys, const caf::actor& source,
-                   std::string name, http::reply_fn reply) {
+                   const std::string& name, const http::reply_fn& reply) {
   ask(
     sys, source, signal_request_timeout,
     [reply, name](const std::vector<std::string>& ids) {
@@ -136,7 +136,7 @@ void answer_lookup(caf::actor_system& sys, const caf::actor& source,
 /// GET /v1/probe/NODE-ID: a Signal to that node and its echo, through the
 /// signaling server; answers the round trip.
 void answer_probe(caf::actor_system& sys, const caf::actor& source,
-                  std::string node, http::reply_fn reply) {
+                  const std::string& node, const http::reply_fn& reply) {
   ask(
     sys, source, signal_request_timeout,
     [reply, node](uint64_t rtt_us) {
@@ -154,7 +154,7 @@ void answer_probe(caf::actor_system& sys, const caf::actor& source,
 /// Every request the front accepted: runs on the front's thread, so it only
 /// starts work and never waits for it.
 void route(caf::actor_system& sys, const caf::actor& source,
-           http::request&& req, http::reply_fn reply) {
+           const http::request& req, const http::reply_fn& reply) {
   auto& path = req.path;
   if (req.method != "GET" && req.method != "HEAD") {
     if (known_path(path))
@@ -168,16 +168,15 @@ void route(caf::actor_system& sys, const caf::actor& source,
     return;
   }
   if (path == "/v1/status")
-    answer_text(sys, source, get_atom::value, json_type, std::move(reply));
+    answer_text(sys, source, get_atom::value, json_type, reply);
   else if (path == "/metrics")
-    answer_text(sys, source, metrics_atom::value, metrics_type,
-                std::move(reply));
+    answer_text(sys, source, metrics_atom::value, metrics_type, reply);
   else if (auto name = tail_of(path, "/v1/lookup/"))
-    answer_lookup(sys, source, std::move(*name), std::move(reply));
+    answer_lookup(sys, source, *name, reply);
   else if (auto node = tail_of(path, "/v1/probe/"))
-    answer_probe(sys, source, std::move(*node), std::move(reply));
+    answer_probe(sys, source, *node, reply);
   else if (auto pumped = tail_of(path, "/v1/debug/pump/"))
-    answer_pump(sys, source, req, std::move(*pumped), std::move(reply));
+    answer_pump(sys, source, req, std::move(*pumped), reply);
   else
     reply(json_answer(404, error_json(fmt::format("not found: {}", path))));
 }
@@ -208,7 +207,8 @@ void shut_down(admin_actor* self, const std::string& why) {
 
 caf::behavior admin_server_actor(admin_actor* self,
                                  std::shared_ptr<http::front> front,
-                                 caf::actor source, std::string address) {
+                                 const caf::actor& source,
+                                 std::string address) {
   self->state.front = std::move(front);
   self->state.address = std::move(address);
   self->monitor(source);
@@ -244,8 +244,8 @@ caf::expected<caf::actor> start_admin_server(caf::actor_system& sys,
   // joins its thread, before it ends.
   auto front = std::make_shared<http::front>(
     http::front_limits{}, std::move(bearer_token),
-    [&sys, source](http::request&& req, http::reply_fn reply) {
-      route(sys, source, std::move(req), std::move(reply));
+    [&sys, source](const http::request& req, const http::reply_fn& reply) {
+      route(sys, source, req, reply);
     });
   // Bind here, on the caller's thread, so a taken port is an error the
   // caller sees (and port 0 is resolved) before anything runs.
