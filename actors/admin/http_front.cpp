@@ -283,6 +283,8 @@ struct front::loop {
   void dispatch(conn& c) {
     auto req = std::move(c.head.req);
     c.have_head = false;
+    if (c.in.empty())
+      c.in.shrink_to_fit(); // an idle connection keeps no head buffer
     c.served++;
     c.keep_alive
       = c.head.keep_alive && c.served < limits.max_requests_per_connection;
@@ -339,7 +341,13 @@ struct front::loop {
     size_t budget = read_budget;
     auto fd = c.fd;
     while (budget > 0 && (c.ph == phase::reading || c.ph == phase::lingering)) {
-      auto n = ::recv(fd, buf, sizeof buf, 0);
+      // A head in the making never takes more than one byte past its limit,
+      // so the limit is what a connection costs.
+      size_t want = sizeof buf;
+      if (c.ph == phase::reading && !c.have_head)
+        want = std::min(want, limits.max_head_bytes + 1
+                                - std::min(c.in.size(), limits.max_head_bytes));
+      auto n = ::recv(fd, buf, want, 0);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
