@@ -10,7 +10,9 @@
 #include <map>
 #include <sstream>
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include "node/config_reader.hpp"
@@ -38,6 +40,42 @@ config_error::config_error(std::string file_, int line_, std::string key_,
   : std::runtime_error(compose(file_, line_, key_, what)),
     file(std::move(file_)), line(line_), key(std::move(key_)),
     reason(std::move(what)) {}
+
+std::string read_admin_token_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
+                                         path, std::strerror(errno)));
+  // Like a key file: a token others can read is a token others can use.
+  if ((st.st_mode & 077) != 0)
+    throw std::runtime_error(
+      fmt::format("the token file {} can be read by {} (mode {:04o}); make it "
+                  "private with: chmod 600 {}",
+                  path, (st.st_mode & 007) != 0 ? "other users" : "its group",
+                  st.st_mode & 07777, path));
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
+                                         path, std::strerror(errno)));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  auto text = buf.str();
+  constexpr const char* space = " \t\r\n";
+  auto first = text.find_first_not_of(space);
+  if (first == std::string::npos)
+    throw std::runtime_error(fmt::format("the token file {} is empty", path));
+  auto last = text.find_last_not_of(space);
+  return text.substr(first, last - first + 1);
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]")
+    return true;
+  in_addr a{};
+  std::string h{host};
+  return ::inet_pton(AF_INET, h.c_str(), &a) == 1
+         && (ntohl(a.s_addr) >> 24) == 127;
+}
 
 bool parse_duration(std::string_view text, std::chrono::milliseconds& out) {
   size_t digits = 0;

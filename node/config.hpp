@@ -71,6 +71,7 @@ struct node_config {
   // [admin]
   bool admin_enabled = false;
   endpoint admin_listen;
+  std::string admin_token; // from token_file; needed unless listen is loopback
   // [log]
   log::level log_level = log::level::info;
   std::vector<export_config> exports;
@@ -81,6 +82,15 @@ struct node_config {
 node_config load_node_config(const std::string& path);
 /// Same, from text (tests); `name` stands for the file name in errors.
 node_config parse_node_config(const std::string& text, const std::string& name);
+
+/// The bearer token in `path` (surrounding white space dropped). The file
+/// must be readable by its owner only: a mode that lets group or others read
+/// it is refused with a `chmod 600` hint. Throws std::runtime_error.
+std::string read_admin_token_file(const std::string& path);
+
+/// True for a literal loopback address (127.0.0.0/8, ::1) and "localhost".
+/// Host names are not resolved: any other name counts as reachable.
+bool is_loopback_host(std::string_view host);
 
 /// "30s", "1500ms", "2m", "1h"; false when malformed.
 bool parse_duration(std::string_view text, std::chrono::milliseconds& out);

@@ -64,13 +64,30 @@ void reader::read(const toml::table& root, node_config& cfg) {
     }
   }
   if (auto t = table_at(root, "admin")) {
-    check_keys(*t, "admin", {"listen"});
+    check_keys(*t, "admin", {"listen", "token_file"});
     auto n = t->get("listen");
     if (n == nullptr)
       missing(t, "admin.listen",
               "add listen = \"127.0.0.1:7070\" or remove [admin]");
     cfg.admin_listen = endpoint_of(*n, "admin.listen", true);
     cfg.admin_enabled = true;
+    if (auto f = t->get("token_file")) {
+      auto path = resolve(
+        string_of(*f, "admin.token_file", "a path like \"admin.token\""));
+      try {
+        cfg.admin_token = read_admin_token_file(path);
+      } catch (const std::runtime_error& e) {
+        fail(line_of(*f), "admin.token_file", e.what());
+      }
+    }
+    // Status, look-ups and probes are for the operator only: reachable from
+    // other hosts they need a bearer token.
+    if (cfg.admin_token.empty() && !is_loopback_host(cfg.admin_listen.host))
+      fail(line_of(*n), "admin.listen",
+           fmt::format("{} is not a loopback address; add token_file = "
+                       "\"admin.token\" (a mode 0600 file holding a bearer "
+                       "token) under [admin], or listen on 127.0.0.1",
+                       cfg.admin_listen.host));
   }
   if (auto t = table_at(root, "log")) {
     check_keys(*t, "log", {"level"});

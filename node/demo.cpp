@@ -54,7 +54,7 @@ void demo_check_tunnel(caf::actor_system& sys, const caf::actor& viewer,
           [&](uint64_t rtt_us) {
             fmt::print("  viewer-host probed camera-host through the "
                        "signaling server: {:.2f} ms round trip\n",
-                       rtt_us / 1000.0);
+                       static_cast<double>(rtt_us) / 1000.0);
           },
           [&](caf::error& err) {
             fmt::print("  probe failed: {}\n", error_text(err));
@@ -75,8 +75,8 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
   auto dir = dir_opt.empty() ? fs::temp_directory_path()
                                  / fmt::format("p2proxy-demo-{}", ::getuid())
                              : fs::path{dir_opt};
-  std::error_code ec_;
-  fs::create_directories(dir, ec_);
+  std::error_code mkdir_error;
+  fs::create_directories(dir, mkdir_error);
   ::chmod(dir.c_str(), 0700);
   block_stop_signals();
   system_config cfg;
@@ -103,11 +103,25 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
   }
   std::vector<caf::actor> nodes;
   std::vector<std::string> ids;
+  std::vector<std::shared_ptr<const identity>> keys;
   const char* names[] = {"camera-host", "viewer-host"};
+  auto key_file
+    = [&](int i) { return (dir / fmt::format("{}.key", names[i])).string(); };
+  // Both identities first: the camera's export names the viewer's id.
+  for (int i = 0; i < 2; ++i) {
+    try {
+      keys.push_back(node_identity(key_file(i)));
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "p2proxy demo: {}\n", e.what());
+      stop_all(sys, {*server_admin, *server}, "startup failed");
+      return 1;
+    }
+    ids.push_back(keys.back()->node_id());
+  }
   for (int i = 0; i < 2; ++i) {
     node_config nc;
     nc.source = "demo";
-    nc.key_file = (dir / fmt::format("{}.key", names[i])).string();
+    nc.key_file = key_file(i);
     nc.signal_server = endpoint{"127.0.0.1", port};
     nc.token = so.token;
     nc.admin_enabled = true;
@@ -115,12 +129,13 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
       = endpoint{"127.0.0.1", static_cast<uint16_t>(base_port + 1 + i)};
     if (i == 0) {
       // The sample service: camera-host's own status page (its admin
-      // port), exported as "status-page" to every node of the network.
+      // port), exported as "status-page" to viewer-host alone: an admin
+      // page is no page for every node of the network.
       export_config ex;
       ex.name = "status-page";
       ex.target = nc.admin_listen;
       ex.protocol = "tcp";
-      ex.allow = {"*"};
+      ex.allow = {ids[1]};
       nc.exports.push_back(ex);
     } else {
       // viewer-host's local clients reach it through the tunnel.
@@ -130,15 +145,8 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
       l.resource = "status-page";
       nc.listens.push_back(l);
     }
-    std::shared_ptr<const identity> id;
-    try {
-      id = node_identity(nc.key_file);
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "p2proxy demo: {}\n", e.what());
-      return 1;
-    }
-    ids.push_back(id->node_id());
-    nodes.push_back(sys.spawn(node_supervisor, make_node_settings(nc), id));
+    nodes.push_back(
+      sys.spawn(node_supervisor, make_node_settings(nc), keys[i]));
   }
   fmt::print("p2proxy demo: signaling server on 127.0.0.1:{}; who is online:\n"
              "    p2proxy status --admin 127.0.0.1:{}\n",

@@ -85,16 +85,20 @@ endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
 }
 
 int cmd_signal(const std::string& listen, const std::string& token_file,
-               const std::string& admin, uint32_t login_limit) {
+               const std::string& admin, const std::string& admin_token_file,
+               uint32_t login_limit) {
   server_options opts;
   opts.login_burst = login_limit;
   opts.listen = must_parse_endpoint("--listen", listen);
   std::optional<endpoint> admin_ep;
   if (!admin.empty())
     admin_ep = must_parse_endpoint("--admin", admin);
+  std::string admin_token;
   try {
     if (!token_file.empty())
       opts.token = read_token_file(token_file);
+    if (!admin_token_file.empty())
+      admin_token = read_admin_token_file(admin_token_file);
   } catch (const std::exception& e) {
     fmt::print(stderr, "p2proxy signal: {}\n", e.what());
     return 1;
@@ -111,7 +115,8 @@ int cmd_signal(const std::string& listen, const std::string& token_file,
   caf::actor admin_actor;
   if (admin_ep) {
     uint16_t admin_port = 0;
-    auto a = start_admin_server(sys, *admin_ep, *server, admin_port);
+    auto a
+      = start_admin_server(sys, *admin_ep, *server, admin_port, admin_token);
     if (!a) {
       fmt::print(stderr, "p2proxy signal: {}\n", error_text(a.error()));
       stop_all(sys, {*server}, "startup failed");
@@ -183,7 +188,7 @@ int main(int argc, char** argv) {
   auto id = app.add_subcommand("id", "print the node id of a key");
   id->add_option("--key", key_in, "the key file")->required();
 
-  std::string listen, token_file, signal_admin;
+  std::string listen, token_file, signal_admin, signal_admin_token;
   auto signal = app.add_subcommand("signal", "run the signaling server");
   signal->add_option("--listen", listen, "HOST:PORT to accept nodes on")
     ->required();
@@ -191,6 +196,9 @@ int main(int argc, char** argv) {
                      "file holding the network token nodes must present");
   signal->add_option("--admin", signal_admin,
                      "HOST:PORT for the admin port (status, metrics)");
+  signal->add_option("--admin-token-file", signal_admin_token,
+                     "file (mode 0600) holding the admin port's bearer "
+                     "token; required unless --admin is a loopback address");
   uint32_t login_limit = server_options{}.login_burst;
   signal
     ->add_option("--login-limit", login_limit,
@@ -210,6 +218,9 @@ int main(int argc, char** argv) {
   status->add_option("--admin", status_admin, "the admin port, HOST:PORT")
     ->capture_default_str();
   status->add_flag("--json", status_json, "print the JSON document");
+  std::string status_token;
+  status->add_option("--token-file", status_token,
+                     "file (mode 0600) holding the admin port's bearer token");
 
   std::string demo_dir;
   uint16_t demo_port = 17000;
@@ -230,11 +241,12 @@ int main(int argc, char** argv) {
     if (*id)
       return cmd_id(key_in);
     if (*signal)
-      return cmd_signal(listen, token_file, signal_admin, login_limit);
+      return cmd_signal(listen, token_file, signal_admin, signal_admin_token,
+                        login_limit);
     if (*node)
       return cmd_node(config, log_level);
     if (*status)
-      return run_status_command(status_admin, status_json);
+      return run_status_command(status_admin, status_json, status_token);
     if (*demo)
       return run_demo(demo_dir, demo_port);
   } catch (const CLI::ParseError& e) {

@@ -11,6 +11,7 @@
 #include <httplib.h>
 
 #include "actors/common/endpoint.hpp"
+#include "node/config.hpp"
 #include "proto/admin.pb.h"
 
 namespace p2proxy {
@@ -238,7 +239,8 @@ std::optional<std::string> describe_status(std::string_view json,
   return describe_server(server);
 }
 
-int run_status_command(const std::string& admin, bool json) {
+int run_status_command(const std::string& admin, bool json,
+                       const std::string& token_file) {
   std::string why;
   auto ep = parse_endpoint(admin, why);
   if (!ep) {
@@ -246,11 +248,22 @@ int run_status_command(const std::string& admin, bool json) {
                why);
     return 2;
   }
+  std::string token;
+  if (!token_file.empty()) {
+    try {
+      token = read_admin_token_file(token_file);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "p2proxy status: {}\n", e.what());
+      return 2;
+    }
+  }
   auto where = ep->to_string();
   httplib::Client cli{ep->host, ep->port};
   cli.set_connection_timeout(3, 0);
   cli.set_read_timeout(3, 0);
   cli.set_write_timeout(3, 0);
+  if (!token.empty())
+    cli.set_bearer_token_auth(token.c_str());
   auto res = cli.Get("/v1/status");
   if (!res) {
     auto err = res.error();
@@ -270,6 +283,15 @@ int run_status_command(const std::string& admin, bool json) {
                "the node running with [admin] listen = \"{}\"?\n",
                where, reason, where);
     return 2;
+  }
+  if (res->status == 401) {
+    fmt::print(stderr,
+               "p2proxy status: the admin port at {} {}: give the file "
+               "holding its [admin] token_file with --token-file FILE\n",
+               where,
+               token.empty() ? "needs a bearer token"
+                             : "refused the token from " + token_file);
+    return 1;
   }
   if (res->status != 200) {
     fmt::print(stderr, "p2proxy status: the admin port at {} answered {}: {}\n",

@@ -31,8 +31,10 @@ node_settings make_node_settings(const node_config& cfg) {
   for (auto& l : cfg.listens)
     ns.listeners.push_back(
       listener_config{l.bind, l.protocol, l.resource, l.peer});
-  if (cfg.admin_enabled)
+  if (cfg.admin_enabled) {
     ns.admin = cfg.admin_listen;
+    ns.admin_token = cfg.admin_token;
+  }
   return ns;
 }
 

@@ -1,21 +1,17 @@
 #include "actors/admin/admin_server.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <memory>
 #include <string_view>
-#include <thread>
+#include <optional>
 #include <vector>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
-#include <httplib.h>
 
 #include "actors/actors.hpp"
+#include "actors/admin/http_front.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/json.hpp"
 #include "actors/common/log.hpp"
@@ -26,16 +22,34 @@ namespace p2proxy {
 namespace {
 
 constexpr const char* subject = "admin_server";
-constexpr size_t max_payload = 64 * 1024;
-constexpr time_t read_timeout_seconds = 5;
-constexpr time_t write_timeout_seconds = 5;
 constexpr auto source_timeout = std::chrono::seconds(3);
-constexpr size_t worker_threads = 4;
+/// Look-ups and probes wait on the signaling server (5 s by default), so
+/// they get longer than the status documents.
+constexpr auto signal_request_timeout = std::chrono::seconds(8);
+constexpr auto pump_timeout = std::chrono::minutes(30);
 constexpr const char* json_type = "application/json";
 constexpr const char* metrics_type = "text/plain; version=0.0.4";
 
-std::string error_json(std::string_view text) {
-  return "{\"error\":" + json_quote(text) + "}";
+using http::error_json;
+
+http::response json_answer(int status, std::string body) {
+  return http::response{status, json_type, std::move(body), {}};
+}
+
+bool is_p2proxy_error(const caf::error& err, ec code) {
+  return err.category() == caf::atom("p2proxy")
+         && err.code() == static_cast<uint8_t>(code);
+}
+
+/// The NAME of PREFIX/NAME when it is 1 to 255 bytes without a '/'.
+std::optional<std::string> tail_of(const std::string& path,
+                                   std::string_view prefix) {
+  if (path.compare(0, prefix.size(), prefix) != 0)
+    return std::nullopt;
+  auto rest = path.substr(prefix.size());
+  if (rest.empty() || rest.size() > 255 || rest.find('/') != std::string::npos)
+    return std::nullopt;
+  return rest;
 }
 
 bool known_path(const std::string& path) {
@@ -45,12 +59,41 @@ bool known_path(const std::string& path) {
          || path.rfind("/v1/debug/pump/", 0) == 0;
 }
 
+/// Sends `xs` to `source` from a short-lived hidden actor and hands its
+/// answer to `on_ok` or `on_err`, which reply to the HTTP FRONT. Nothing
+/// blocks: the front's thread only spawns, the actor only waits on `source`.
+template <class OnOk, class OnErr, class... Ts>
+void ask(caf::actor_system& sys, const caf::actor& source,
+         caf::timespan timeout, OnOk on_ok, OnErr on_err, Ts... xs) {
+  sys.spawn<caf::hidden>(
+    [source, timeout, on_ok, on_err, xs...](caf::event_based_actor* self) {
+      self->request(source, timeout, xs...).then(on_ok, on_err);
+    });
+}
+
+/// GET /v1/status and GET /metrics: the source's text as it is.
+template <class Atom>
+void answer_text(caf::actor_system& sys, const caf::actor& source, Atom atom,
+                 const char* content_type, const http::reply_fn& reply) {
+  ask(
+    sys, source, source_timeout,
+    [reply, content_type](std::string& body) {
+      reply(http::response{200, content_type, std::move(body), {}});
+    },
+    [reply](caf::error& err) {
+      reply(json_answer(503, error_json(error_text(err))));
+    },
+    atom);
+}
+
 /// GET /v1/debug/pump/NODE-ID?resource=echo&bytes=N&streams=K: a test
 /// transfer through a real session (only with [debug] test_resources).
 void answer_pump(caf::actor_system& sys, const caf::actor& source,
-                 const httplib::Request& req, httplib::Response& res) {
+                 const http::request& req, std::string node,
+                 const http::reply_fn& reply) {
   auto param = [&](const char* name, const char* dflt) {
-    return req.has_param(name) ? req.get_param_value(name) : std::string{dflt};
+    auto* v = req.param(name);
+    return v != nullptr ? *v : std::string{dflt};
   };
   uint64_t bytes = 0;
   uint32_t streams = 0;
@@ -58,213 +101,95 @@ void answer_pump(caf::actor_system& sys, const caf::actor& source,
     bytes = std::stoull(param("bytes", "1048576"));
     streams = static_cast<uint32_t>(std::stoul(param("streams", "1")));
   } catch (const std::exception&) {
-    res.status = 400;
-    res.set_content(error_json("bytes and streams must be numbers"), json_type);
+    reply(json_answer(400, error_json("bytes and streams must be numbers")));
     return;
   }
-  caf::scoped_actor self{sys};
-  self
-    ->request(source, std::chrono::minutes(30), pump_atom::value,
-              req.matches[1].str(), param("resource", "echo"), bytes, streams)
-    .receive(
-      [&](std::string& body) {
-        res.status = 200;
-        res.set_content(std::move(body), json_type);
-      },
-      [&](caf::error& err) {
-        res.status = err.category() == caf::atom("p2proxy")
-                         && err.code() == static_cast<uint8_t>(ec::bad_config)
-                       ? 404
-                       : 502;
-        res.set_content(error_json(error_text(err)), json_type);
-      });
+  ask(
+    sys, source, pump_timeout,
+    [reply](std::string& body) { reply(json_answer(200, std::move(body))); },
+    [reply](caf::error& err) {
+      reply(json_answer(is_p2proxy_error(err, ec::bad_config) ? 404 : 502,
+                        error_json(error_text(err))));
+    },
+    pump_atom::value, std::move(node), param("resource", "echo"), bytes,
+    streams);
 }
-
-/// Look-ups and probes wait on the signaling server (5 s by default), so
-/// they get longer than the status documents.
-constexpr auto signal_request_timeout = std::chrono::seconds(8);
 
 /// GET /v1/lookup/NAME: which nodes export NAME, through the SIGNAL LINK.
 void answer_lookup(caf::actor_system& sys, const caf::actor& source,
-                   const std::string& name, httplib::Response& res) {
-  caf::scoped_actor self{sys};
-  self->request(source, signal_request_timeout, lookup_atom::value, name)
-    .receive(
-      [&](const std::vector<std::string>& ids) {
-        std::string list;
-        for (auto& id : ids)
-          list += (list.empty() ? "" : ",") + json_quote(id);
-        res.status = 200;
-        res.set_content(fmt::format("{{\"name\":{},\"nodeIds\":[{}]}}",
-                                    json_quote(name), list),
-                        json_type);
-      },
-      [&](caf::error& err) {
-        res.status = 503;
-        res.set_content(error_json(error_text(err)), json_type);
-      });
+                   const std::string& name, const http::reply_fn& reply) {
+  ask(
+    sys, source, signal_request_timeout,
+    [reply, name](const std::vector<std::string>& ids) {
+      std::string list;
+      for (auto& id : ids)
+        list += (list.empty() ? "" : ",") + json_quote(id);
+      reply(json_answer(200, fmt::format("{{\"name\":{},\"nodeIds\":[{}]}}",
+                                         json_quote(name), list)));
+    },
+    [reply](caf::error& err) {
+      reply(json_answer(503, error_json(error_text(err))));
+    },
+    lookup_atom::value, name);
 }
 
 /// GET /v1/probe/NODE-ID: a Signal to that node and its echo, through the
 /// signaling server; answers the round trip.
 void answer_probe(caf::actor_system& sys, const caf::actor& source,
-                  const std::string& node, httplib::Response& res) {
-  caf::scoped_actor self{sys};
-  self->request(source, signal_request_timeout, probe_atom::value, node)
-    .receive(
-      [&](uint64_t rtt_us) {
-        res.status = 200;
-        res.set_content(fmt::format("{{\"nodeId\":{},\"rttMicroseconds\":{}}}",
-                                    json_quote(node), rtt_us),
-                        json_type);
-      },
-      [&](caf::error& err) {
-        res.status = err.code() == static_cast<uint8_t>(ec::peer_offline)
-                         && err.category() == caf::atom("p2proxy")
-                       ? 404
-                       : 503;
-        res.set_content(error_json(error_text(err)), json_type);
-      });
+                  const std::string& node, const http::reply_fn& reply) {
+  ask(
+    sys, source, signal_request_timeout,
+    [reply, node](uint64_t rtt_us) {
+      reply(
+        json_answer(200, fmt::format("{{\"nodeId\":{},\"rttMicroseconds\":{}}}",
+                                     json_quote(node), rtt_us)));
+    },
+    [reply](caf::error& err) {
+      reply(json_answer(is_p2proxy_error(err, ec::peer_offline) ? 404 : 503,
+                        error_json(error_text(err))));
+    },
+    probe_atom::value, node);
 }
 
-/// Asks `source` for its text on behalf of one HTTP request. Runs on an
-/// httplib worker, so it talks to actors only through a scoped_actor.
-template <class Atom>
-void ask_source(caf::actor_system& sys, const caf::actor& source, Atom atom,
-                const char* content_type, httplib::Response& res) {
-  caf::scoped_actor self{sys};
-  self->request(source, source_timeout, atom)
-    .receive(
-      [&](std::string& body) {
-        res.status = 200;
-        res.set_content(std::move(body), content_type);
-      },
-      [&](caf::error& err) {
-        res.status = 503;
-        res.set_content(error_json(error_text(err)), json_type);
-      });
-}
-
-/// The HTTP server and the thread running its accept loop.
-struct http_runner {
-  httplib::Server server;
-  std::thread thread;
-  std::atomic<bool> finished{false};
-
-  /// Idempotent; blocks until every handler has returned.
-  void stop() {
-    if (!thread.joinable())
-      return;
-    // listen_after_bind marks the server running only once its loop starts;
-    // a stop() before that would be lost and the join below would hang.
-    while (!server.is_running() && !finished.load())
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (!finished.load())
-      server.stop();
-    thread.join();
+/// Every request the front accepted: runs on the front's thread, so it only
+/// starts work and never waits for it.
+void route(caf::actor_system& sys, const caf::actor& source,
+           const http::request& req, const http::reply_fn& reply) {
+  auto& path = req.path;
+  if (req.method != "GET" && req.method != "HEAD") {
+    if (known_path(path))
+      reply(http::response{
+        405,
+        json_type,
+        error_json(fmt::format("method not allowed: {} {}", req.method, path)),
+        {{"Allow", "GET, HEAD"}}});
+    else
+      reply(json_answer(404, error_json(fmt::format("not found: {}", path))));
+    return;
   }
-};
-
-void install_routes(httplib::Server& server, caf::actor_system& sys,
-                    caf::actor source) {
-  // The handlers hold `sys` by reference: the system outlives this actor
-  // (its destructor awaits all actors), and the actor joins the HTTP
-  // threads before it ends.
-  server.Get("/v1/status",
-             [&sys, source](const httplib::Request&, httplib::Response& res) {
-               ask_source(sys, source, get_atom::value, json_type, res);
-             });
-  server.Get("/metrics",
-             [&sys, source](const httplib::Request&, httplib::Response& res) {
-               ask_source(sys, source, metrics_atom::value, metrics_type, res);
-             });
-  server.Get(
-    R"(/v1/lookup/([^/]{1,255}))",
-    [&sys, source](const httplib::Request& req, httplib::Response& res) {
-      answer_lookup(sys, source, req.matches[1].str(), res);
-    });
-  server.Get(
-    R"(/v1/probe/([^/]{1,255}))",
-    [&sys, source](const httplib::Request& req, httplib::Response& res) {
-      answer_probe(sys, source, req.matches[1].str(), res);
-    });
-  server.Get(
-    R"(/v1/debug/pump/([^/]{1,255}))",
-    [&sys, source](const httplib::Request& req, httplib::Response& res) {
-      answer_pump(sys, source, req, res);
-    });
-  auto wrong_method = [](const httplib::Request& req, httplib::Response& res) {
-    if (known_path(req.path)) {
-      res.status = 405;
-      res.set_header("Allow", "GET, HEAD");
-      res.set_content(error_json(fmt::format("method not allowed: {} {}",
-                                             req.method, req.path)),
-                      json_type);
-    } else {
-      res.status = 404;
-    }
-  };
-  server.Post(".*", wrong_method);
-  server.Put(".*", wrong_method);
-  server.Patch(".*", wrong_method);
-  server.Delete(".*", wrong_method);
-  server.Options(".*", wrong_method);
-  // Called for every answer >= 400; fills in a JSON body where the router
-  // or the request parser left it empty.
-  server.set_error_handler(
-    [](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty())
-        return;
-      std::string text;
-      switch (res.status) {
-        case 404:
-          text = fmt::format("not found: {}", req.path);
-          break;
-        case 400:
-          text = "bad request";
-          break;
-        case 405:
-          text = fmt::format("method not allowed: {}", req.method);
-          break;
-        case 413:
-          text = "payload too large";
-          break;
-        case 414:
-          text = "request line too long";
-          break;
-        default:
-          text = fmt::format("HTTP status {}", res.status);
-      }
-      res.set_content(error_json(text), json_type);
-    });
-  server.set_logger(
-    [](const httplib::Request& req, const httplib::Response& res) {
-      log::debug(subject, "answers {} {} with {}", req.method, req.path,
-                 res.status);
-    });
-  // httplib's default sets SO_REUSEPORT, which would let a second node bind
-  // the same admin port silently and share its requests; SO_REUSEADDR alone
-  // still allows a quick restart over connections in TIME_WAIT.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  server.set_payload_max_length(max_payload);
-  server.set_read_timeout(read_timeout_seconds, 0);
-  server.set_write_timeout(write_timeout_seconds, 0);
-  server.new_task_queue
-    = [] { return new httplib::ThreadPool(worker_threads); };
+  if (path == "/v1/status")
+    answer_text(sys, source, get_atom::value, json_type, reply);
+  else if (path == "/metrics")
+    answer_text(sys, source, metrics_atom::value, metrics_type, reply);
+  else if (auto name = tail_of(path, "/v1/lookup/"))
+    answer_lookup(sys, source, *name, reply);
+  else if (auto node = tail_of(path, "/v1/probe/"))
+    answer_probe(sys, source, *node, reply);
+  else if (auto pumped = tail_of(path, "/v1/debug/pump/"))
+    answer_pump(sys, source, req, std::move(*pumped), reply);
+  else
+    reply(json_answer(404, error_json(fmt::format("not found: {}", path))));
 }
 
 struct admin_state {
-  std::shared_ptr<http_runner> runner;
+  std::shared_ptr<http::front> front;
   std::string address;
 
   // A stateful actor destroys its state when it ends for any reason, so
-  // this is the one place that guarantees the HTTP threads are gone.
+  // this is the one place that guarantees the front's thread is gone.
   ~admin_state() {
-    if (runner)
-      runner->stop();
+    if (front)
+      front->stop();
   }
 
   static inline const char* name = "admin_server";
@@ -275,15 +200,16 @@ using admin_actor = caf::stateful_actor<admin_state>;
 void shut_down(admin_actor* self, const std::string& why) {
   auto& st = self->state;
   log::info(subject, "stops serving {}: {}", st.address, why);
-  if (st.runner)
-    st.runner->stop();
+  if (st.front)
+    st.front->stop();
   self->quit();
 }
 
 caf::behavior admin_server_actor(admin_actor* self,
-                                 std::shared_ptr<http_runner> runner,
-                                 caf::actor source, std::string address) {
-  self->state.runner = std::move(runner);
+                                 std::shared_ptr<http::front> front,
+                                 const caf::actor& source,
+                                 std::string address) {
+  self->state.front = std::move(front);
   self->state.address = std::move(address);
   self->monitor(source);
   self->set_down_handler([=](const caf::down_msg& dm) {
@@ -309,44 +235,28 @@ caf::behavior admin_server_actor(admin_actor* self,
 caf::expected<caf::actor> start_admin_server(caf::actor_system& sys,
                                              const endpoint& listen,
                                              caf::actor source,
-                                             uint16_t& bound_port) {
+                                             uint16_t& bound_port,
+                                             std::string bearer_token) {
   if (!source)
     return make_error(ec::bad_config, "admin: no status source to serve");
-  auto runner = std::make_shared<http_runner>();
-  install_routes(runner->server, sys, source);
+  // The handler holds `sys` by reference: the system outlives this actor
+  // (its destructor awaits all actors), and the actor stops the front, and
+  // joins its thread, before it ends.
+  auto front = std::make_shared<http::front>(
+    http::front_limits{}, std::move(bearer_token),
+    [&sys, source](const http::request& req, const http::reply_fn& reply) {
+      route(sys, source, req, reply);
+    });
   // Bind here, on the caller's thread, so a taken port is an error the
   // caller sees (and port 0 is resolved) before anything runs.
-  errno = 0;
-  int port = listen.port;
-  if (listen.port == 0)
-    port = runner->server.bind_to_any_port(listen.host);
-  else if (!runner->server.bind_to_port(listen.host, listen.port))
-    port = -1;
-  if (port < 0) {
-    // Only errors of socket/bind/listen explain a failure; a failed name
-    // look-up leaves whatever errno its internals happened to set.
-    auto err = errno;
-    bool socket_error = err == EADDRINUSE || err == EACCES
-                        || err == EADDRNOTAVAIL || err == EAFNOSUPPORT
-                        || err == EMFILE || err == ENFILE || err == EINVAL;
-    auto why = socket_error ? std::string{std::strerror(err)}
-                            : std::string{"cannot resolve the host or bind it"};
-    return make_error(
-      ec::io_failure,
-      fmt::format("admin: cannot listen on {}: {}", listen.to_string(), why));
-  }
-  bound_port = static_cast<uint16_t>(port);
+  auto port = front->bind(listen);
+  if (!port)
+    return std::move(port.error());
+  bound_port = *port;
   auto address = endpoint{listen.host, bound_port}.to_string();
-  auto* r = runner.get();
-  // The thread only touches the runner, which the actor's state keeps alive
-  // until it has joined the thread.
-  runner->thread = std::thread([r, address] {
-    if (!r->server.listen_after_bind())
-      log::error(subject, "stops accepting on {}: accept failed", address);
-    r->finished.store(true);
-  });
+  front->start();
   log::info(subject, "listens on {}", address);
-  return sys.spawn(admin_server_actor, std::move(runner), std::move(source),
+  return sys.spawn(admin_server_actor, std::move(front), std::move(source),
                    address);
 }
 

@@ -30,6 +30,8 @@ struct node_settings {
   std::vector<listener_config> listeners;
   /// Where the ADMIN SERVER listens; none: no admin port.
   std::optional<endpoint> admin;
+  /// The admin port's bearer token; empty: none (loopback only).
+  std::string admin_token;
 };
 
 } // namespace p2proxy

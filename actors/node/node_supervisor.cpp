@@ -435,8 +435,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
     st.children.insert(lst->address());
   }
   if (st.cfg.admin && !st.stopping) {
-    auto admin
-      = start_admin_server(sys, *st.cfg.admin, caf::actor{self}, st.admin_port);
+    auto admin = start_admin_server(sys, *st.cfg.admin, caf::actor{self},
+                                    st.admin_port, st.cfg.admin_token);
     if (!admin) {
       st.exit_reason = admin.error();
       stop_children(self, "the admin port could not be opened");

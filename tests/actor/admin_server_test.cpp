@@ -5,7 +5,13 @@
 #include "node/status_command.hpp"
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -229,6 +235,111 @@ TEST_F(admin_server_test, status_command_prints_a_live_node) {
   auto text = testing::internal::GetCapturedStdout();
   EXPECT_NE(text.find("N1"), std::string::npos) << text;
   EXPECT_NE(text.find("1h 02m 05s"), std::string::npos) << text;
+}
+
+TEST_F(admin_server_test, refuses_a_non_loopback_address_without_a_token) {
+  uint16_t port = 0;
+  auto admin
+    = start_admin_server(sys, endpoint{"0.0.0.0", 0}, source, port, "");
+  ASSERT_FALSE(admin);
+  EXPECT_TRUE(is_error(admin.error(), ec::bad_config));
+  auto text = error_text(admin.error());
+  EXPECT_NE(text.find("not a loopback address"), std::string::npos) << text;
+}
+
+TEST_F(admin_server_test, with_a_token_every_request_must_carry_it) {
+  uint16_t port = 0;
+  auto admin
+    = start_admin_server(sys, endpoint{"0.0.0.0", 0}, source, port, "s3cret");
+  ASSERT_TRUE(admin) << error_text(admin.error());
+  httplib::Client cli{"127.0.0.1", port};
+  auto res = cli.Get("/v1/status");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+  cli.set_bearer_token_auth("s3creT");
+  res = cli.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  cli.set_bearer_token_auth("s3cret");
+  res = cli.Get("/v1/status");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, status_json);
+
+  auto file = testing::TempDir() + "admin_server_test.token";
+  {
+    std::ofstream out{file};
+    out << "s3cret\n";
+  }
+  auto where = "127.0.0.1:" + std::to_string(port);
+  ::chmod(file.c_str(), 0644);
+  EXPECT_EQ(run_status_command(where, true, file), 2); // readable by others
+  ::chmod(file.c_str(), 0600);
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(run_status_command(where, true, file), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), status_json + "\n");
+  EXPECT_EQ(run_status_command(where, true), 1); // 401
+  std::remove(file.c_str());
+}
+
+TEST_F(admin_server_test, answers_431_to_a_head_with_too_many_fields) {
+  uint16_t port = 0;
+  auto admin = start(port);
+  ASSERT_TRUE(admin);
+  httplib::Client cli{"127.0.0.1", port};
+  httplib::Headers many;
+  for (int i = 0; i < 200; ++i)
+    many.emplace("X-" + std::to_string(i), "b");
+  auto res = cli.Get("/v1/status", many);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 431);
+  EXPECT_NE(res->body.find("\"error\""), std::string::npos);
+}
+
+/// Answers status at once, but never a look-up (until it ends).
+struct stalling_state {
+  std::vector<caf::response_promise> held;
+};
+
+caf::behavior stalling_source(caf::stateful_actor<stalling_state>* self) {
+  return {
+    [](get_atom) { return status_json; },
+    [self](lookup_atom, const std::string&) {
+      auto rp = self->make_response_promise<std::vector<std::string>>();
+      self->state.held.push_back(rp);
+      return rp;
+    },
+  };
+}
+
+TEST_F(admin_server_test, slow_answers_do_not_hold_up_a_status_request) {
+  auto stalling = sys.spawn(stalling_source);
+  uint16_t port = 0;
+  auto admin
+    = start_admin_server(sys, endpoint{"127.0.0.1", 0}, stalling, port);
+  ASSERT_TRUE(admin) << error_text(admin.error());
+  // More stalled requests than cpp-httplib had worker threads.
+  std::vector<std::thread> stuck;
+  for (int i = 0; i < 8; ++i)
+    stuck.emplace_back([port] {
+      httplib::Client c{"127.0.0.1", port};
+      c.set_read_timeout(15, 0);
+      c.Get("/v1/lookup/never");
+    });
+  std::this_thread::sleep_for(300ms);
+  httplib::Client cli{"127.0.0.1", port};
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = cli.Get("/v1/status");
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_LT(took, 1s);
+  // Ending the source fails the stalled look-ups at once (503).
+  caf::anon_send_exit(stalling, caf::exit_reason::user_shutdown);
+  for (auto& t : stuck)
+    t.join();
+  EXPECT_TRUE(wait_down(*admin));
 }
 
 TEST(describe_status, summarises_a_node) {
