@@ -115,9 +115,9 @@ signal::RegisterResult directory_state::decide_all(const std::string& id) {
     r->set_code(signal::NAME_TAKEN);
     for (auto& o : owners)
       r->add_owners(o);
-    auto text = fmt::format("'{}' belongs to {}", name, join(owners));
-    log::warn(subject, "node {} may not export {}", id, text);
-    r->set_text(std::move(text));
+    log::warn(subject, "node {} may not export '{}': it belongs to {}", id,
+              name, join(owners));
+    r->set_text(fmt::format("'{}' belongs to {}", name, join(owners)));
   }
   set_exports(id, std::move(accepted));
   return result;

@@ -54,10 +54,8 @@ void apply_register_result(admin::SignalLinkStatus& status,
     for (auto& o : answer.owners())
       r->add_owners(o);
     if (was != "refused" || join(before) != join(r->owners()))
-      log::warn(subject,
-                "the server refuses export '{}': {}, it belongs to {}{}{}",
-                answer.name(), r->error(), join(r->owners()),
-                answer.text().empty() ? "" : " - ", answer.text());
+      log::warn(subject, "the server refuses export '{}': {}, it belongs to {}",
+                answer.name(), r->error(), join(r->owners()));
   }
 }
 
