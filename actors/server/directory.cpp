@@ -41,23 +41,20 @@ bool may_export(const directory_state& st, const std::string& id,
 
 /// Records `id` as the owner of `name` when nobody (allowed) owns it yet: a
 /// name the policy moved to `id` stays with it once the policy forgets it.
-void claim(directory_state& st, const std::string& id,
+/// True when the owners changed.
+bool claim(directory_state& st, const std::string& id,
            const std::string& name) {
   auto owner = st.owners.owner(name);
   if (owner == id)
-    return;
+    return false;
   auto listed = st.policy.find(name);
   if (owner && listed == nullptr)
-    return; // may_export let it through only for the owner
+    return false; // may_export let it through only for the owner
   if (owner && std::binary_search(listed->begin(), listed->end(), *owner))
-    return; // several may export it; the first keeps it
-  try {
-    st.owners.set(name, id);
-    log::info(subject, "node {} now owns '{}'", id, name);
-  } catch (const std::exception& e) {
-    log::error(subject, "node {} owns '{}', but only until a restart: {}", id,
-               name, e.what());
-  }
+    return false; // several may export it; the first keeps it
+  st.owners.set(name, id);
+  log::info(subject, "node {} now owns '{}'", id, name);
+  return true;
 }
 
 void push_result(directory_actor* self, const std::string& id) {
@@ -103,12 +100,13 @@ signal::RegisterResult directory_state::decide_all(const std::string& id) {
   auto& e = nodes.at(id);
   signal::RegisterResult result;
   std::vector<std::string> accepted;
+  bool claimed = false;
   for (auto& name : e.requested) {
     auto r = result.add_names();
     r->set_name(name);
     std::vector<std::string> owners;
     if (may_export(*this, id, name, owners)) {
-      claim(*this, id, name);
+      claimed |= claim(*this, id, name);
       accepted.push_back(name);
       continue;
     }
@@ -118,6 +116,14 @@ signal::RegisterResult directory_state::decide_all(const std::string& id) {
     log::warn(subject, "node {} may not export '{}': it belongs to {}", id,
               name, join(owners));
     r->set_text(fmt::format("'{}' belongs to {}", name, join(owners)));
+  }
+  if (claimed) {
+    try {
+      owners.save();
+    } catch (const std::exception& e) {
+      log::error(subject, "keeps the owners of {}'s names in memory only: {}",
+                 id, e.what());
+    }
   }
   set_exports(id, std::move(accepted));
   return result;

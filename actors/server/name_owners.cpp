@@ -87,7 +87,6 @@ std::optional<std::string> name_owners::owner(const std::string& name) const {
 
 void name_owners::set(const std::string& name, const std::string& id) {
   owners_[name] = id;
-  save();
 }
 
 void name_owners::save() const {

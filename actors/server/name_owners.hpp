@@ -28,10 +28,13 @@ public:
   /// The owner of `name`, if any.
   std::optional<std::string> owner(const std::string& name) const;
 
-  /// Makes `id` the owner of `name` and writes the file. Throws
-  /// std::runtime_error when the file cannot be written (the binding then
-  /// holds in memory only).
+  /// Makes `id` the owner of `name`, in memory; save() writes it.
   void set(const std::string& name, const std::string& id);
+
+  /// Writes every binding to the file (one write for a whole Register, not
+  /// one per name). Throws std::runtime_error when it cannot; the bindings
+  /// then hold in memory only, until a later save succeeds.
+  void save() const;
 
   size_t size() const {
     return owners_.size();
@@ -40,8 +43,6 @@ public:
   std::string file() const;
 
 private:
-  void save() const;
-
   std::string dir_;
   std::map<std::string, std::string> owners_;
 };
