@@ -107,7 +107,7 @@ std::string default_state_dir(const std::string& token_file) {
 /// Turns SIGHUP into (reload_atom) for `server` until `done`. SIGHUP is
 /// blocked in every thread (cmd_signal blocks it before the actor system
 /// starts), so this thread takes it with sigtimedwait.
-void forward_reloads(caf::actor server, const std::atomic<bool>& done) {
+void forward_reloads(const caf::actor& server, const std::atomic<bool>& done) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGHUP);
