@@ -42,7 +42,7 @@ bool write_all(int fd, const std::string& data) {
 name_owners::name_owners(std::string state_dir) : dir_(std::move(state_dir)) {}
 
 std::string name_owners::file() const {
-  return dir_.empty() ? std::string{} : dir_ + "/names.toml";
+  return dir_.empty() ? std::string{} : dir_ + "/owners.toml";
 }
 
 void name_owners::load() {

@@ -1,10 +1,10 @@
 // NAME OWNERS: the export name -> node id bindings the signaling server
 // learned (the first node to register a name owns it), kept in
-// STATE_DIR/names.toml so a restart keeps them. Not an actor: the DIRECTORY
+// STATE_DIR/owners.toml so a restart keeps them. Not an actor: the DIRECTORY
 // owns one and is the only one to use it.
 //
 // Writes are atomic: a temporary file in the same directory, fsync, rename
-// over names.toml, fsync of the directory. A crash leaves the old file or
+// over owners.toml, fsync of the directory. A crash leaves the old file or
 // the new one, never a mix.
 #pragma once
 
@@ -20,7 +20,7 @@ public:
   explicit name_owners(std::string state_dir = {});
 
   /// Creates the state directory (mode 0700) if needed and reads
-  /// names.toml if there is one. Throws std::runtime_error ("FILE:LINE: ..."
+  /// owners.toml if there is one. Throws std::runtime_error ("FILE:LINE: ..."
   /// for a file that does not parse) so a server never starts with owners
   /// it could not read, which would hand every name to the first comer.
   void load();
@@ -39,7 +39,7 @@ public:
   size_t size() const {
     return owners_.size();
   }
-  /// STATE_DIR/names.toml, or empty in memory-only mode.
+  /// STATE_DIR/owners.toml, or empty in memory-only mode.
   std::string file() const;
 
 private:

@@ -22,7 +22,7 @@ namespace p2proxy {
 /// Where the DIRECTORY finds its policy and keeps its owners. Both empty:
 /// owners are kept in memory only and no policy applies.
 struct names_options {
-  std::string state_dir;   // holds names.toml (owners); empty: memory only
+  std::string state_dir;   // holds owners.toml (owners); empty: memory only
   std::string policy_file; // the operator's policy; empty: none
 };
 

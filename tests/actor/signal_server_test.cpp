@@ -513,7 +513,7 @@ TEST_F(signal_server_test, owners_outlive_a_restart_of_the_directory) {
   EXPECT_EQ(register_answers(a)["web"], "");
   caf::anon_send(dir, stop_atom::value, std::string{"test over"});
   run();
-  ::unlink((state + "/names.toml").c_str());
+  ::unlink((state + "/owners.toml").c_str());
   ::rmdir(state.c_str());
 }
 

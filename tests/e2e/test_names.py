@@ -190,7 +190,7 @@ class Names(unittest.TestCase):
         self.a.stop()
         lab.server.stop()
         self.assertTrue(os.path.exists(os.path.join(self.state_dir,
-                                                    "names.toml")))
+                                                    "owners.toml")))
         logins = status(self.s_admin)["signal"]["loginsCount"]
         self.start_server()
         wait_until(lambda: status(self.s_admin)["signal"]["loginsCount"]
