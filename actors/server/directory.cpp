@@ -100,6 +100,7 @@ signal::RegisterResult directory_state::decide_all(const std::string& id) {
   auto& e = nodes.at(id);
   signal::RegisterResult result;
   std::vector<std::string> accepted;
+  std::set<std::string> refused;
   bool claimed = false;
   for (auto& name : e.requested) {
     auto r = result.add_names();
@@ -113,18 +114,23 @@ signal::RegisterResult directory_state::decide_all(const std::string& id) {
     r->set_code(signal::NAME_TAKEN);
     for (auto& o : owners)
       r->add_owners(o);
-    log::warn(subject, "node {} may not export '{}': it belongs to {}", id,
-              name, join(owners));
+    // Logged when it is news: a node repeating its Register cannot flood
+    // the log.
+    if (e.refused.count(name) == 0)
+      log::warn(subject, "node {} may not export '{}': it belongs to {}", id,
+                name, join(owners));
+    refused.insert(name);
     r->set_text(fmt::format("'{}' belongs to {}", name, join(owners)));
   }
   if (claimed) {
     try {
       owners.save();
-    } catch (const std::exception& e) {
+    } catch (const std::exception& err) {
       log::error(subject, "keeps the owners of {}'s names in memory only: {}",
-                 id, e.what());
+                 id, err.what());
     }
   }
+  e.refused = std::move(refused);
   set_exports(id, std::move(accepted));
   return result;
 }

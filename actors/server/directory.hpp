@@ -44,6 +44,7 @@ struct directory_state {
     std::chrono::system_clock::time_point since;
     std::vector<std::string> requested; // as the last Register listed them
     std::vector<std::string> exports;   // accepted ones: sorted, unique
+    std::set<std::string> refused;      // as last answered, to log changes
   };
 
   names_options opts;
