@@ -254,6 +254,8 @@ caf::behavior directory(directory_actor* self, names_options opts) {
         node->set_since(rfc3339(e.since));
         for (auto& name : e.exports)
           node->add_exports(name);
+        for (auto& name : e.refused)
+          node->add_refused(name);
       }
       return status.SerializeAsString();
     },

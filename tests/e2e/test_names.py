@@ -165,6 +165,11 @@ class Names(unittest.TestCase):
             "other": ("registered", "", [])})
         self.assertEqual(registrations(self.a_admin),
                          {"web": ("registered", "", [])})
+        # The server's status lists the refusal too.
+        nodes = {n["nodeId"]: n for n in json.loads(http_get(
+            f"http://127.0.0.1:{self.lab.signal_admin}/v1/status")[1])["nodes"]}
+        self.assertEqual(nodes[self.s_id]["exports"], ["other"])
+        self.assertEqual(nodes[self.s_id]["refused"], ["web"])
         log = self.s.log_text()
         self.assertIn("refuses export 'web': NAME_TAKEN", log)
         self.assertIn(self.a_id, log)
