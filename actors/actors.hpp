@@ -85,7 +85,10 @@ CAF_ADD_ATOM(p2proxy, p2proxy, probe_timeout_atom, "pr_timeout")
 //              (replaced_atom) and ends itself
 // (logout_atom, std::string node_id, caf::actor client)  only if still current
 // (register_atom, std::string node_id, std::vector<std::string> names)
+//     answered with (deliver_atom, RegisterResult Envelope) to the client
 // (lookup_atom, std::string name) -> std::vector<std::string> node ids
+// (reload_atom)  read the --names policy again (SIGHUP, through the SIGNAL
+//     SERVER); online nodes get a fresh RegisterResult
 // (route_atom, std::string to, std::string serialized Envelope) -> bool online
 // directory -> client: (replaced_atom), (deliver_atom, std::string serialized
 // Envelope)
@@ -96,6 +99,9 @@ CAF_ADD_ATOM(p2proxy, p2proxy, route_atom, "route")
 CAF_ADD_ATOM(p2proxy, p2proxy, deliver_atom, "deliver")
 /// (nodes_atom) -> std::string serialized admin::ServerStatus (nodes only)
 CAF_ADD_ATOM(p2proxy, p2proxy, nodes_atom, "nodes")
+/// (reload_atom): read the configuration files again (SIGNAL SERVER and
+/// DIRECTORY: the --names policy)
+CAF_ADD_ATOM(p2proxy, p2proxy, reload_atom, "reload")
 
 // --- NODE SUPERVISOR / ADMIN -------------------------------------------------
 /// (get_atom) -> std::string JSON of admin::NodeStatus (or ServerStatus);

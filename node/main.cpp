@@ -1,4 +1,5 @@
 // p2proxy: one binary, subcommands per ARCHITECTURE §9.
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -6,6 +7,11 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <thread>
+
+#include <csignal>
+#include <ctime>
+#include <pthread.h>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -17,6 +23,8 @@
 #include "actors/common/log.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/node/node_supervisor.hpp"
+#include "actors/server/name_owners.hpp"
+#include "actors/server/names_policy.hpp"
 #include "actors/server/signal_server.hpp"
 #include "node/config.hpp"
 #include "node/demo.hpp"
@@ -84,11 +92,43 @@ endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
   return *ep;
 }
 
+/// Where the owners live without --state-dir: beside the token file (the
+/// server's one file of its own until it has a key), else nowhere.
+std::string default_state_dir(const std::string& token_file) {
+  if (token_file.empty())
+    return {};
+  auto slash = token_file.rfind('/');
+  auto dir = slash == std::string::npos ? std::string{"."}
+             : slash == 0               ? std::string{"/"}
+                                        : token_file.substr(0, slash);
+  return dir + "/signal-state";
+}
+
+/// Turns SIGHUP into (reload_atom) for `server` until `done`. SIGHUP is
+/// blocked in every thread (cmd_signal blocks it before the actor system
+/// starts), so this thread takes it with sigtimedwait.
+void forward_reloads(const caf::actor& server, const std::atomic<bool>& done) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  timespec tick{0, 200 * 1000 * 1000};
+  while (!done) {
+    if (sigtimedwait(&set, nullptr, &tick) == SIGHUP) {
+      log::info("signal", "SIGHUP: reloads its configuration files");
+      caf::anon_send(server, reload_atom::value);
+    }
+  }
+}
+
 int cmd_signal(const std::string& listen, const std::string& token_file,
                const std::string& admin, const std::string& admin_token_file,
-               uint32_t login_limit) {
+               uint32_t login_limit, const std::string& state_dir,
+               const std::string& names_file) {
   server_options opts;
   opts.login_burst = login_limit;
+  opts.names.state_dir
+    = state_dir.empty() ? default_state_dir(token_file) : state_dir;
+  opts.names.policy_file = names_file;
   opts.listen = must_parse_endpoint("--listen", listen);
   std::optional<endpoint> admin_ep;
   if (!admin.empty())
@@ -99,10 +139,23 @@ int cmd_signal(const std::string& listen, const std::string& token_file,
       opts.token = read_token_file(token_file);
     if (!admin_token_file.empty())
       admin_token = read_admin_token_file(admin_token_file);
+    // Checked here to refuse the start with FILE:LINE on stderr; the
+    // DIRECTORY reads both again when it starts.
+    name_owners{opts.names.state_dir}.load();
+    if (!names_file.empty())
+      names_policy::load(names_file);
   } catch (const std::exception& e) {
     fmt::print(stderr, "p2proxy signal: {}\n", e.what());
     return 1;
   }
+  if (opts.names.state_dir.empty())
+    log::warn("signal", "keeps export name owners in memory only: give "
+                        "--state-dir (or --token-file) to keep them across "
+                        "restarts");
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   block_stop_signals();
   system_config cfg;
   caf::actor_system sys{cfg};
@@ -126,8 +179,12 @@ int cmd_signal(const std::string& listen, const std::string& token_file,
     log::info("signal", "serves its admin port on {}:{}", admin_ep->host,
               admin_port);
   }
+  std::atomic<bool> done{false};
+  std::thread reloads{[&] { forward_reloads(*server, done); }};
   bool by_signal = false;
   auto err = wait_for_stop(sys, {*server}, by_signal);
+  done = true;
+  reloads.join();
   stop_all(sys, {admin_actor, *server},
            by_signal ? "stopped by signal" : "server ended");
   if (err) {
@@ -205,6 +262,13 @@ int main(int argc, char** argv) {
                  "connections per minute one address may open (0: no "
                  "limit)")
     ->capture_default_str();
+  std::string state_dir, names_file;
+  signal->add_option("--state-dir", state_dir,
+                     "where the server keeps export name owners (default: "
+                     "signal-state beside --token-file)");
+  signal->add_option("--names", names_file,
+                     "TOML policy: which node ids may export which name "
+                     "(reloaded on SIGHUP)");
 
   std::string config;
   auto node = app.add_subcommand("node", "run a node");
@@ -242,7 +306,7 @@ int main(int argc, char** argv) {
       return cmd_id(key_in);
     if (*signal)
       return cmd_signal(listen, token_file, signal_admin, signal_admin_token,
-                        login_limit);
+                        login_limit, state_dir, names_file);
     if (*node)
       return cmd_node(config, log_level);
     if (*status)

@@ -137,10 +137,18 @@ std::string describe_node(const admin::NodeStatus& n) {
   if (n.exports().empty()) {
     out += "  none\n";
   } else {
-    text_table t{{"NAME", "", "TARGET", "PROTOCOL", "ALLOW"}};
-    for (auto& e : n.exports())
+    text_table t{{"NAME", "", "TARGET", "PROTOCOL", "ALLOW", "REGISTRATION"}};
+    for (auto& e : n.exports()) {
+      // A refused name says why and whose it is (NAME_TAKEN, the owners).
+      auto reg = e.registration() != "refused"
+                   ? or_dash(e.registration())
+                   : fmt::format("refused: {} (owner {})",
+                                 or_dash(e.registration_error()),
+                                 e.owners().empty() ? std::string{"-"}
+                                                    : join(e.owners(), ","));
       t.add({e.name(), "->", or_dash(e.target()), or_dash(e.protocol()),
-             e.allow().empty() ? "nobody" : join(e.allow(), ",")});
+             e.allow().empty() ? "nobody" : join(e.allow(), ","), reg});
+    }
     out += t.render("  ");
   }
   if (n.has_sessions()) {

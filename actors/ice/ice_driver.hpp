@@ -102,8 +102,7 @@ public:
   /// From now on received datagrams go to `sink` on the driver's thread
   /// (call it before gather()). False: this driver cannot; datagrams keep
   /// coming as ice_data_atom. The agent holds `sink` until it is closed.
-  virtual bool attach(std::shared_ptr<datagram_sink> sink) {
-    (void)sink;
+  virtual bool attach(const std::shared_ptr<datagram_sink>& /*sink*/) {
     return false;
   }
   /// Calls the attached sink's on_wakeup() on the driver's thread at

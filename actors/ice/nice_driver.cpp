@@ -138,9 +138,8 @@ public:
     driver_->post([c = core_](nice_driver& d) { d.close(*c); });
   }
 
-  bool attach(std::shared_ptr<datagram_sink> sink) override {
-    post(
-      [s = std::move(sink)](nice_driver& d, agent_core& c) { d.attach(c, s); });
+  bool attach(const std::shared_ptr<datagram_sink>& sink) override {
+    post([s = sink](nice_driver& d, agent_core& c) { d.attach(c, s); });
     return true;
   }
 

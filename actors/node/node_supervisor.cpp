@@ -94,6 +94,20 @@ void fill_channel(const admin::ActorStatus& as, admin::ChannelStatus& cs) {
   cs.set_target(get("target"));
 }
 
+/// Each export as the signaling server answered its name (the link's
+/// registrations): registered, pending or refused with the code and owners.
+void merge_registrations(admin::NodeStatus& ns) {
+  for (auto& ex : *ns.mutable_exports()) {
+    ex.set_registration("pending");
+    for (auto& r : ns.signal().registrations())
+      if (r.name() == ex.name()) {
+        ex.set_registration(r.state());
+        ex.set_registration_error(r.error());
+        *ex.mutable_owners() = r.owners();
+      }
+  }
+}
+
 /// The ended channels' totals. Read again once every channel answered: a
 /// channel that ends meanwhile drops out of the list and its totals come
 /// in, so the document never shows it in neither.
@@ -314,6 +328,7 @@ void collect_status(node_supervisor_actor* self, F done) {
       .then(
         [=](const std::string& link_status) mutable {
           ns->mutable_signal()->ParseFromString(link_status);
+          merge_registrations(*ns);
           finish();
         },
         [=](caf::error& err) mutable {

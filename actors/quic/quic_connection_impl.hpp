@@ -187,7 +187,7 @@ private:
   size_t write_packets(quic_time now, std::vector<std::string>& out,
                        size_t max);
   void write_close(quic_time now, std::vector<std::string>& out);
-  void finish(std::string reason);
+  void finish(const std::string& reason);
   void on_error(int rv);
   void on_peer_closed();
   void flush();

@@ -141,7 +141,7 @@ size_t connection::write_packets(quic_time now, std::vector<std::string>& out,
       break;
     ++rounds;
     auto* s = more ? next_stream() : nullptr;
-    std::array<ngtcp2_vec, 16> vec;
+    std::array<ngtcp2_vec, 16> vec{};
     size_t nvec = 0;
     uint64_t offered = 0;
     uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_NONE;
@@ -239,7 +239,7 @@ void connection::close(const std::string& reason) {
   finish(reason);
 }
 
-void connection::finish(std::string reason) {
+void connection::finish(const std::string& reason) {
   if (closed_)
     return;
   closed_ = true;
@@ -295,7 +295,7 @@ void connection::on_error(int rv) {
     reason = fmt::format("QUIC error: {}", ngtcp2_strerror(rv));
   }
   close_state_ = close_pending;
-  finish(std::move(reason));
+  finish(reason);
 }
 
 void connection::on_peer_closed() {
@@ -323,7 +323,7 @@ void connection::on_peer_closed() {
                          "0x{:x}{}",
                          cc.error_code, with_phrase);
   }
-  finish(std::move(reason));
+  finish(reason);
 }
 
 // Runs what callbacks could not do inside ngtcp2, then tells the owner

@@ -6,6 +6,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/common/endpoint.hpp"
+#include "actors/common/error.hpp"
 #include "actors/common/log.hpp"
 #include "proto/admin.pb.h"
 
@@ -14,6 +15,54 @@ namespace p2proxy {
 namespace {
 
 constexpr std::string_view subject = "directory";
+
+std::string join(const std::vector<std::string>& ids) {
+  std::string out;
+  for (auto& id : ids)
+    out += (out.empty() ? "" : ", ") + id;
+  return out;
+}
+
+/// Whether `id` may export `name`; if not, `owners` says who may.
+bool may_export(const directory_state& st, const std::string& id,
+                const std::string& name, std::vector<std::string>& owners) {
+  if (auto listed = st.policy.find(name)) {
+    if (std::binary_search(listed->begin(), listed->end(), id))
+      return true;
+    owners = *listed;
+    return false;
+  }
+  auto owner = st.owners.owner(name);
+  if (!owner || *owner == id)
+    return true;
+  owners = {*owner};
+  return false;
+}
+
+/// Records `id` as the owner of `name` when nobody (allowed) owns it yet: a
+/// name the policy moved to `id` stays with it once the policy forgets it.
+/// True when the owners changed.
+bool claim(directory_state& st, const std::string& id,
+           const std::string& name) {
+  auto owner = st.owners.owner(name);
+  if (owner == id)
+    return false;
+  auto listed = st.policy.find(name);
+  if (owner && listed == nullptr)
+    return false; // may_export let it through only for the owner
+  if (owner && std::binary_search(listed->begin(), listed->end(), *owner))
+    return false; // several may export it; the first keeps it
+  st.owners.set(name, id);
+  log::info(subject, "node {} now owns '{}'", id, name);
+  return true;
+}
+
+void push_result(directory_actor* self, const std::string& id) {
+  auto& e = self->state.nodes.at(id);
+  signal::Envelope env;
+  *env.mutable_register_result() = self->state.decide_all(id);
+  self->send(e.client, deliver_atom::value, env.SerializeAsString());
+}
 
 } // namespace
 
@@ -47,7 +96,65 @@ void directory_state::set_exports(const std::string& id,
   e.exports = std::move(names);
 }
 
-caf::behavior directory(directory_actor* self) {
+signal::RegisterResult directory_state::decide_all(const std::string& id) {
+  auto& e = nodes.at(id);
+  signal::RegisterResult result;
+  std::vector<std::string> accepted;
+  std::set<std::string> refused;
+  bool claimed = false;
+  for (auto& name : e.requested) {
+    auto r = result.add_names();
+    r->set_name(name);
+    std::vector<std::string> owners;
+    if (may_export(*this, id, name, owners)) {
+      claimed |= claim(*this, id, name);
+      accepted.push_back(name);
+      continue;
+    }
+    r->set_code(signal::NAME_TAKEN);
+    for (auto& o : owners)
+      r->add_owners(o);
+    // Logged when it is news: a node repeating its Register cannot flood
+    // the log.
+    if (e.refused.count(name) == 0)
+      log::warn(subject, "node {} may not export '{}': it belongs to {}", id,
+                name, join(owners));
+    refused.insert(name);
+    r->set_text(fmt::format("'{}' belongs to {}", name, join(owners)));
+  }
+  if (claimed) {
+    try {
+      owners.save();
+    } catch (const std::exception& err) {
+      log::error(subject, "keeps the owners of {}'s names in memory only: {}",
+                 id, err.what());
+    }
+  }
+  e.refused = std::move(refused);
+  set_exports(id, std::move(accepted));
+  return result;
+}
+
+caf::behavior directory(directory_actor* self, names_options opts) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  st.owners = name_owners{st.opts.state_dir};
+  try {
+    st.owners.load();
+    if (!st.opts.policy_file.empty())
+      st.policy = names_policy::load(st.opts.policy_file);
+  } catch (const std::exception& e) {
+    log::error(subject, "cannot start: {}", e.what());
+    self->quit(make_error(ec::bad_config, e.what()));
+    return {};
+  }
+  log::info(subject, "{} name owner(s) from {}; policy: {}", st.owners.size(),
+            st.opts.state_dir.empty() ? "memory only (no --state-dir)"
+                                      : st.owners.file(),
+            st.opts.policy_file.empty()
+              ? std::string{"none"}
+              : fmt::format("{} name(s) from {}", st.policy.allowed.size(),
+                            st.opts.policy_file));
   // A client normally logs out; the monitor covers one that ended otherwise.
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
@@ -94,8 +201,34 @@ caf::behavior directory(directory_actor* self) {
           || i->second.client
                != caf::actor_cast<caf::actor>(self->current_sender()))
         return;
-      log::info(subject, "node {} exports {} name(s)", id, names.size());
-      st.set_exports(id, std::move(names));
+      // Kept in the node's order, each name once: the answer follows it.
+      std::vector<std::string> requested;
+      for (auto& name : names)
+        if (std::find(requested.begin(), requested.end(), name)
+            == requested.end())
+          requested.push_back(std::move(name));
+      i->second.requested = std::move(requested);
+      push_result(self, id);
+      log::info(subject, "node {} exports {} of {} name(s)", id,
+                i->second.exports.size(), i->second.requested.size());
+    },
+    [=](reload_atom) {
+      auto& st = self->state;
+      if (st.opts.policy_file.empty()) {
+        log::info(subject, "has no --names file to reload");
+        return;
+      }
+      try {
+        st.policy = names_policy::load(st.opts.policy_file);
+      } catch (const std::exception& e) {
+        log::error(subject, "keeps the previous names policy: {}", e.what());
+        return;
+      }
+      log::info(subject, "reloaded the names policy: {} name(s) from {}",
+                st.policy.allowed.size(), st.opts.policy_file);
+      for (auto& [id, e] : st.nodes)
+        if (!e.requested.empty())
+          push_result(self, id);
     },
     [=](lookup_atom, const std::string& name) {
       auto& st = self->state;
@@ -121,6 +254,8 @@ caf::behavior directory(directory_actor* self) {
         node->set_since(rfc3339(e.since));
         for (auto& name : e.exports)
           node->add_exports(name);
+        for (auto& name : e.refused)
+          node->add_refused(name);
       }
       return status.SerializeAsString();
     },

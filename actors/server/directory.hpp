@@ -1,6 +1,7 @@
-// DIRECTORY: the signaling server's view of who is online, what each node
-// exports, and where to route a Signal. One per server; SIGNAL CLIENTs log
-// in and out of it. Messages: see the DIRECTORY section of actors/actors.hpp.
+// DIRECTORY: the signaling server's view of who is online, who owns and
+// exports which name, and where to route a Signal. One per server; SIGNAL
+// CLIENTs log in and out of it. Messages: see the DIRECTORY section of
+// actors/actors.hpp.
 //
 // Rules it keeps:
 // - one client per node id: a newer login wins, the older client is told
@@ -8,7 +9,17 @@
 // - a logout, a Register or the down_msg of a client that is no longer the
 //   current one for its id changes nothing (a replaced client may still be
 //   draining its mailbox);
-// - lookups answer node ids sorted, so answers are stable.
+// - names have owners (names_policy.hpp): a name the operator's policy lists
+//   may be exported by the listed nodes only; any other name belongs to the
+//   first node that registered it, for good (NAME OWNERS, kept across
+//   restarts). A Register is answered name by name (a RegisterResult
+//   Envelope delivered to the client); a refused name never reaches the
+//   index, the node's other names do;
+// - a (reload_atom) reads the policy file again; a file that does not parse
+//   changes nothing (logged). Every online node with names gets a fresh
+//   RegisterResult, since its answers may have changed;
+// - lookups answer the online nodes that registered the name and may export
+//   it, node ids sorted, so answers are stable.
 #pragma once
 
 #include <chrono>
@@ -20,6 +31,10 @@
 #include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/server/name_owners.hpp"
+#include "actors/server/names_policy.hpp"
+#include "proto/signal.pb.h"
+
 namespace p2proxy {
 
 struct directory_state {
@@ -27,23 +42,34 @@ struct directory_state {
     caf::actor client;
     std::string address;
     std::chrono::system_clock::time_point since;
-    std::vector<std::string> exports; // sorted, unique
+    std::vector<std::string> requested; // as the last Register listed them
+    std::vector<std::string> exports;   // accepted ones: sorted, unique
+    std::set<std::string> refused;      // as last answered, to log changes
   };
 
+  names_options opts;
+  names_policy policy;
+  name_owners owners;
   std::map<std::string, entry> nodes;                   // by node id
   std::map<std::string, std::set<std::string>> by_name; // export -> ids
 
   /// Removes `id` and its exports from the index.
   void erase(const std::string& id);
-  /// Replaces the exports of `id` (which must be online).
+  /// Replaces the accepted exports of `id` (which must be online).
   void set_exports(const std::string& id, std::vector<std::string> names);
+  /// Decides every name `id` requested (claiming unowned ones), updates the
+  /// index and returns the answer for the node.
+  signal::RegisterResult decide_all(const std::string& id);
 
   static inline const char* name = "directory";
 };
 
 using directory_actor = caf::stateful_actor<directory_state>;
 
-/// Spawn with sys.spawn(directory). Ends on (stop_atom, reason).
-caf::behavior directory(directory_actor* self);
+/// Spawn with sys.spawn(directory, names_options{...}). Reads the owners and
+/// the policy at once; if either cannot be read it logs why and quits with
+/// ec::bad_config (the caller checks both beforehand to report it). Ends on
+/// (stop_atom, reason).
+caf::behavior directory(directory_actor* self, names_options opts);
 
 } // namespace p2proxy

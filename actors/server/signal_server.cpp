@@ -219,7 +219,7 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
   st.limiter = login_rate_limiter{st.opts.login_burst, st.opts.login_window};
   st.started = std::chrono::system_clock::now();
   st.doorman = self->add_doorman(listen_fd);
-  st.directory = self->spawn(directory);
+  st.directory = self->spawn(directory, st.opts.names);
   self->monitor(st.directory);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
@@ -310,6 +310,10 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       status.set_state(st.stopping ? "stopping" : "running");
       (*status.mutable_fields())["clients"] = std::to_string(st.clients.size());
       return status.SerializeAsString();
+    },
+    [=](reload_atom) {
+      if (self->state.directory)
+        self->send(self->state.directory, reload_atom::value);
     },
     [=](stop_atom, const std::string& reason) { begin_stop(self, reason); },
   };

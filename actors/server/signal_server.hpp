@@ -14,6 +14,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/common/endpoint.hpp"
+#include "actors/server/names_policy.hpp"
 
 namespace p2proxy {
 
@@ -25,6 +26,7 @@ struct server_options {
   std::chrono::milliseconds dead_after{45000};    // silence that ends a node
   uint32_t login_burst = 30;                      // attempts per source ...
   std::chrono::milliseconds login_window{60000};  // ... per window
+  names_options names; // who may export which name (the DIRECTORY's)
 };
 
 /// Per-source login rate limit: a token bucket per remote address holding
@@ -64,8 +66,8 @@ private:
 /// Starts the server's actors in `sys` and binds `opts.listen` (port 0 picks
 /// one; the bound port is stored in `bound_port`). Returns the SIGNAL SERVER,
 /// which answers (get_atom) -> std::string JSON of admin::ServerStatus and
-/// (metrics_atom) -> std::string Prometheus text, and ends on (stop_atom,
-/// reason).
+/// (metrics_atom) -> std::string Prometheus text, passes (reload_atom) on to
+/// the DIRECTORY, and ends on (stop_atom, reason).
 caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
                                               const server_options& opts,
                                               uint16_t& bound_port);

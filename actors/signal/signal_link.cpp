@@ -8,6 +8,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/log.hpp"
+#include "actors/signal/link_exports.hpp"
 
 namespace p2proxy {
 
@@ -99,6 +100,7 @@ void send_register(signal_link_actor* self) {
   auto reg = env.mutable_register_();
   for (auto& name : self->state.cfg.exports)
     reg->add_names(name);
+  registrations_pending(self->state.status, self->state.cfg.exports);
   send_envelope(self, env);
 }
 
@@ -326,12 +328,15 @@ void on_frame(signal_link_actor* self, const std::string& payload) {
         return; // answered after its timeout
       std::vector<std::string> ids(res.node_ids().begin(),
                                    res.node_ids().end());
-      i->second.rp.deliver(std::move(ids));
+      i->second.rp.deliver(other_nodes(std::move(ids), st.id->node_id()));
       st.lookups.erase(i);
       return;
     }
     case signal::Envelope::kSignal:
       on_signal(self, *env.mutable_signal());
+      return;
+    case signal::Envelope::kRegisterResult:
+      apply_register_result(st.status, env.register_result());
       return;
     case signal::Envelope::kPing: {
       signal::Envelope out;

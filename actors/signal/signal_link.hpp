@@ -3,6 +3,9 @@
 // names, sends heartbeats, reconnects with jittered exponential backoff and
 // re-registers after every reconnect, answers directory look-ups, relays
 // Signals to and from the actor that owns sessions, and answers probes.
+// The server answers each Register name by name (RegisterResult): the
+// status's `registrations` show each export registered, pending or refused
+// (NAME_TAKEN and the owners), and the log says so.
 //
 // States and transitions (transition_to() enforces the table):
 //
@@ -21,12 +24,13 @@
 // (actors/signal/frame_conn.hpp): the seam that actor tests fake.
 //
 // Errors are p2proxy errors (actors/common/error.hpp) whose code says why:
-// - (lookup_atom, name) answers the node ids exporting `name`; an empty
-//   list when none online does (not an error: GET /v1/lookup shows it, and
-//   a CHANNEL turns it into ec::unknown_resource). It fails with
-//   ec::not_online (not logged in), ec::timeout (no answer in time),
-//   ec::link_down (the link dropped or stopped meanwhile), or the code of
-//   the server's Error.
+// - (lookup_atom, name) answers the ids of the other nodes that own and
+//   export `name` (never this node: it does not open sessions to itself;
+//   see link_exports.hpp); an empty list when none online does (not an error:
+//   GET /v1/lookup shows it, and a CHANNEL turns it into ec::unknown_resource).
+//   It fails with ec::not_online (not logged in), ec::timeout (no answer in
+//   time), ec::link_down (the link dropped or stopped meanwhile), or the code
+//   of the server's Error.
 // - (probe_atom, node id): the same, and ec::peer_offline.
 // - (signal_atom, Signal): ec::not_online, ec::protocol_error (malformed).
 #pragma once

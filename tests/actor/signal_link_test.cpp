@@ -2,6 +2,8 @@
 // FRAME CONNECTION replaced by fakes that record what the link sends.
 #include "actors/signal/signal_link.hpp"
 
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
@@ -576,4 +578,49 @@ TEST_F(signal_link_test, signal_while_offline_is_not_online) {
                          });
   ASSERT_TRUE(answered);
   EXPECT_TRUE(is_error(err, ec::not_online)) << error_text(err);
+}
+
+TEST_F(signal_link_test, register_answers_show_per_export_in_the_status) {
+  auto conn = log_in();
+  ASSERT_EQ(count(conn, signal::Envelope::kRegister), 1u);
+  auto regs = [&] {
+    std::map<std::string, std::string> out;
+    auto st = status();
+    for (auto& r : st.registrations())
+      out[r.name()] = r.state() + (r.error().empty() ? "" : " " + r.error())
+                      + (r.owners().empty() ? "" : " " + r.owners(0));
+    return out;
+  };
+  EXPECT_EQ(regs(), (std::map<std::string, std::string>{{"cam1", "pending"},
+                                                        {"web", "pending"}}));
+  signal::Envelope res;
+  auto taken = res.mutable_register_result()->add_names();
+  taken->set_name("web");
+  taken->set_code(signal::NAME_TAKEN);
+  taken->add_owners("owner-id");
+  res.mutable_register_result()->add_names()->set_name("cam1");
+  res.mutable_register_result()->add_names()->set_name("not-ours");
+  inject(conn, res);
+  EXPECT_EQ(state(), "online"); // a refusal is not a reason to reconnect
+  EXPECT_EQ(regs(),
+            (std::map<std::string, std::string>{
+              {"cam1", "registered"}, {"web", "refused NAME_TAKEN owner-id"}}));
+}
+
+TEST_F(signal_link_test, lookup_never_offers_this_node_itself) {
+  auto conn = log_in();
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"web"});
+  t.run();
+  auto& lk = world->sent[conn].back();
+  ASSERT_TRUE(lk.has_lookup());
+  signal::Envelope res;
+  res.mutable_lookup_result()->set_request_id(lk.lookup().request_id());
+  res.mutable_lookup_result()->set_name("web");
+  res.mutable_lookup_result()->add_node_ids(me->node_id());
+  res.mutable_lookup_result()->add_node_ids("peer-a");
+  inject(conn, res);
+  std::vector<std::string> got;
+  self->receive([&](const std::vector<std::string>& ids) { got = ids; });
+  EXPECT_EQ(got, std::vector<std::string>{"peer-a"});
 }

@@ -8,6 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "actors/actors.hpp"
 #include "actors/identity/identity.hpp"
@@ -70,7 +73,24 @@ class signal_server_test : public ::testing::Test,
 protected:
   void SetUp() override {
     opts.token = "network-secret";
-    dir = sys.spawn(directory);
+    // Names have owners; the operator's policy lets both nodes export cam1.
+    dir = sys.spawn(directory,
+                    names_options{"", write_policy(fmt::format(
+                                        "[names]\ncam1 = [\"{}\", "
+                                        "\"{}\"]\n",
+                                        alice.node_id(), bob.node_id()))});
+  }
+
+  /// A policy file holding `text`, removed when the test ends.
+  std::string write_policy(const std::string& text) {
+    char path[] = "/tmp/p2proxy-names-XXXXXX";
+    int fd = ::mkstemp(path);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, text.data(), text.size()),
+              static_cast<ssize_t>(text.size()));
+    ::close(fd);
+    temp_files.push_back(path);
+    return path;
   }
 
   void TearDown() override {
@@ -80,6 +100,8 @@ protected:
       caf::anon_send_exit(x, caf::exit_reason::user_shutdown);
     caf::anon_send(dir, stop_atom::value, std::string{"test over"});
     run();
+    for (auto& f : temp_files)
+      ::unlink(f.c_str());
   }
 
   test_node connect(std::string peer) {
@@ -145,6 +167,7 @@ protected:
   std::shared_ptr<server_metrics> metrics = std::make_shared<server_metrics>();
   caf::actor dir;
   std::vector<caf::actor> spawned;
+  std::vector<std::string> temp_files;
   identity alice = identity::generate();
   identity bob = identity::generate();
 };
@@ -400,6 +423,149 @@ TEST_F(signal_server_test, stop_ends_clients_with_shutting_down) {
   EXPECT_EQ(a.last().error().code(), signal::SHUTTING_DOWN);
   EXPECT_TRUE(a.rec->closed);
   EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+// --- names have owners ------------------------------------------------------
+
+/// The RegisterResult a node received last, by name: "" for registered, else
+/// the code and the owners ("NAME_TAKEN owner1,owner2").
+std::map<std::string, std::string> register_answers(const test_node& n) {
+  std::map<std::string, std::string> out;
+  for (auto i = n.rec->frames.rbegin(); i != n.rec->frames.rend(); ++i) {
+    if (i->msg_case() != signal::Envelope::kRegisterResult)
+      continue;
+    for (auto& r : i->register_result().names()) {
+      std::string v;
+      if (r.code() != signal::ERROR_UNSPECIFIED) {
+        v = signal::ErrorCode_Name(r.code());
+        for (int k = 0; k < r.owners_size(); ++k)
+          v += (k == 0 ? " " : ",") + r.owners(k);
+      }
+      out[r.name()] = v;
+    }
+    break;
+  }
+  return out;
+}
+
+signal::Envelope register_of(std::vector<std::string> names) {
+  signal::Envelope env;
+  for (auto& n : names)
+    env.mutable_register_()->add_names(n);
+  return env;
+}
+
+TEST_F(signal_server_test, a_claimed_name_is_refused_to_others_alone) {
+  auto a = online(alice, "10.0.0.1:4000");
+  auto b = online(bob, "10.0.0.2:4000");
+  send(a, register_of({"web"}));
+  EXPECT_EQ(register_answers(a),
+            (std::map<std::string, std::string>{{"web", ""}}));
+  send(b, register_of({"web", "other"}));
+  EXPECT_EQ(register_answers(b),
+            (std::map<std::string, std::string>{
+              {"web", "NAME_TAKEN " + alice.node_id()}, {"other", ""}}));
+  EXPECT_FALSE(b.rec->closed); // a refusal is an answer, not an error
+  // The look-up answers the owner only.
+  signal::Envelope lk;
+  lk.mutable_lookup()->set_request_id(3);
+  lk.mutable_lookup()->set_name("web");
+  send(b, lk);
+  ASSERT_EQ(b.last().msg_case(), signal::Envelope::kLookupResult);
+  EXPECT_EQ(
+    std::vector<std::string>(b.last().lookup_result().node_ids().begin(),
+                             b.last().lookup_result().node_ids().end()),
+    std::vector<std::string>{alice.node_id()});
+  // An owner that goes offline keeps its name.
+  caf::anon_send(a.conn, conn_down_atom::value, std::string{"gone"});
+  run();
+  send(b, register_of({"web", "other"}));
+  EXPECT_EQ(register_answers(b)["web"], "NAME_TAKEN " + alice.node_id());
+  send(b, lk);
+  EXPECT_EQ(b.last().lookup_result().node_ids_size(), 0);
+}
+
+TEST_F(signal_server_test, owners_outlive_a_restart_of_the_directory) {
+  char tmpl[] = "/tmp/p2proxy-state-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string state = tmpl;
+  auto restart = [&] {
+    caf::anon_send(dir, stop_atom::value, std::string{"restart"});
+    run();
+    dir = sys.spawn(directory, names_options{state, ""});
+    run();
+  };
+  restart();
+  {
+    auto a = online(alice, "10.0.0.1:4000");
+    send(a, register_of({"web"}));
+    EXPECT_EQ(register_answers(a)["web"], "");
+    caf::anon_send(a.conn, conn_down_atom::value, std::string{"gone"});
+    run();
+  }
+  restart();
+  // The squatter comes first after the restart: the name is still alice's.
+  auto b = online(bob, "10.0.0.2:4000");
+  send(b, register_of({"web"}));
+  EXPECT_EQ(register_answers(b)["web"], "NAME_TAKEN " + alice.node_id());
+  auto a = online(alice, "10.0.0.1:4001");
+  send(a, register_of({"web"}));
+  EXPECT_EQ(register_answers(a)["web"], "");
+  caf::anon_send(dir, stop_atom::value, std::string{"test over"});
+  run();
+  ::unlink((state + "/owners.toml").c_str());
+  ::rmdir(state.c_str());
+}
+
+TEST_F(signal_server_test,
+       policy_reload_moves_a_name_and_a_bad_file_changes_nothing) {
+  auto policy = write_policy("");
+  caf::anon_send(dir, stop_atom::value, std::string{"restart"});
+  run();
+  dir = sys.spawn(directory, names_options{"", policy});
+  auto a = online(alice, "10.0.0.1:4000");
+  auto b = online(bob, "10.0.0.2:4000");
+  send(a, register_of({"web"}));
+  send(b, register_of({"web"}));
+  EXPECT_EQ(register_answers(b)["web"], "NAME_TAKEN " + alice.node_id());
+  auto rewrite = [&](const std::string& text) {
+    FILE* f = fopen(policy.c_str(), "w");
+    fputs(text.c_str(), f);
+    fclose(f);
+    caf::anon_send(dir, reload_atom::value);
+    run();
+  };
+  // Moved to bob: both nodes hear the new answer without registering again.
+  rewrite(fmt::format("[names]\nweb = [\"{}\"]\n", bob.node_id()));
+  EXPECT_EQ(register_answers(b)["web"], "");
+  EXPECT_EQ(register_answers(a)["web"], "NAME_TAKEN " + bob.node_id());
+  // A file that does not parse keeps the policy in force.
+  rewrite("[names]\nweb = [\"not an id\"\n");
+  EXPECT_EQ(register_answers(b)["web"], "");
+  EXPECT_EQ(register_answers(a)["web"], "NAME_TAKEN " + bob.node_id());
+  // The move sticks once the policy forgets the name: bob owns it now.
+  rewrite("");
+  EXPECT_EQ(register_answers(b)["web"], "");
+  EXPECT_EQ(register_answers(a)["web"], "NAME_TAKEN " + bob.node_id());
+}
+
+TEST(names_policy, a_malformed_file_is_refused_with_its_line) {
+  char path[] = "/tmp/p2proxy-policy-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  std::string text = "[names]\nweb = [\"" + identity::generate().node_id()
+                     + "\"]\ncam = \"not a list\"\n";
+  ASSERT_EQ(::write(fd, text.data(), text.size()),
+            static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  try {
+    names_policy::load(path);
+    ADD_FAILURE() << "a malformed policy was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(std::string(path) + ":3: ", 0), 0u)
+      << e.what();
+  }
+  ::unlink(path);
 }
 
 TEST(login_rate_limiter, allows_a_burst_then_refills_over_the_window) {
