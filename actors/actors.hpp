@@ -145,7 +145,7 @@ CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 //                         that many more bytes
 //                     (stream_reset_atom, int64_t id, uint64_t app_error)
 //                     (stream_closed_atom, int64_t id)
-//                     (session_down_atom, std::string reason)
+//                     (session_down_atom, caf::error why)
 // session -> stream handler (peer-opened streams): as to an owner, after the
 //     handler factory spawned it for (session, id).
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
@@ -165,7 +165,7 @@ CAF_ADD_ATOM(p2proxy, p2proxy, linger_atom, "linger")
 /// INTERNAL: (preamble_timer_atom, int64_t stream_id) a peer-opened
 /// stream's StreamOpen did not arrive in time.
 CAF_ADD_ATOM(p2proxy, p2proxy, preamble_timer_atom, "pre_timer")
-/// INTERNAL (STREAM SERVICE): (target_fail_atom, caf::error) the connect
+/// INTERNAL (export CHANNEL): (target_fail_atom, caf::error) the connect
 /// worker failed; the code says refused or unreachable.
 CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
 
@@ -176,15 +176,6 @@ CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
 CAF_ADD_ATOM(p2proxy, p2proxy, pump_atom, "pump")
 
 // --- CHANNEL (one client or target TCP connection <-> one stream)
-// ----------------- stream owner handoff, STREAM SERVICE -> session:
-//   (stream_owner_atom, int64_t id, caf::actor new_owner); the session answers
-//   the old owner with (stream_owner_atom, int64_t id) once messages for the
-//   stream go to the new owner, so the old one forwards what came before;
-//   then the old owner tells the session (stream_owner_atom, int64_t id):
-//   until that (or its end), the session holds the new owner's messages, so
-//   none overtakes a forwarded one.
-// INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
-CAF_ADD_ATOM(p2proxy, p2proxy, stream_owner_atom, "s_owner")
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
 /// for lack of credit, may be read again (see update_reading in channel.cpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")

@@ -202,8 +202,8 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
       if (!self->state.res->done)
         pump_finish(self, "stream closed before its FIN arrived");
     },
-    [=](session_down_atom, const std::string& why) {
-      pump_finish(self, "session down: " + why);
+    [=](session_down_atom, const caf::error& why) {
+      pump_finish(self, "session down: " + error_text(why));
     },
   };
 }

@@ -122,7 +122,7 @@ caf::behavior test_resource(resource_actor* self, test_resource_args args) {
       self->quit();
     },
     [=](stream_closed_atom, int64_t) { self->quit(); },
-    [=](session_down_atom, const std::string&) { self->quit(); },
+    [=](session_down_atom, const caf::error&) { self->quit(); },
     [=](status_atom) {
       admin::ActorStatus as;
       as.set_name(test_resource_state::name);

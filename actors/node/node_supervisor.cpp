@@ -19,7 +19,7 @@
 #include "actors/ice/nice_driver.hpp"
 #include "actors/peer/peer_manager.hpp"
 #include "actors/debug/pump_runner.hpp"
-#include "actors/peer/stream_service.hpp"
+#include "actors/peer/stream_owners.hpp"
 #include "actors/listener/listener.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
@@ -411,7 +411,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
   pc.me = st.id;
   pc.ice = st.ice;
   pc.link = st.link;
-  stream_service_config sc;
+  stream_owner_config sc;
   sc.test_resources = st.cfg.test_resources;
   sc.node = self->address();
   sc.exports = st.cfg.exports;

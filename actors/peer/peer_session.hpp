@@ -42,8 +42,8 @@
 //
 // Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
 // (the stream table), peer_session_opening.cpp (reading a peer-opened
-// stream's StreamOpen and spawning its owner), stream_handoff.cpp (handing
-// a stream to a new owner).
+// stream's StreamOpen and spawning its owner). A stream's owner never
+// changes: the factory spawns the final one.
 #pragma once
 
 #include <chrono>
@@ -151,11 +151,6 @@ struct session_stream {
   bool closed = false;
   /// A peer-opened stream whose StreamOpen is still arriving (no owner yet).
   std::optional<preamble_reader> opening;
-  /// Between a handoff and the old owner's word that it forwarded what it
-  /// got (stream_owner_atom): messages for the new owner wait here, so none
-  /// overtakes a forwarded one.
-  caf::actor_addr handing_over_from;
-  std::vector<std::function<void()>> held;
 };
 
 struct peer_session_state {
@@ -168,10 +163,7 @@ struct peer_session_state {
   std::shared_ptr<quic_link> link;
   std::map<int64_t, session_stream> streams;
   std::deque<int64_t> send_order; // round-robin over streams with data
-  /// Held messages of streams that ended during their handoff, by the old
-  /// owner they wait for (session_stream::held).
-  std::map<caf::actor_addr, std::vector<std::function<void()>>> orphans;
-  uint64_t timer_gen = 0; // QUIC timer generation
+  uint64_t timer_gen = 0;         // QUIC timer generation
   uint64_t armed_expiry = UINT64_MAX;
   uint64_t linger_gen = 0;
   uint64_t connect_gen = 0;
