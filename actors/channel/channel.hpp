@@ -83,6 +83,7 @@
 #include <caf/io/broker.hpp>
 #include <caf/io/connection_handle.hpp>
 
+#include "actors/actors.hpp"
 #include "actors/common/endpoint.hpp"
 
 namespace p2proxy {
@@ -119,14 +120,14 @@ struct client_channel_args {
   std::string protocol = "tcp";
   std::string peer; // pinned exporting node, or empty
   std::string client_address;
-  caf::actor supervisor; // answers (lookup_atom) and (open_atom)
-  caf::actor listener;   // told (refused_atom, caf::error) on refusal
+  caf::actor supervisor;   // answers (lookup_atom) and (open_atom)
+  listener_actor listener; // told (refused_atom, caf::error) on refusal
 };
 
 /// For LISTENERs: fork a client channel for an accepted connection.
-caf::actor fork_client_channel(caf::io::broker* listener,
-                               caf::io::connection_handle hdl,
-                               client_channel_args args);
+channel_actor fork_client_channel(caf::io::broker* listener,
+                                  caf::io::connection_handle hdl,
+                                  client_channel_args args);
 
 /// One [[export]]: a resource name this node serves, where it lives, and
 /// which nodes may use it ("*" for every node of the network).
@@ -138,7 +139,7 @@ struct export_entry {
 };
 
 struct export_channel_args {
-  caf::actor session;
+  session_streams_actor session;
   int64_t stream_id = -1;
   std::string peer; // the node that opened the stream
   export_entry ex;
@@ -155,7 +156,7 @@ struct export_channel_args {
 /// for export `args.ex`. It starts without a socket, answers DENIED unless
 /// the allow list names the peer (or "*"), else connects the target off the
 /// actor threads and answers OK, TARGET_REFUSED or TARGET_UNREACHABLE.
-caf::actor spawn_export_channel(caf::actor_system& sys,
-                                export_channel_args args);
+channel_actor spawn_export_channel(caf::actor_system& sys,
+                                   export_channel_args args);
 
 } // namespace p2proxy

@@ -208,11 +208,11 @@ void open_stream(channel_broker* self, caf::actor session) {
   auto& st = self->state;
   if (st.tunnel == tunnel_state::closed)
     return;
-  st.session = session;
-  self->monitor(session);
+  st.session = caf::actor_cast<session_streams_actor>(session);
+  self->monitor(st.session);
   transition_to(self, tunnel_state::peer_ready);
   self
-    ->request(session, std::chrono::seconds(10), stream_open_atom::value,
+    ->request(st.session, std::chrono::seconds(10), stream_open_atom::value,
               caf::actor{self})
     .then(
       [=](int64_t id) {
@@ -235,7 +235,7 @@ void open_stream(channel_broker* self, caf::actor session) {
           if (verdict != protocol_adapter::verdict::ok) {
             // The adapter refused the very first bytes (cannot happen
             // after a `done` sniff, which validated the head).
-            self->send(session, stream_reset_atom::value, id, uint64_t{1});
+            self->send(st.session, stream_reset_atom::value, id, uint64_t{1});
             refuse(self,
                    make_error(ec::protocol_error, st.adapter->stop_reason()),
                    open_failure::bad_request);
@@ -243,7 +243,7 @@ void open_stream(channel_broker* self, caf::actor session) {
           }
         }
         st.credit -= std::min<uint64_t>(st.credit, preamble.size());
-        self->send(session, stream_write_atom::value, id, preamble, false);
+        self->send(st.session, stream_write_atom::value, id, preamble, false);
         transition_to(self, tunnel_state::remote_connecting);
       },
       [=](caf::error& err) {
@@ -350,10 +350,11 @@ caf::behavior client_channel(channel_broker* self,
 
 } // namespace channel_detail
 
-caf::actor fork_client_channel(caf::io::broker* listener,
-                               caf::io::connection_handle hdl,
-                               client_channel_args args) {
-  return listener->fork(channel_detail::client_channel, hdl, std::move(args));
+channel_actor fork_client_channel(caf::io::broker* listener,
+                                  caf::io::connection_handle hdl,
+                                  client_channel_args args) {
+  return caf::actor_cast<channel_actor>(
+    listener->fork(channel_detail::client_channel, hdl, std::move(args)));
 }
 
 } // namespace p2proxy

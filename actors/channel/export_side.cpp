@@ -118,7 +118,7 @@ void connect_target(channel_broker* self, const endpoint& target,
     auto fd
       = tcp_connect(target.host, target.port, timeout, why, &reset, &code);
     if (fd >= 0)
-      caf::anon_send(me, connect_atom::value, fd, reset);
+      caf::anon_send(me, target_up_atom::value, fd, reset);
     else
       caf::anon_send(me, target_fail_atom::value, make_error(code, why));
     worker->quit();
@@ -183,7 +183,7 @@ caf::behavior before_target(channel_broker* self) {
         st.held += bytes;
     },
     [=](stream_credit_atom, int64_t, uint64_t n) { self->state.credit += n; },
-    [=](connect_atom, int fd, bool reset) {
+    [=](target_up_atom, int fd, bool reset) {
       auto& st = self->state;
       st.connecting = false;
       if (st.abandoned) {
@@ -275,10 +275,10 @@ caf::behavior export_channel(channel_broker* self, export_channel_args args) {
 
 } // namespace channel_detail
 
-caf::actor spawn_export_channel(caf::actor_system& sys,
-                                export_channel_args args) {
-  return sys.middleman().spawn_broker(channel_detail::export_channel,
-                                      std::move(args));
+channel_actor spawn_export_channel(caf::actor_system& sys,
+                                   export_channel_args args) {
+  return caf::actor_cast<channel_actor>(sys.middleman().spawn_broker(
+    channel_detail::export_channel, std::move(args)));
 }
 
 } // namespace p2proxy

@@ -57,8 +57,10 @@ struct channel_state {
   static inline const char* name = "channel";
   bool client_side = false;
   std::string resource, peer, client_address, target;
-  caf::actor supervisor, listener, session;
-  caf::actor_addr node; // told when the channel ends (its totals)
+  caf::actor supervisor;         // the NODE SUPERVISOR (untyped)
+  listener_actor listener;       // client side
+  session_streams_actor session; // the PEER SESSION's stream interface
+  caf::actor_addr node;          // told when the channel ends (its totals)
   std::chrono::steady_clock::time_point since
     = std::chrono::steady_clock::now();
   bool was_connected = false; // the relay started at least once

@@ -21,7 +21,7 @@ enum class resource_kind { echo, discard, source };
 
 struct test_resource_state {
   static inline const char* name = "test_resource";
-  caf::actor session;
+  session_streams_actor session;
   int64_t id = -1;
   resource_kind kind = resource_kind::echo;
   uint64_t credit = 0; // bytes we may still write

@@ -61,6 +61,7 @@
 #include <caf/expected.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/actors.hpp"
 #include "actors/common/preamble.hpp"
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
@@ -105,7 +106,7 @@ struct peer_stream_open {
 /// UNKNOWN_RESOURCE, ec::denied -> DENIED, ec::target_refused,
 /// ec::target_unreachable; any other -> BAD_REQUEST), its text is the
 /// answer's text.
-using stream_handler_factory = std::function<caf::expected<caf::actor>(
+using stream_handler_factory = std::function<caf::expected<stream_owner_actor>(
   caf::local_actor* session, peer_stream_open open)>;
 
 struct session_settings {
@@ -136,7 +137,7 @@ struct session_args {
 };
 
 struct session_stream {
-  caf::actor owner;
+  stream_owner_actor owner;
   std::string pending;    // from the owner; QUIC has taken pending_off
   size_t pending_off = 0; // bytes of it (dropped in bulk, not per write:
                           // erasing the front on every partial write

@@ -251,7 +251,7 @@ caf::message_handler stream_handlers(peer_session_actor* self) {
         transition_to(self, session_state::ready);
       }
       auto& s = st.streams[id];
-      s.owner = owner;
+      s.owner = caf::actor_cast<stream_owner_actor>(owner);
       self->monitor(owner);
       grant_credit(self, id, s);
       return id;

@@ -65,7 +65,7 @@ struct record {
   uint64_t consumed = 0;
   // SUPERVISOR
   caf::error open_error; // answers (open_atom) with it when set
-  bool ended = false;    // (channel_atom, connected, in, out) came
+  bool ended = false;    // (channel_end_atom, connected, in, out) came
   bool connected = false;
   // LISTENER
   std::vector<caf::error> refusals;
@@ -111,7 +111,7 @@ caf::behavior fake_supervisor(caf::event_based_actor*,
       return session;
     },
     [=](channel_atom) {},
-    [=](channel_atom, bool connected, uint64_t, uint64_t) {
+    [=](channel_end_atom, bool connected, uint64_t, uint64_t) {
       rec->ended = true;
       rec->connected = connected;
     },
@@ -167,8 +167,9 @@ protected:
       a.protocol = protocol;
       a.client_address = "127.0.0.1:5555";
       a.supervisor = sup;
-      a.listener = caf::actor{self};
-      r->channel = fork_client_channel(self, h, std::move(a));
+      a.listener = caf::actor_cast<listener_actor>(self);
+      r->channel = caf::actor_cast<caf::actor>(
+        fork_client_channel(self, h, std::move(a)));
       return {
         [=](refused_atom, const caf::error& why) {
           r->refusals.push_back(why);
@@ -478,12 +479,13 @@ protected:
                     const std::string& first) {
     session = sys.spawn(fake_session, rec);
     export_channel_args a;
-    a.session = session;
+    a.session = caf::actor_cast<session_streams_actor>(session);
     a.stream_id = stream_id;
     a.peer = "node-a";
     a.ex = export_entry{"web", std::move(target), "tcp", std::move(allow)};
     a.first_bytes = first;
-    rec->channel = spawn_export_channel(sys, std::move(a));
+    rec->channel
+      = caf::actor_cast<caf::actor>(spawn_export_channel(sys, std::move(a)));
     drive();
   }
 
