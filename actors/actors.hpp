@@ -14,7 +14,10 @@
 #include <vector>
 
 #include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/replies_to.hpp>
 #include <caf/type_id.hpp>
+#include <caf/typed_actor.hpp>
 
 // Every atom and message type of p2proxy, in one type-ID block. The build
 // defines CAF_ENABLE_TYPE_ID_CHECKS, so a message holding a type without an ID
@@ -122,14 +125,15 @@ CAF_ADD_ATOM(p2proxy, p2proxy, metrics_atom, "metrics")
 //   deadline.
 
 // --- PEER MANAGER (the only creator and destroyer of PEER SESSIONs) ----------
-// (open_atom, std::string node_id) -> caf::actor session, once it is ready;
+// (open_atom, std::string node_id) -> caf::actor session, once it is ready
+//     (callers hold it as a session_streams_actor, below);
 //     error: peer offline, ICE failed, handshake failed, identity mismatch,
-//     timeout (the text says which)
+//     timeout (the code says which)
 // (signal_atom, std::string serialized Signal)     from the SIGNAL LINK (sink)
 // (peer_off_atom, peer, session_id, text)          from the SIGNAL LINK
 // (get_atom) -> std::string serialized admin::SessionList
 // session -> manager: (ready_atom, uint64_t session_id)
-//                     (failed_atom, uint64_t session_id, std::string reason,
+//                     (failed_atom, uint64_t session_id, caf::error why,
 //                      std::string final admin::SessionStatus) as it ends
 //   and the manager's down_msg when the session has ended.
 CAF_ADD_ATOM(p2proxy, p2proxy, open_atom, "open")
@@ -151,7 +155,7 @@ CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 //                         that many more bytes
 //                     (stream_reset_atom, int64_t id, uint64_t app_error)
 //                     (stream_closed_atom, int64_t id)
-//                     (session_down_atom, std::string reason)
+//                     (session_down_atom, caf::error why)
 // session -> stream handler (peer-opened streams): as to an owner, after the
 //     handler factory spawned it for (session, id).
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
@@ -171,9 +175,12 @@ CAF_ADD_ATOM(p2proxy, p2proxy, linger_atom, "linger")
 /// INTERNAL: (preamble_timer_atom, int64_t stream_id) a peer-opened
 /// stream's StreamOpen did not arrive in time.
 CAF_ADD_ATOM(p2proxy, p2proxy, preamble_timer_atom, "pre_timer")
-/// INTERNAL (STREAM SERVICE): (target_fail_atom, caf::error) the connect
+/// INTERNAL (export CHANNEL): (target_fail_atom, caf::error) the connect
 /// worker failed; the code says refused or unreachable.
 CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
+/// INTERNAL (export CHANNEL): (target_up_atom, int fd, bool reset) the
+/// connect worker connected the target; `reset`: it reset right after.
+CAF_ADD_ATOM(p2proxy, p2proxy, target_up_atom, "tgt_up")
 
 // --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID)
 // ------------- (pump_atom, std::string peer, std::string resource, uint64_t
@@ -182,15 +189,6 @@ CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
 CAF_ADD_ATOM(p2proxy, p2proxy, pump_atom, "pump")
 
 // --- CHANNEL (one client or target TCP connection <-> one stream)
-// ----------------- stream owner handoff, STREAM SERVICE -> session:
-//   (stream_owner_atom, int64_t id, caf::actor new_owner); the session answers
-//   the old owner with (stream_owner_atom, int64_t id) once messages for the
-//   stream go to the new owner, so the old one forwards what came before;
-//   then the old owner tells the session (stream_owner_atom, int64_t id):
-//   until that (or its end), the session holds the new owner's messages, so
-//   none overtakes a forwarded one.
-// INTERNAL: (timeout_atom, uint64_t gen) a bounded wait ran out
-CAF_ADD_ATOM(p2proxy, p2proxy, stream_owner_atom, "s_owner")
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
 /// for lack of credit, may be read again (see update_reading in channel.cpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")
@@ -201,10 +199,11 @@ CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")
 /// named no resource or broke its protocol; the text is for people.
 CAF_ADD_ATOM(p2proxy, p2proxy, refused_atom, "refused")
 /// CHANNEL → node supervisor: (channel_atom) once started (the supervisor
-/// monitors it and asks it for status_atom), and (channel_atom, bool
-/// connected, uint64_t bytes_in, uint64_t bytes_out) when it ends, for the
-/// node's totals.
+/// monitors it and asks it for status_atom).
 CAF_ADD_ATOM(p2proxy, p2proxy, channel_atom, "channel")
+/// CHANNEL → node supervisor: (channel_end_atom, bool connected, uint64_t
+/// bytes_in, uint64_t bytes_out) when it ends, for the node's totals.
+CAF_ADD_ATOM(p2proxy, p2proxy, channel_end_atom, "chan_end")
 /// Half-closable scribe → its broker: (local_eof_atom, connection_handle)
 /// once the peer of the socket has sent FIN (actors/common/half_close.hpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, local_eof_atom, "local_eof")
@@ -221,3 +220,86 @@ CAF_ADD_ATOM(p2proxy, p2proxy, ice_pair_atom, "ice_pair")
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_data_atom, "ice_data")
 
 CAF_END_TYPE_ID_BLOCK(p2proxy)
+
+// --- Typed interfaces --------------------------------------------------------
+// What other actors may send each of these roles, checked by the compiler at
+// every send and request through the handle. The actors behind them may stay
+// untyped inside (the CHANNEL and the LISTENER are CAF brokers, the PEER
+// SESSION a stateful actor with INTERNAL messages): CAF 0.17's typed brokers
+// (caf/io/typed_broker.hpp) would type the broker's I/O events and INTERNAL
+// self-messages into the public interface too, so the broker stays untyped
+// and its spawn function hands out a typed handle (caf::actor_cast), which
+// is all a sender ever holds. Replies and self-messages are not part of an
+// interface.
+namespace p2proxy {
+
+/// STREAM OWNER: the one actor a PEER SESSION's stream belongs to (a client
+/// or export CHANNEL, a TEST RESOURCE, the DEBUG PUMP's streams). What the
+/// session sends it:
+using stream_owner_actor = caf::typed_actor<
+  // The peer's bytes on the stream, and whether its FIN came with them. The
+  // owner reports them (stream_consumed_atom) once it has passed them on.
+  caf::reacts_to<stream_data_atom, int64_t, std::string, bool>,
+  // The owner may write that many more bytes.
+  caf::reacts_to<stream_credit_atom, int64_t, uint64_t>,
+  // The peer reset the stream (its application error code).
+  caf::reacts_to<stream_reset_atom, int64_t, uint64_t>,
+  // The stream is over both ways; nothing more comes for it.
+  caf::reacts_to<stream_closed_atom, int64_t>,
+  // The whole session ended; its code and text say why.
+  caf::reacts_to<session_down_atom, caf::error>>;
+
+/// PEER SESSION, its stream interface: what a stream's owner sends. (The
+/// PEER MANAGER's messages to it, its ICE and QUIC events and its timers
+/// are not in this handle: only the manager holds the untyped one.)
+using session_streams_actor = caf::typed_actor<
+  // Opens a stream owned by the given actor (a stream_owner_actor) and
+  // answers its id; the owner gets credit first.
+  caf::replies_to<stream_open_atom, caf::actor>::with<int64_t>,
+  // Bytes for the stream, within the credit granted; fin: the last ones.
+  caf::reacts_to<stream_write_atom, int64_t, std::string, bool>,
+  // That many of the stream's received bytes were passed on: the peer may
+  // send more.
+  caf::reacts_to<stream_consumed_atom, int64_t, uint64_t>,
+  // Resets the stream (application error code); the owner hears nothing
+  // more of it.
+  caf::reacts_to<stream_reset_atom, int64_t, uint64_t>>;
+
+/// CHANNEL (client and export): a stream owner that also answers the NODE
+/// SUPERVISOR and the LISTENER. INTERNAL: (timeout_atom, uint64_t gen) a
+/// bounded wait ran out, (read_more_atom) its paused socket may be read,
+/// (target_up_atom, int fd, bool reset) / (target_fail_atom, caf::error) the
+/// export's connect worker reported; from its half-closable scribe
+/// (local_eof_atom, hdl), (local_lost_atom, hdl); CAF's I/O events.
+using channel_actor = stream_owner_actor::extend<
+  // Its row for the status: a serialized admin::ActorStatus.
+  caf::replies_to<status_atom>::with<std::string>,
+  // Ends the channel (what is on its way to the local socket goes first).
+  caf::reacts_to<stop_atom, std::string>>;
+
+/// LISTENER: one listening socket; forks a client CHANNEL per connection.
+/// INTERNAL: CAF's I/O events (new_connection_msg, acceptor_closed_msg).
+using listener_actor = caf::typed_actor<
+  // One of its channels refused its client; the code says why (counted by
+  // failure class).
+  caf::reacts_to<refused_atom, caf::error>,
+  // Its row for the status: a serialized admin::ActorStatus.
+  caf::replies_to<status_atom>::with<std::string>,
+  // Stops accepting; it ends once its channels have.
+  caf::reacts_to<stop_atom, std::string>>;
+
+// PEER MANAGER (untyped: the NODE SUPERVISOR delegates open_atom to it, and
+// its sessions' messages to it carry the PEER SESSION's untyped handle):
+//   (open_atom, std::string node_id) -> caf::actor session, once ready; the
+//       caller keeps it as a session_streams_actor (caf::actor_cast)
+//   (signal_atom, std::string)      a Signal from the SIGNAL LINK
+//   (peer_off_atom, std::string peer, uint64_t session_id, std::string text)
+//   (ready_atom, uint64_t session_id) from a session: its handshake is done
+//   (failed_atom, uint64_t session_id, caf::error why, std::string row)
+//       from a session as it ends: why (code and text), its last status row
+//   (get_atom) -> std::string serialized admin::SessionList
+//   (status_atom) -> std::string;  (stop_atom, std::string reason)
+// TEST RESOURCES ("echo", "discard", "source") and the DEBUG PUMP's streams
+// are stream owners (stream_owner_actor) and hold a session_streams_actor.
+
+} // namespace p2proxy

@@ -12,11 +12,16 @@
 //   stream, later ones are held (at most 16 KiB) until the tunnel is up, and
 //   a failed open is answered in the client's protocol (docs/listeners.md).
 //   The LISTENER is told why with a code (refused_atom below).
-// - export channel: spawned by the STREAM SERVICE on the exporting node once
-//   it has connected to the export's target; the stream is handed over to it.
-//   For an export with protocol "rtsp" it runs an rtsp_rewriter between the
-//   stream and the target (URLs both ways, 461 for UDP-only SETUPs), for
-//   "http" it sets each request's Host to the target.
+// - export channel: spawned by a PEER SESSION's handler factory on the
+//   exporting node for a peer-opened stream naming an export, as the
+//   stream's only owner. It starts without a socket: it checks the export's
+//   allow list (DENIED), connects the target off the actor threads
+//   (TARGET_REFUSED / TARGET_UNREACHABLE), adds the socket once it arrives
+//   and answers StreamOpenResult OK. Stream bytes that come meanwhile wait,
+//   unconsumed, so a slow target never grows a buffer. For an export with
+//   protocol "rtsp" it runs an rtsp_rewriter between the stream and the target
+//   (URLs both ways, 461 for UDP-only SETUPs), for "http" it sets each
+//   request's Host to the target.
 // Whatever is protocol-specific is behind a protocol_adapter
 // (protocol/adapter.hpp); "tcp" is its identity. The sources: relay.cpp and
 // relay_behavior.cpp (the core: credit, half-close, draining, shared by both
@@ -31,9 +36,12 @@
 //                                                 local FIN   ▲
 //           open, eof ──a proxy reply (HTTP 421)──▶ closing ──┘ once written
 //           any ──reset / error / refusal / the channel's end──▶ closed
+//           connecting ──target connected──▶ open      (export side: no
+//           connecting ──denied / target failed──▶ closed   socket yet)
 //   (half-closable scribes: actors/common/half_close.hpp)
 //   tunnel: not_connected ─▶ connecting_peer ─▶ peer_ready ─▶ remote_connecting
 //             ─▶ connected ─▶ half_closed (one FIN) ─▶ closed
+//           (export side: not_connected ─▶ connected once the target is)
 //           any ─▶ closed on reset, refusal, session down, timeout
 //
 //   local FIN          → stream FIN after the bytes before it; the peer's
@@ -64,14 +72,19 @@
 // stalls only its own stream. The core's details are in relay.hpp.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 #include <caf/atom.hpp>
 #include <caf/io/broker.hpp>
 #include <caf/io/connection_handle.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/common/endpoint.hpp"
 
 namespace p2proxy {
 
@@ -90,12 +103,13 @@ bool tunnel_transition_allowed(tunnel_state from, tunnel_state to);
 
 /// The local socket (client or target), see the diagram above.
 enum class local_state {
-  sniffing, // client side: reading the first request for the resource
-  open,     // read and written
-  eof,      // the local side sent its FIN; still written
-  fin,      // we sent our FIN (its write side is shut down); still read
-  closing,  // a proxy reply is being written; closed once it is out
-  closed    // closed by us, reset, or failed: the channel is ending
+  connecting, // export side: the target is being connected, no socket yet
+  sniffing,   // client side: reading the first request for the resource
+  open,       // read and written
+  eof,        // the local side sent its FIN; still written
+  fin,        // we sent our FIN (its write side is shut down); still read
+  closing,    // a proxy reply is being written; closed once it is out
+  closed      // closed by us, reset, or failed: the channel is ending
 };
 
 const char* to_string(local_state s);
@@ -106,36 +120,43 @@ struct client_channel_args {
   std::string protocol = "tcp";
   std::string peer; // pinned exporting node, or empty
   std::string client_address;
-  caf::actor supervisor; // answers (lookup_atom) and (open_atom)
-  caf::actor listener;   // told (refused_atom, caf::error) on refusal
+  caf::actor supervisor;   // answers (lookup_atom) and (open_atom)
+  listener_actor listener; // told (refused_atom, caf::error) on refusal
 };
 
 /// For LISTENERs: fork a client channel for an accepted connection.
-caf::actor fork_client_channel(caf::io::broker* listener,
-                               caf::io::connection_handle hdl,
-                               client_channel_args args);
+channel_actor fork_client_channel(caf::io::broker* listener,
+                                  caf::io::connection_handle hdl,
+                                  client_channel_args args);
+
+/// One [[export]]: a resource name this node serves, where it lives, and
+/// which nodes may use it ("*" for every node of the network).
+struct export_entry {
+  std::string name;
+  endpoint target;
+  std::string protocol;
+  std::vector<std::string> allow;
+};
 
 struct export_channel_args {
-  caf::actor session;
+  session_streams_actor session;
   int64_t stream_id = -1;
-  uint64_t credit = 0;           // stream credit handed over
-  std::string first_bytes;       // stream bytes that came after the preamble
-  uint64_t first_unconsumed = 0; // of those, not yet reported consumed
-  bool peer_fin = false;         // the stream's FIN came with them
-  bool target_reset = false;     // the target reset before it was handed over
-  std::string peer;
-  std::string resource;
-  std::string target;
-  /// The export's protocol: "rtsp" runs an rtsp_rewriter between the stream
-  /// and the target (client authority learned from the first request,
-  /// server authority = target, resource stripped).
-  std::string protocol = "tcp";
+  std::string peer; // the node that opened the stream
+  export_entry ex;
+  std::chrono::milliseconds connect_timeout{10000}; // to the export's target
+  /// Stream bytes that came after the StreamOpen, NOT yet consumed (the
+  /// channel reports them once written to the target, or refused).
+  std::string first_bytes;
+  bool peer_fin = false; // the stream's FIN came with them
   /// The node supervisor (weak: it is told of the channel and its totals).
   caf::actor_addr node;
 };
 
-/// For the STREAM SERVICE: a channel for the connected target socket `fd`.
-caf::actor spawn_export_channel(caf::actor_system& sys, int fd,
-                                export_channel_args args);
+/// For a PEER SESSION's handler factory: the owner of a peer-opened stream
+/// for export `args.ex`. It starts without a socket, answers DENIED unless
+/// the allow list names the peer (or "*"), else connects the target off the
+/// actor threads and answers OK, TARGET_REFUSED or TARGET_UNREACHABLE.
+channel_actor spawn_export_channel(caf::actor_system& sys,
+                                   export_channel_args args);
 
 } // namespace p2proxy

@@ -11,6 +11,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/log.hpp"
+#include "actors/common/preamble.hpp"
 #include "proto/tunnel.pb.h"
 
 namespace p2proxy {
@@ -18,18 +19,6 @@ namespace p2proxy {
 namespace channel_detail {
 
 namespace {
-
-/// TRANSITIONAL: the PEER MANAGER still answers some failed opens with
-/// ec::unspecified and says in its text whether the peer was offline or a
-/// deadline passed. Until it sends ec::peer_offline / ec::timeout, this keeps
-/// the LISTENER's counters as they were; delete it then.
-ec legacy_code(const std::string& text) {
-  if (text.find("offline") != std::string::npos)
-    return ec::peer_offline;
-  if (text.find("timeout") != std::string::npos)
-    return ec::timeout;
-  return ec::unspecified;
-}
 
 /// What the exporting node's StreamOpenResult code means for the client.
 ec code_of(tunnel::StreamOpenResult::Code code) {
@@ -61,11 +50,7 @@ caf::error open_error(const caf::error& upstream, std::string text) {
   if (upstream && upstream.category() == caf::atom("system")
       && upstream.code() == static_cast<uint8_t>(caf::sec::request_timeout))
     return make_error(ec::timeout, std::move(text)); // our own deadline
-  return make_error(legacy_code(error_text(upstream)), std::move(text));
-}
-
-caf::error open_error(const std::string& session_down_reason) {
-  return make_error(legacy_code(session_down_reason), session_down_reason);
+  return make_error(ec::unspecified, std::move(text));
 }
 
 void refuse(channel_broker* self, const caf::error& why,
@@ -147,13 +132,9 @@ void hold_client_bytes(channel_broker* self, const std::string& bytes) {
 
 void on_open_result(channel_broker* self, std::string& bytes) {
   auto& st = self->state;
-  st.result_buf += bytes;
+  auto& reader = st.open_result;
+  auto status = reader.feed(bytes);
   bytes.clear();
-  if (st.result_buf.size() < 4)
-    return;
-  auto b = reinterpret_cast<const unsigned char*>(st.result_buf.data());
-  uint64_t n = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16)
-               | (uint64_t{b[2]} << 8) | uint64_t{b[3]};
   auto malformed = [&] {
     self->send(st.session, stream_reset_atom::value, st.id, uint64_t{1});
     refuse(self,
@@ -161,20 +142,23 @@ void on_open_result(channel_broker* self, std::string& bytes) {
                       "the peer answered with a malformed StreamOpenResult"),
            open_failure::internal);
   };
-  if (n > 16 * 1024) {
-    malformed();
-    return;
+  switch (status) {
+    case preamble_reader::status::need_more:
+      return;
+    case preamble_reader::status::oversize:
+      malformed();
+      return;
+    case preamble_reader::status::complete:
+      break;
   }
-  if (st.result_buf.size() < 4 + n)
-    return;
   tunnel::StreamOpenResult r;
-  if (!r.ParseFromString(st.result_buf.substr(4, n))) {
+  if (!r.ParseFromString(reader.payload())) {
     malformed();
     return;
   }
-  // Preamble bytes are consumed at once: they are bounded.
+  // Preamble bytes are consumed at once, all of them: they are bounded.
   self->send(st.session, stream_consumed_atom::value, st.id,
-             static_cast<uint64_t>(4 + n));
+             static_cast<uint64_t>(4 + reader.payload().size()));
   if (r.code() != tunnel::StreamOpenResult::OK) {
     refuse(self,
            make_error(code_of(r.code()),
@@ -186,8 +170,7 @@ void on_open_result(channel_broker* self, std::string& bytes) {
   }
   if (st.local != local_state::closed)
     local_write(self, st.adapter->success_reply());
-  bytes = st.result_buf.substr(4 + n);
-  st.result_buf.clear();
+  bytes = std::move(reader.rest());
   log::info(subject, "connects {} to '{}' on node {}", st.client_address,
             st.resource, st.peer);
   start_relay(self);
@@ -225,11 +208,11 @@ void open_stream(channel_broker* self, caf::actor session) {
   auto& st = self->state;
   if (st.tunnel == tunnel_state::closed)
     return;
-  st.session = session;
-  self->monitor(session);
+  st.session = caf::actor_cast<session_streams_actor>(session);
+  self->monitor(st.session);
   transition_to(self, tunnel_state::peer_ready);
   self
-    ->request(session, std::chrono::seconds(10), stream_open_atom::value,
+    ->request(st.session, std::chrono::seconds(10), stream_open_atom::value,
               caf::actor{self})
     .then(
       [=](int64_t id) {
@@ -252,7 +235,7 @@ void open_stream(channel_broker* self, caf::actor session) {
           if (verdict != protocol_adapter::verdict::ok) {
             // The adapter refused the very first bytes (cannot happen
             // after a `done` sniff, which validated the head).
-            self->send(session, stream_reset_atom::value, id, uint64_t{1});
+            self->send(st.session, stream_reset_atom::value, id, uint64_t{1});
             refuse(self,
                    make_error(ec::protocol_error, st.adapter->stop_reason()),
                    open_failure::bad_request);
@@ -260,7 +243,7 @@ void open_stream(channel_broker* self, caf::actor session) {
           }
         }
         st.credit -= std::min<uint64_t>(st.credit, preamble.size());
-        self->send(session, stream_write_atom::value, id, preamble, false);
+        self->send(st.session, stream_write_atom::value, id, preamble, false);
         transition_to(self, tunnel_state::remote_connecting);
       },
       [=](caf::error& err) {
@@ -367,10 +350,11 @@ caf::behavior client_channel(channel_broker* self,
 
 } // namespace channel_detail
 
-caf::actor fork_client_channel(caf::io::broker* listener,
-                               caf::io::connection_handle hdl,
-                               client_channel_args args) {
-  return listener->fork(channel_detail::client_channel, hdl, std::move(args));
+channel_actor fork_client_channel(caf::io::broker* listener,
+                                  caf::io::connection_handle hdl,
+                                  client_channel_args args) {
+  return caf::actor_cast<channel_actor>(
+    listener->fork(channel_detail::client_channel, hdl, std::move(args)));
 }
 
 } // namespace p2proxy

@@ -85,7 +85,7 @@ void finish(channel_broker* self, const std::string& why) {
   log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)", st.resource,
              st.client_address, why, st.bytes_in, st.bytes_out);
   if (auto node = caf::actor_cast<caf::actor>(st.node))
-    self->send(node, channel_atom::value, st.was_connected, st.bytes_in,
+    self->send(node, channel_end_atom::value, st.was_connected, st.bytes_in,
                st.bytes_out);
   st.node = caf::actor_addr{};
   self->quit();

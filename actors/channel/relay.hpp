@@ -5,8 +5,8 @@
 //                                  half-close, draining, the channel's end;
 //   client_side.cpp                a LISTENER's client: sniff, look-up,
 //                                  session, StreamOpen, refusals;
-//   export_side.cpp                an export's target, handed its stream by
-//                                  the STREAM SERVICE.
+//   export_side.cpp                an export's target: the allow list, the
+//                                  connect, StreamOpenResult, then the core.
 // The core calls the side functions declared at the end only where the
 // client side has something of its own to do before its tunnel is up; what
 // differs by protocol is asked of the protocol_adapter, never tested for.
@@ -27,6 +27,7 @@
 
 #include "actors/channel/channel.hpp"
 #include "actors/channel/protocol/adapter.hpp"
+#include "actors/common/preamble.hpp"
 
 namespace p2proxy {
 
@@ -56,8 +57,10 @@ struct channel_state {
   static inline const char* name = "channel";
   bool client_side = false;
   std::string resource, peer, client_address, target;
-  caf::actor supervisor, listener, session;
-  caf::actor_addr node; // told when the channel ends (its totals)
+  caf::actor supervisor;         // the NODE SUPERVISOR (untyped)
+  listener_actor listener;       // client side
+  session_streams_actor session; // the PEER SESSION's stream interface
+  caf::actor_addr node;          // told when the channel ends (its totals)
   std::chrono::steady_clock::time_point since
     = std::chrono::steady_clock::now();
   bool was_connected = false; // the relay started at least once
@@ -86,7 +89,7 @@ struct channel_state {
   uint64_t written_total = 0;     // bytes handed to the local socket
   uint64_t transferred_total = 0; // of those, acknowledged as written
   uint64_t unconsumed = 0;        // written to the socket, not yet acked
-  std::string result_buf;         // client side: StreamOpenResult as it comes
+  preamble_reader open_result;    // client side: the StreamOpenResult
   uint64_t gen = 0;
   std::optional<std::string> finish_when_drained; // closing: then end, why
   uint64_t bytes_in = 0, bytes_out = 0;           // from / to the local socket
@@ -103,6 +106,12 @@ struct channel_state {
   bool preamble_sent = false;
   std::string pending;    // client bytes not yet on the stream
   std::string stop_reply; // the adapter's stop reply, for after the stream
+  // Export side, before the target is connected:
+  std::string held;        // stream bytes for the target, not yet consumed
+  bool held_fin = false;   // the stream's FIN came with them
+  bool connecting = false; // a detached worker connects the target
+  bool abandoned = false;  // the stream ended meanwhile: the socket the
+                           // worker may still bring is closed
 };
 
 using channel_broker = caf::io::stateful_broker<channel_state>;
@@ -149,6 +158,8 @@ void on_local_closed(channel_broker* self);
 void on_local_eof(channel_broker* self);
 /// The message handlers both kinds share (relay_behavior.cpp).
 caf::behavior relay_behavior(channel_broker* self);
+/// The channel's row in the status (admin::ActorStatus, serialized).
+std::string status_of(channel_broker* self);
 
 // -- the client side (client_side.cpp) ----------------------------------------
 
@@ -156,9 +167,8 @@ caf::behavior relay_behavior(channel_broker* self);
 /// answer a sniffed client in its protocol (`reply_as`), drop the client.
 void refuse(channel_broker* self, const caf::error& why, open_failure reply_as);
 /// A client's refusal for an error from the PEER MANAGER, the SIGNAL LINK
-/// or a PEER SESSION, and the same for a session's text-only end.
+/// or a PEER SESSION (its code kept, CAF's request timeout as ec::timeout).
 caf::error open_error(const caf::error& upstream, std::string text);
-caf::error open_error(const std::string& session_down_reason);
 /// The client finished before naming a resource.
 void on_sniff_eof(channel_broker* self);
 /// Client bytes while the adapter sniffs.

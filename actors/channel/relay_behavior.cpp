@@ -124,6 +124,8 @@ void on_timeout(channel_broker* self) {
                "side closed");
 }
 
+} // namespace
+
 std::string status_of(channel_broker* self) {
   auto& st = self->state;
   admin::ActorStatus as;
@@ -145,8 +147,6 @@ std::string status_of(channel_broker* self) {
                        .count());
   return as.SerializeAsString();
 }
-
-} // namespace
 
 caf::behavior relay_behavior(channel_broker* self) {
   return {
@@ -256,13 +256,13 @@ caf::behavior relay_behavior(channel_broker* self) {
       if (!self->state.draining) // (then it ends at the local FIN)
         finish(self, "stream closed");
     },
-    [=](session_down_atom, const std::string& why) {
+    [=](session_down_atom, const caf::error& why) {
       auto& st = self->state;
+      auto text = "session down: " + error_text(why);
       if (st.client_side && !tunnel_up(st) && st.tunnel != tunnel_state::closed)
-        refuse(self, open_error("session down: " + why),
-               open_failure::peer_unreachable);
+        refuse(self, open_error(why, text), open_failure::peer_unreachable);
       else
-        reset_local_and_finish(self, "session down: " + why);
+        reset_local_and_finish(self, text);
     },
     [=](timeout_atom, uint64_t gen) {
       if (gen == self->state.gen)

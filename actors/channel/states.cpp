@@ -48,6 +48,8 @@ bool tunnel_transition_allowed(tunnel_state from, tunnel_state to) {
 
 const char* to_string(local_state s) {
   switch (s) {
+    case local_state::connecting:
+      return "connecting";
     case local_state::sniffing:
       return "sniffing";
     case local_state::open:
@@ -69,6 +71,8 @@ bool local_transition_allowed(local_state from, local_state to) {
   if (to == l::closed)
     return from != l::closed;
   switch (from) {
+    case l::connecting:
+      return to == l::open;
     case l::sniffing:
       return to == l::open;
     case l::open:

@@ -37,7 +37,7 @@ struct pump_result {
 
 struct pump_state {
   static inline const char* name = "stream_pump";
-  caf::actor session;
+  session_streams_actor session; // (the PEER SESSION, typed)
   int64_t id = -1;
   uint64_t to_send = 0;
   uint64_t credit = 0;
@@ -120,14 +120,15 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
                                  uint64_t bytes,
                                  std::shared_ptr<pump_result> res) {
   auto& st = self->state;
-  st.session = session;
+  st.session = caf::actor_cast<session_streams_actor>(session);
   st.to_send = bytes;
   st.res = res;
   res->started = std::chrono::steady_clock::now();
   gnutls_hash_init(&st.tx, GNUTLS_DIG_SHA256);
   gnutls_hash_init(&st.rx, GNUTLS_DIG_SHA256);
   self
-    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
+    ->request(st.session, caf::infinite, stream_open_atom::value,
+              caf::actor{self})
     .then(
       [=](int64_t id) {
         auto& st = self->state;
@@ -142,7 +143,7 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
           st.res->expected = st.to_send;
           st.to_send = 0;
         }
-        self->send(session, stream_write_atom::value, id,
+        self->send(self->state.session, stream_write_atom::value, id,
                    encode_frame(open.SerializeAsString()), false);
         st.credit -= std::min<uint64_t>(st.credit, 4 + open.ByteSizeLong());
       },
@@ -202,8 +203,8 @@ inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
       if (!self->state.res->done)
         pump_finish(self, "stream closed before its FIN arrived");
     },
-    [=](session_down_atom, const std::string& why) {
-      pump_finish(self, "session down: " + why);
+    [=](session_down_atom, const caf::error& why) {
+      pump_finish(self, "session down: " + error_text(why));
     },
   };
 }

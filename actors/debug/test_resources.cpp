@@ -21,7 +21,7 @@ enum class resource_kind { echo, discard, source };
 
 struct test_resource_state {
   static inline const char* name = "test_resource";
-  caf::actor session;
+  session_streams_actor session;
   int64_t id = -1;
   resource_kind kind = resource_kind::echo;
   uint64_t credit = 0; // bytes we may still write
@@ -122,7 +122,7 @@ caf::behavior test_resource(resource_actor* self, test_resource_args args) {
       self->quit();
     },
     [=](stream_closed_atom, int64_t) { self->quit(); },
-    [=](session_down_atom, const std::string&) { self->quit(); },
+    [=](session_down_atom, const caf::error&) { self->quit(); },
     [=](status_atom) {
       admin::ActorStatus as;
       as.set_name(test_resource_state::name);

@@ -17,11 +17,13 @@
 #include <caf/actor.hpp>
 #include <caf/local_actor.hpp>
 
+#include "actors/actors.hpp"
+
 namespace p2proxy {
 
 /// A stream the peer opened to a test resource, as the session read it.
 struct test_resource_args {
-  caf::actor session;
+  session_streams_actor session;
   int64_t stream_id = -1;
   std::string peer;
   std::string resource;      // "echo", "discard" or "source"

@@ -81,7 +81,7 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
       a.client_address = fmt::format("{}:{}", self->remote_addr(msg.handle),
                                      self->remote_port(msg.handle));
       a.supervisor = st.supervisor;
-      a.listener = caf::actor{self};
+      a.listener = caf::actor_cast<listener_actor>(self);
       auto ch = fork_client_channel(self, msg.handle, std::move(a));
       self->monitor(ch);
       ++st.open_channels;
@@ -126,10 +126,10 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
 
 } // namespace
 
-caf::expected<caf::actor> start_listener(caf::actor_system& sys,
-                                         const listener_config& cfg,
-                                         caf::actor supervisor,
-                                         uint16_t& bound_port) {
+caf::expected<listener_actor> start_listener(caf::actor_system& sys,
+                                             const listener_config& cfg,
+                                             caf::actor supervisor,
+                                             uint16_t& bound_port) {
   auto& mm = sys.middleman();
   // Half-closable connections: a client's FIN does not end its channel's
   // other direction (actors/common/half_close.hpp).
@@ -149,7 +149,7 @@ caf::expected<caf::actor> start_listener(caf::actor_system& sys,
     });
   log::info(subject, "listens on {}:{} for '{}' ({})", cfg.bind.host,
             bound_port, cfg.resource, cfg.protocol);
-  return listener;
+  return caf::actor_cast<listener_actor>(listener);
 }
 
 } // namespace p2proxy

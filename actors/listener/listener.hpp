@@ -13,6 +13,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/actors.hpp"
 #include "actors/common/endpoint.hpp"
 
 namespace p2proxy {
@@ -27,9 +28,9 @@ struct listener_config {
 /// Binds `cfg.bind` (the bound port is stored in `bound_port`) and serves
 /// until (stop_atom, reason). `supervisor` answers look-ups and session
 /// opens for its channels. Answers (status_atom).
-caf::expected<caf::actor> start_listener(caf::actor_system& sys,
-                                         const listener_config& cfg,
-                                         caf::actor supervisor,
-                                         uint16_t& bound_port);
+caf::expected<listener_actor> start_listener(caf::actor_system& sys,
+                                             const listener_config& cfg,
+                                             caf::actor supervisor,
+                                             uint16_t& bound_port);
 
 } // namespace p2proxy

@@ -10,7 +10,7 @@
 #include "actors/ice/ice_driver.hpp"
 #include "actors/listener/listener.hpp"
 #include "actors/peer/peer_session.hpp"
-#include "actors/peer/stream_service.hpp"
+#include "actors/peer/stream_owners.hpp"
 #include "actors/signal/signal_link.hpp"
 
 namespace p2proxy {

@@ -19,7 +19,7 @@
 #include "actors/ice/nice_driver.hpp"
 #include "actors/peer/peer_manager.hpp"
 #include "actors/debug/pump_runner.hpp"
-#include "actors/peer/stream_service.hpp"
+#include "actors/peer/stream_owners.hpp"
 #include "actors/listener/listener.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
@@ -301,7 +301,7 @@ void collect_status(node_supervisor_actor* self, F done) {
     if (c)
       children.push_back(c);
   for (auto& l : st.listeners)
-    children.push_back(l);
+    children.push_back(caf::actor_cast<caf::actor>(l));
   std::vector<caf::actor> channels(st.channels.begin(), st.channels.end());
   auto pending
     = std::make_shared<size_t>(children.size() + channels.size() + 2);
@@ -384,7 +384,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
     auto& st = self->state;
     if (auto ch = caf::actor_cast<caf::actor>(dm.source);
         ch && st.channels.erase(ch) > 0)
-      return; // a CHANNEL ended (its totals came with channel_atom)
+      return; // a CHANNEL ended (its totals came with channel_end_atom)
     st.children.erase(dm.source);
     if (!st.stopping) {
       auto what = dm.source == st.link.address()        ? "signal link"
@@ -426,7 +426,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
   pc.me = st.id;
   pc.ice = st.ice;
   pc.link = st.link;
-  stream_service_config sc;
+  stream_owner_config sc;
   sc.test_resources = st.cfg.test_resources;
   sc.node = self->address();
   sc.exports = st.cfg.exports;
@@ -489,7 +489,8 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
       self->state.channels.insert(ch);
       self->monitor(ch);
     },
-    [=](channel_atom, bool connected, uint64_t bytes_in, uint64_t bytes_out) {
+    [=](channel_end_atom, bool connected, uint64_t bytes_in,
+        uint64_t bytes_out) {
       auto& st = self->state;
       ++(connected ? st.channels_opened : st.channels_failed);
       st.channel_bytes_in += bytes_in;

@@ -34,7 +34,7 @@ struct node_supervisor_state {
   caf::actor link;
   caf::actor manager; // PEER MANAGER
   caf::actor admin;
-  std::vector<caf::actor> listeners;
+  std::vector<listener_actor> listeners;
   std::shared_ptr<ice_driver> ice;
   uint16_t admin_port = 0;
   bool stopping = false;

@@ -9,7 +9,6 @@
 #include "actors/common/error.hpp"
 #include "actors/common/log.hpp"
 #include "actors/peer/peer_session_parts.hpp"
-#include "actors/peer/stream_handoff.hpp"
 #include "proto/signal.pb.h"
 
 namespace p2proxy {
@@ -293,11 +292,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
                                        st.args.session_id);
   st.link = std::make_shared<quic_link>(self->address());
   st.link->attach_to(st.agent);
-  self->set_down_handler([=](const caf::down_msg& dm) {
-    // An old owner that ended before it said it forwarded everything.
-    on_handoff_down(self, dm.source);
-    on_owner_down(self, dm.source);
-  });
+  self->set_down_handler(
+    [=](const caf::down_msg& dm) { on_owner_down(self, dm.source); });
   {
     signal::Signal sig;
     auto desc
@@ -441,8 +437,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   };
   // (CAF 0.17's or_else() takes a behavior, not a bare message_handler.)
   const caf::message_handler streams = stream_handlers(self);
-  const caf::message_handler handoff = handoff_handlers(self);
-  return life.or_else(caf::behavior{streams.or_else(caf::behavior{handoff})});
+  return life.or_else(caf::behavior{streams});
 }
 
 } // namespace p2proxy

@@ -42,8 +42,8 @@
 //
 // Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
 // (the stream table), peer_session_opening.cpp (reading a peer-opened
-// stream's StreamOpen and spawning its owner), stream_handoff.cpp (handing
-// a stream to a new owner).
+// stream's StreamOpen and spawning its owner). A stream's owner never
+// changes: the factory spawns the final one.
 #pragma once
 
 #include <chrono>
@@ -61,6 +61,7 @@
 #include <caf/expected.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/actors.hpp"
 #include "actors/common/preamble.hpp"
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
@@ -105,7 +106,7 @@ struct peer_stream_open {
 /// UNKNOWN_RESOURCE, ec::denied -> DENIED, ec::target_refused,
 /// ec::target_unreachable; any other -> BAD_REQUEST), its text is the
 /// answer's text.
-using stream_handler_factory = std::function<caf::expected<caf::actor>(
+using stream_handler_factory = std::function<caf::expected<stream_owner_actor>(
   caf::local_actor* session, peer_stream_open open)>;
 
 struct session_settings {
@@ -136,7 +137,7 @@ struct session_args {
 };
 
 struct session_stream {
-  caf::actor owner;
+  stream_owner_actor owner;
   std::string pending;    // from the owner; QUIC has taken pending_off
   size_t pending_off = 0; // bytes of it (dropped in bulk, not per write:
                           // erasing the front on every partial write
@@ -151,11 +152,6 @@ struct session_stream {
   bool closed = false;
   /// A peer-opened stream whose StreamOpen is still arriving (no owner yet).
   std::optional<preamble_reader> opening;
-  /// Between a handoff and the old owner's word that it forwarded what it
-  /// got (stream_owner_atom): messages for the new owner wait here, so none
-  /// overtakes a forwarded one.
-  caf::actor_addr handing_over_from;
-  std::vector<std::function<void()>> held;
 };
 
 struct peer_session_state {
@@ -168,10 +164,7 @@ struct peer_session_state {
   std::shared_ptr<quic_link> link;
   std::map<int64_t, session_stream> streams;
   std::deque<int64_t> send_order; // round-robin over streams with data
-  /// Held messages of streams that ended during their handoff, by the old
-  /// owner they wait for (session_stream::held).
-  std::map<caf::actor_addr, std::vector<std::function<void()>>> orphans;
-  uint64_t timer_gen = 0; // QUIC timer generation
+  uint64_t timer_gen = 0;         // QUIC timer generation
   uint64_t armed_expiry = UINT64_MAX;
   uint64_t linger_gen = 0;
   uint64_t connect_gen = 0;

@@ -1,5 +1,5 @@
 // The PEER SESSION's steps shared by its source files; not an interface
-// (only actors/peer/peer_session*.cpp and stream_handoff.cpp include it).
+// (only actors/peer/peer_session*.cpp include it).
 //
 // - peer_session.cpp: the life cycle: ICE and signaling, the QUIC
 //   handshake, timers, close, status.
@@ -7,7 +7,6 @@
 //   bytes between owners and QUIC.
 // - peer_session_opening.cpp: a peer-opened stream until its owner exists:
 //   reading its StreamOpen, spawning the owner once, or refusing it.
-// - stream_handoff.cpp: handing a peer-opened stream to a new owner.
 #pragma once
 
 #include <cstdint>

@@ -6,11 +6,17 @@
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
 #include "actors/peer/peer_session_parts.hpp"
-#include "actors/peer/stream_handoff.hpp"
 
 namespace p2proxy::peer_session_parts {
 
 namespace {
+
+/// Sends to a stream's owner, if it still has one.
+template <class... Ts>
+void tell_owner(peer_session_actor* self, session_stream& s, Ts&&... xs) {
+  if (s.owner)
+    self->send(s.owner, std::forward<Ts>(xs)...);
+}
 
 void stream_gone(peer_session_actor* self, int64_t id) {
   auto& st = self->state;
@@ -19,7 +25,6 @@ void stream_gone(peer_session_actor* self, int64_t id) {
     return;
   auto& s = i->second;
   tell_owner(self, s, stream_closed_atom::value, id);
-  keep_orphans(st, s);
   st.streams.erase(i);
   if (st.streams.empty() && st.state == session_state::ready)
     start_linger(self);
@@ -196,12 +201,9 @@ bool process_events(peer_session_actor* self) {
 
 void end_streams(peer_session_actor* self) {
   auto& st = self->state;
-  for (auto& [id, s] : st.streams) {
-    release_held(s);
+  for (auto& [id, s] : st.streams)
     if (s.owner)
-      self->send(s.owner, session_down_atom::value, st.close_reason);
-  }
-  release_all(self);
+      self->send(s.owner, session_down_atom::value, st.close_error);
   st.streams.clear();
 }
 
@@ -249,7 +251,7 @@ caf::message_handler stream_handlers(peer_session_actor* self) {
         transition_to(self, session_state::ready);
       }
       auto& s = st.streams[id];
-      s.owner = owner;
+      s.owner = caf::actor_cast<stream_owner_actor>(owner);
       self->monitor(owner);
       grant_credit(self, id, s);
       return id;

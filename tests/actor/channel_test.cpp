@@ -1,4 +1,4 @@
-// The client CHANNEL on virtual time and CAF's test multiplexer: no network,
+// The CHANNEL on virtual time and CAF's test multiplexer: no network,
 // no threads. A fake LISTENER forks it for a test scribe, a fake SUPERVISOR
 // answers look-ups and session opens, a fake PEER SESSION records what the
 // channel puts on its stream, and the test plays the client's socket and the
@@ -18,8 +18,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,6 +34,7 @@
 #include "actors/channel/protocol/sniffer.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
+#include "actors/common/preamble.hpp"
 #include "proto/tunnel.pb.h"
 
 using namespace p2proxy;
@@ -61,7 +65,7 @@ struct record {
   uint64_t consumed = 0;
   // SUPERVISOR
   caf::error open_error; // answers (open_atom) with it when set
-  bool ended = false;    // (channel_atom, connected, in, out) came
+  bool ended = false;    // (channel_end_atom, connected, in, out) came
   bool connected = false;
   // LISTENER
   std::vector<caf::error> refusals;
@@ -107,7 +111,7 @@ caf::behavior fake_supervisor(caf::event_based_actor*,
       return session;
     },
     [=](channel_atom) {},
-    [=](channel_atom, bool connected, uint64_t, uint64_t) {
+    [=](channel_end_atom, bool connected, uint64_t, uint64_t) {
       rec->ended = true;
       rec->connected = connected;
     },
@@ -163,8 +167,9 @@ protected:
       a.protocol = protocol;
       a.client_address = "127.0.0.1:5555";
       a.supervisor = sup;
-      a.listener = caf::actor{self};
-      r->channel = fork_client_channel(self, h, std::move(a));
+      a.listener = caf::actor_cast<listener_actor>(self);
+      r->channel = caf::actor_cast<caf::actor>(
+        fork_client_channel(self, h, std::move(a)));
       return {
         [=](refused_atom, const caf::error& why) {
           r->refusals.push_back(why);
@@ -446,4 +451,89 @@ TEST_F(channel_test, an_http_request_for_another_resource_gets_421_last) {
   ack_writes();
   EXPECT_TRUE(rec->ended);
   EXPECT_FALSE(client_got_fin()) << "closed, not half-closed";
+}
+
+// --- the export CHANNEL before its target: allow list and connect ----------
+
+namespace {
+
+/// A loopback port nobody listens on.
+uint16_t closed_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+} // namespace
+
+class export_channel_test : public channel_test {
+protected:
+  /// An export CHANNEL for "web" at `target`, opened by node-a with `first`.
+  void start_export(std::vector<std::string> allow, endpoint target,
+                    const std::string& first) {
+    session = sys.spawn(fake_session, rec);
+    export_channel_args a;
+    a.session = caf::actor_cast<session_streams_actor>(session);
+    a.stream_id = stream_id;
+    a.peer = "node-a";
+    a.ex = export_entry{"web", std::move(target), "tcp", std::move(allow)};
+    a.first_bytes = first;
+    rec->channel
+      = caf::actor_cast<caf::actor>(spawn_export_channel(sys, std::move(a)));
+    drive();
+  }
+
+  /// The channel has quit.
+  bool ended() const {
+    return rec->channel->getf(caf::abstract_actor::is_terminated_flag);
+  }
+
+  /// The StreamOpenResult the channel wrote on the stream.
+  tunnel::StreamOpenResult answer() {
+    preamble_reader r;
+    tunnel::StreamOpenResult res;
+    if (r.feed(rec->stream_bytes()) == preamble_reader::status::complete)
+      res.ParseFromString(r.payload());
+    return res;
+  }
+};
+
+TEST_F(export_channel_test, a_peer_the_allow_list_does_not_name_is_denied) {
+  start_export({"node-c"}, endpoint{"127.0.0.1", closed_port()}, "GET /");
+  ASSERT_EQ(rec->writes.size(), 1u);
+  EXPECT_TRUE(rec->stream_fin());
+  EXPECT_EQ(answer().code(), tunnel::StreamOpenResult::DENIED);
+  EXPECT_EQ(answer().text(), "node node-a is not allowed to use 'web'");
+  EXPECT_EQ(rec->consumed, 5u) << "the bytes it held are consumed";
+  peer_sends("more");
+  EXPECT_EQ(rec->consumed, 9u) << "and what follows";
+  EXPECT_FALSE(ended());
+  to_channel(stream_closed_atom::value, stream_id);
+  EXPECT_TRUE(ended());
+}
+
+TEST_F(export_channel_test,
+       a_target_that_refuses_is_answered_without_its_address) {
+  start_export({"*"}, endpoint{"127.0.0.1", closed_port()}, "GET /");
+  // The connect runs on a worker thread: wait for its word.
+  for (int i = 0; i < 5000 && rec->writes.empty(); ++i) {
+    std::this_thread::sleep_for(1ms);
+    drive();
+  }
+  ASSERT_EQ(rec->writes.size(), 1u);
+  EXPECT_TRUE(rec->stream_fin());
+  EXPECT_EQ(answer().code(), tunnel::StreamOpenResult::TARGET_REFUSED);
+  EXPECT_EQ(answer().text().rfind("'web': ", 0), 0u) << answer().text();
+  EXPECT_EQ(answer().text().find("127.0.0.1"), std::string::npos)
+    << "the target's address stays on the exporting node";
+  EXPECT_EQ(rec->consumed, 5u);
+  to_channel(stream_reset_atom::value, stream_id, uint64_t{0});
+  EXPECT_TRUE(ended());
+  EXPECT_TRUE(rec->resets.empty()) << "refused: nothing to reset";
 }

@@ -12,7 +12,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/preamble.hpp"
 #include "actors/debug/stream_pump.hpp"
-#include "actors/peer/stream_service.hpp"
+#include "actors/peer/stream_owners.hpp"
 #include "fake_ice.hpp"
 #include "proto/signal.pb.h"
 #include "test_system.hpp"
@@ -91,8 +91,8 @@ caf::behavior stream_client(caf::event_based_actor* self, caf::actor session,
       rec->closed = true;
       self->quit();
     },
-    [=](session_down_atom, const std::string& why) {
-      rec->down = why;
+    [=](session_down_atom, const caf::error& why) {
+      rec->down = error_text(why);
       self->quit();
     },
   };
@@ -123,7 +123,7 @@ protected:
     cfg.me = n.id;
     cfg.ice = std::make_shared<test::fake_ice_driver>(net, name);
     cfg.link = n.link;
-    stream_service_config sc;
+    stream_owner_config sc;
     sc.test_resources = true;
     cfg.handler = make_stream_handler(sc);
     cfg.settings.connect_timeout = 20s;
@@ -487,81 +487,6 @@ TEST_F(peer_session_test, simultaneous_close_from_both_ends_is_clean) {
   caf::anon_send(b.manager, stop_atom::value, std::string{"b stops"});
   run_until([&] { return net->open_agents() == 0; }, 5s);
   EXPECT_EQ(net->open_agents(), 0u);
-}
-
-namespace {
-
-using handoff_atom = caf::atom_constant<caf::atom("handoff")>;
-using done_atom = caf::atom_constant<caf::atom("done")>;
-
-/// A first owner that hands its stream to `to` as a STREAM SERVICE does,
-/// except that it says it forwarded everything only when told (done_atom):
-/// meanwhile the session must hold what it has for the new owner.
-caf::behavior handing_owner(caf::event_based_actor* self, caf::actor session,
-                            std::shared_ptr<client_record> rec) {
-  self
-    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
-    .then([=](int64_t id) { rec->id = id; });
-  auto to = std::make_shared<caf::actor>();
-  auto acked = std::make_shared<bool>(false);
-  return {
-    [=](send_atom, const std::string& bytes, bool fin) {
-      self->send(session, stream_write_atom::value, rec->id, bytes, fin);
-    },
-    [=](handoff_atom, caf::actor next) {
-      *to = next;
-      self->send(session, stream_owner_atom::value, rec->id, next);
-    },
-    [=](stream_data_atom, int64_t id, std::string& bytes, bool fin) {
-      rec->received += bytes; // what reached it: forwarded
-      if (*to)
-        self->send(*to, stream_data_atom::value, id, std::move(bytes), fin);
-    },
-    [=](stream_credit_atom, int64_t, uint64_t) {},
-    [=](stream_owner_atom, int64_t) { *acked = true; },
-    [=](done_atom) {
-      if (*acked)
-        self->send(session, stream_owner_atom::value, rec->id);
-      self->quit();
-    },
-  };
-}
-
-} // namespace
-
-TEST_F(peer_session_test,
-       a_handed_over_stream_gets_nothing_before_the_old_owner_is_done) {
-  auto& a = make_node("a");
-  auto& b = make_node("b");
-  auto res = open_and_wait(a, b);
-  ASSERT_TRUE(res->session) << res->error;
-  auto old_rec = std::make_shared<client_record>();
-  auto old = t.sys.spawn(handing_owner, res->session, old_rec);
-  t.run();
-  ASSERT_GE(old_rec->id, 0);
-  tunnel::StreamOpen open;
-  open.set_resource("echo");
-  caf::anon_send(old, send_atom::value, encode_frame(open.SerializeAsString()),
-                 false);
-  ASSERT_TRUE(run_until([&] { return !old_rec->received.empty(); }))
-    << "no StreamOpenResult";
-  auto new_rec = std::make_shared<client_record>();
-  auto next = t.sys.spawn(stream_client, res->session, new_rec);
-  t.run();
-  new_rec->id = old_rec->id; // it opened a stream of its own; ours is this one
-  caf::anon_send(old, handoff_atom::value, next);
-  t.run();
-  // The echo and the stream's end come back while the old owner has not
-  // said it is done: the session holds them.
-  caf::anon_send(old, send_atom::value, std::string{"after handoff"}, true);
-  run_until([&] { return false; }, 200ms);
-  EXPECT_EQ(new_rec->received, "");
-  EXPECT_FALSE(new_rec->fin);
-  // Done: the new owner gets the echo and the end, in order.
-  caf::anon_send(old, done_atom::value);
-  ASSERT_TRUE(run_until([&] { return new_rec->fin; }, 5s))
-    << session_debug(res->session);
-  EXPECT_EQ(new_rec->received, "after handoff");
 }
 
 // --- error codes: the open's error and the open_failures label -------------
