@@ -18,6 +18,7 @@
 #include "actors/identity/identity.hpp"
 #include "actors/node/node_supervisor.hpp"
 #include "actors/server/signal_server.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "node/config.hpp"
 #include "node/demo.hpp"
 #include "node/runtime.hpp"
@@ -61,21 +62,6 @@ int cmd_id(const std::string& key) {
   }
 }
 
-std::string read_token_file(const std::string& path) {
-  std::ifstream in{path};
-  if (!in)
-    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
-                                         path, std::strerror(errno)));
-  std::string token((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
-  while (!token.empty()
-         && std::isspace(static_cast<unsigned char>(token.back())))
-    token.pop_back();
-  if (token.empty())
-    throw std::runtime_error(fmt::format("the token file {} is empty", path));
-  return token;
-}
-
 endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
   std::string why;
   auto ep = parse_endpoint(text, why);
@@ -84,17 +70,28 @@ endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
   return *ep;
 }
 
-int cmd_signal(const std::string& listen, const std::string& token_file,
-               const std::string& admin, uint32_t login_limit) {
+struct signal_args {
+  std::string listen, token_file, admin, key, cert;
+  uint32_t login_limit = server_options{}.login_burst;
+};
+
+int cmd_signal(const signal_args& args) {
   server_options opts;
-  opts.login_burst = login_limit;
-  opts.listen = must_parse_endpoint("--listen", listen);
+  opts.login_burst = args.login_limit;
+  opts.listen = must_parse_endpoint("--listen", args.listen);
   std::optional<endpoint> admin_ep;
-  if (!admin.empty())
-    admin_ep = must_parse_endpoint("--admin", admin);
+  if (!args.admin.empty())
+    admin_ep = must_parse_endpoint("--admin", args.admin);
   try {
-    if (!token_file.empty())
-      opts.token = read_token_file(token_file);
+    if (!args.token_file.empty())
+      opts.token = read_token_file(args.token_file);
+    bool created = false;
+    auto key = identity::load_or_create(args.key, &created);
+    if (created)
+      log::info("signal", "created a new server key at {}", args.key);
+    opts.tls = std::make_shared<tls_server_credentials>(key, args.cert);
+    log::info("signal", "has server id {} (key {}{}{})", opts.tls->id(),
+              args.key, args.cert.empty() ? "" : ", certificate ", args.cert);
   } catch (const std::exception& e) {
     fmt::print(stderr, "p2proxy signal: {}\n", e.what());
     return 1;
@@ -183,19 +180,27 @@ int main(int argc, char** argv) {
   auto id = app.add_subcommand("id", "print the node id of a key");
   id->add_option("--key", key_in, "the key file")->required();
 
-  std::string listen, token_file, signal_admin;
+  signal_args sa;
   auto signal = app.add_subcommand("signal", "run the signaling server");
-  signal->add_option("--listen", listen, "HOST:PORT to accept nodes on")
+  signal->add_option("--listen", sa.listen, "HOST:PORT to accept nodes on")
     ->required();
-  signal->add_option("--token-file", token_file,
-                     "file holding the network token nodes must present");
-  signal->add_option("--admin", signal_admin,
-                     "HOST:PORT for the admin port (status, metrics)");
-  uint32_t login_limit = server_options{}.login_burst;
   signal
-    ->add_option("--login-limit", login_limit,
-                 "connections per minute one address may open (0: no "
-                 "limit)")
+    ->add_option("--key", sa.key,
+                 "the server key (created with mode 0600 if missing); its id "
+                 "is what nodes pin as [signal] server_id")
+    ->required();
+  signal->add_option("--cert", sa.cert,
+                     "a PEM certificate chain for the key (e.g. CA-issued); "
+                     "default: a self-signed one");
+  signal->add_option("--token-file", sa.token_file,
+                     "file (mode 0600) holding the network token nodes must "
+                     "present");
+  signal->add_option("--admin", sa.admin,
+                     "HOST:PORT for the admin port (status, metrics)");
+  signal
+    ->add_option("--login-limit", sa.login_limit,
+                 "failed logins per minute one address may make before its "
+                 "unfinished logins are limited (0: no limit)")
     ->capture_default_str();
 
   std::string config;
@@ -230,7 +235,7 @@ int main(int argc, char** argv) {
     if (*id)
       return cmd_id(key_in);
     if (*signal)
-      return cmd_signal(listen, token_file, signal_admin, login_limit);
+      return cmd_signal(sa);
     if (*node)
       return cmd_node(config, log_level);
     if (*status)
