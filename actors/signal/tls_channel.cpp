@@ -319,8 +319,15 @@ bool tls_channel::feed(const void* data, size_t size, std::string& plain) {
     } else if (rc == 0) {
       p.closed_by_peer = true;
     } else if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-      break;
-    } else if (gnutls_error_is_fatal(rc) || ++warnings > 8) {
+      // Also returned after a post-handshake message (a peer's session
+      // ticket, a key update) with more records behind it: go on while
+      // input is left.
+      if (p.in_pos >= p.in.size()
+          && gnutls_record_check_pending(p.session) == 0)
+        break;
+      if (++warnings > 64)
+        break;
+    } else if (gnutls_error_is_fatal(rc) || ++warnings > 64) {
       p.die(fmt::format("TLS record rejected: {}", gnutls_strerror(rc)));
     }
   }
