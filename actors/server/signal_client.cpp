@@ -476,8 +476,11 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
       close_client(self, signal::ERROR_UNSPECIFIED, reason, true);
     },
     [=](evict_atom, const std::string& reason) {
+      // Only a login still to prove itself makes room: one whose signature
+      // verified (authorizing) is as good as logged in.
       auto& st = self->state;
-      if (st.logged_in || st.current == state::closed)
+      if (st.current != state::waiting_conn
+          && st.current != state::awaiting_login)
         return;
       reject_login(self, signal::RATE_LIMITED, reason);
     },
