@@ -385,9 +385,9 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
   begin_connect(self);
   return {
     // --- the connection -----------------------------------------------------
-    [=](conn_up_atom, uint64_t tag, caf::actor conn, const std::string& peer,
-        const std::string& key_id, const std::string& binding,
-        const std::string& ca_problem) {
+    [=](conn_up_atom, uint64_t tag, const caf::actor& conn,
+        const std::string& peer, const std::string& key_id,
+        const std::string& binding, const std::string& ca_problem) {
       auto& st = self->state;
       if (tag != st.gen || st.state != link_state::connecting) {
         // A connection for an attempt we gave up on: close it.

@@ -111,7 +111,8 @@ tls_server_credentials::tls_server_credentials(const identity& key,
   gnutls_x509_privkey_t x509 = nullptr;
   auto rc = gnutls_privkey_export_x509(key.native_key(), &x509);
   if (rc >= 0)
-    rc = gnutls_certificate_set_x509_key(impl_->cred, crts, n, x509);
+    rc = gnutls_certificate_set_x509_key(impl_->cred, crts, static_cast<int>(n),
+                                         x509);
   if (x509 != nullptr)
     gnutls_x509_privkey_deinit(x509);
   release();
@@ -256,7 +257,8 @@ struct tls_channel::impl {
       if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED)
         continue; // the push function never blocks: retry at once
       if (rc < 0) {
-        die(fmt::format("TLS send failed: {}", gnutls_strerror(rc)));
+        die(fmt::format("TLS send failed: {}",
+                        gnutls_strerror(static_cast<int>(rc))));
         break;
       }
       plain.remove_prefix(static_cast<size_t>(rc));
@@ -327,8 +329,9 @@ bool tls_channel::feed(const void* data, size_t size, std::string& plain) {
         break;
       if (++warnings > 64)
         break;
-    } else if (gnutls_error_is_fatal(rc) || ++warnings > 64) {
-      p.die(fmt::format("TLS record rejected: {}", gnutls_strerror(rc)));
+    } else if (gnutls_error_is_fatal(static_cast<int>(rc)) || ++warnings > 64) {
+      p.die(fmt::format("TLS record rejected: {}",
+                        gnutls_strerror(static_cast<int>(rc))));
     }
   }
   p.in.erase(0, p.in_pos);
