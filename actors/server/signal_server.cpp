@@ -55,7 +55,9 @@ bool login_rate_limiter::allow(const std::string& address,
   if (buckets_.size() >= 4096) {
     for (auto i = buckets_.begin(); i != buckets_.end();) {
       refill(i->second, now);
-      i = i->second.tokens >= burst_ ? buckets_.erase(i) : std::next(i);
+      i = i->second.tokens >= burst_ && !exhausted(i->first, now)
+            ? buckets_.erase(i)
+            : std::next(i);
     }
   }
   auto [i, fresh]
@@ -66,6 +68,8 @@ bool login_rate_limiter::allow(const std::string& address,
     if (first_refusal != nullptr)
       *first_refusal = !b.refusing;
     b.refusing = true;
+    b.refused_at = now;
+    b.ever_refused = true;
     return false;
   }
   b.tokens -= 1.0;
@@ -80,8 +84,8 @@ bool login_rate_limiter::exhausted(const std::string& address,
   auto i = buckets_.find(address);
   if (i == buckets_.end())
     return false;
-  refill(i->second, now);
-  return i->second.tokens < 1.0;
+  auto& b = i->second;
+  return b.ever_refused && now - b.refused_at < window_;
 }
 
 namespace {
@@ -108,6 +112,7 @@ struct signal_server_state {
     uint64_t unlogged = 0;
     std::string last_reason;
     clock::time_point last_logged{};
+    clock::time_point limit_logged{};
   };
   server_options opts;
   caf::actor directory;
@@ -165,8 +170,9 @@ void settle(signal_server_broker* self, signal_server_state::client_entry& c) {
 }
 
 // Asks the oldest pending client of `address` (any address when empty) to
-// make room; it ends with RATE_LIMITED and reports a failed attempt.
-void evict_oldest(signal_server_broker* self, const std::string& address,
+// make room; it ends with RATE_LIMITED and reports a failed attempt. False
+// when there is none.
+bool evict_oldest(signal_server_broker* self, const std::string& address,
                   const char* why) {
   auto& st = self->state;
   signal_server_state::client_entry* oldest = nullptr;
@@ -175,9 +181,10 @@ void evict_oldest(signal_server_broker* self, const std::string& address,
         && (oldest == nullptr || c.seq < oldest->seq))
       oldest = &c;
   if (oldest == nullptr)
-    return;
+    return false;
   self->send(oldest->actor, evict_atom::value, std::string{why});
   settle(self, *oldest);
+  return true;
 }
 
 // Bounds unfinished logins before a new connection joins them: per source
@@ -185,13 +192,19 @@ void evict_oldest(signal_server_broker* self, const std::string& address,
 void make_room(signal_server_broker* self, const std::string& address) {
   auto& st = self->state;
   auto now = signal_server_state::clock::now();
-  auto mine = st.pending_by_address.find(address);
-  if (mine != st.pending_by_address.end()
-      && mine->second >= st.opts.max_pending_limited
-      && st.limiter.exhausted(address, now))
-    evict_oldest(self, address,
-                 "too many failed login attempts from your address; an "
-                 "unfinished login made room for a newer one");
+  // Down to one below the cap, so the new connection fits: an address that
+  // became limited while holding many sheds them at once.
+  if (st.limiter.exhausted(address, now)) {
+    for (;;) {
+      auto mine = st.pending_by_address.find(address);
+      if (mine == st.pending_by_address.end()
+          || mine->second < st.opts.max_pending_limited
+          || !evict_oldest(self, address,
+                           "too many failed login attempts from your address;"
+                           " an unfinished login made room for a newer one"))
+        break;
+    }
+  }
   if (st.pending < st.opts.max_pending)
     return;
   std::string busiest;
@@ -214,13 +227,17 @@ void note_failure(signal_server_broker* self, const std::string& address,
   auto now = signal_server_state::clock::now();
   bool first_refusal = false;
   st.limiter.allow(address, now, &first_refusal);
-  if (first_refusal)
+  auto& t = st.tallies[address];
+  if (first_refusal
+      && (t.limit_logged == signal_server_state::clock::time_point{}
+          || now - t.limit_logged >= report_period)) {
+    t.limit_logged = now;
     log::warn(subject,
               "limits {}: more than {} failed logins per {} s; its unfinished"
               " logins are limited to {} at a time",
               address, st.opts.login_burst, st.opts.login_window.count() / 1000,
               st.opts.max_pending_limited);
-  auto& t = st.tallies[address];
+  }
   t.last_reason = why;
   if (t.last_logged == signal_server_state::clock::time_point{}
       || now - t.last_logged >= report_period) {
@@ -274,6 +291,8 @@ admin::ServerStatus make_status(signal_server_broker* self,
   self_status->set_state(st.stopping ? "stopping" : "running");
   (*self_status->mutable_fields())["clients"]
     = std::to_string(st.clients.size());
+  (*self_status->mutable_fields())["pending_logins"]
+    = std::to_string(st.pending);
   (*self_status->mutable_fields())["listen"] = st.opts.listen.to_string();
   return status;
 }

@@ -56,7 +56,9 @@ public:
   bool allow(const std::string& address, clock::time_point now,
              bool* first_refusal = nullptr);
 
-  /// True when `address` has no attempt left at `now` (takes none).
+  /// True when `address` was refused an attempt within the last window (it
+  /// stays limited that long, so an attacker whose failures pause for a
+  /// refill is not let off at once). Takes no attempt.
   bool exhausted(const std::string& address, clock::time_point now);
 
   /// Addresses currently tracked (full buckets are forgotten over time).
@@ -69,6 +71,8 @@ private:
     double tokens;
     clock::time_point last;
     bool refusing;
+    clock::time_point refused_at{}; // the last refusal
+    bool ever_refused = false;
   };
   void refill(bucket& b, clock::time_point now) const;
 

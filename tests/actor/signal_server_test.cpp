@@ -495,6 +495,21 @@ TEST(login_rate_limiter, allows_a_burst_then_refills_over_the_window) {
   EXPECT_FALSE(lim.allow("a", t + 22s));
 }
 
+TEST(login_rate_limiter, an_address_stays_limited_for_a_window) {
+  login_rate_limiter lim{2, std::chrono::milliseconds{60000}};
+  auto t = login_rate_limiter::clock::time_point{};
+  EXPECT_FALSE(lim.exhausted("a", t));
+  lim.allow("a", t);
+  lim.allow("a", t);
+  EXPECT_FALSE(lim.exhausted("a", t)); // used up, never refused yet
+  EXPECT_FALSE(lim.allow("a", t + 1s));
+  EXPECT_TRUE(lim.exhausted("a", t + 1s));
+  // A refill alone does not lift it while the window lasts.
+  EXPECT_TRUE(lim.exhausted("a", t + 40s));
+  EXPECT_FALSE(lim.exhausted("a", t + 62s));
+  EXPECT_FALSE(lim.exhausted("b", t + 1s));
+}
+
 TEST(login_rate_limiter, zero_burst_means_no_limit) {
   login_rate_limiter lim{0, std::chrono::milliseconds{60000}};
   for (int i = 0; i < 100; ++i)

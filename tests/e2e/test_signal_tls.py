@@ -326,6 +326,43 @@ class LockOut(unittest.TestCase):
         self.assertLessEqual(log.count("login from 127.0.0.1"), 2, log[-2000:])
 
 
+class SilentFlood(unittest.TestCase):
+    """Connections that never finish a login count only once they fail (the
+    login timeout), and a limited address keeps only a few of them open."""
+
+    def setUp(self):
+        self.lab = Lab()
+        self.socks = []
+
+    def tearDown(self):
+        for s in self.socks:
+            s.close()
+        self.lab.close()
+
+    def pending(self):
+        st = status(self.lab.signal_admin)
+        server = next(a for a in st["actors"] if a["name"] == "signal_server")
+        return int(server["fields"]["pending_logins"])
+
+    def test_unfinished_logins_are_bounded_and_a_node_still_gets_in(self):
+        self.lab.start_server()
+        t_end = time.monotonic() + 13  # past the 10 s login timeout
+        while time.monotonic() < t_end:
+            try:
+                self.socks.append(socket.create_connection(
+                    ("127.0.0.1", self.lab.signal_port), timeout=3))
+            except OSError:
+                pass
+            time.sleep(0.05)
+        # About 60 of them timed out (failures, past the budget of 30): the
+        # address is limited to 8 unfinished logins, the rest were evicted.
+        self.assertLessEqual(self.pending(), 8 + 2)
+        t0 = time.monotonic()
+        node, admin = self.lab.node("victim")
+        wait_until(lambda: online(admin), 3, "the node online despite the flood")
+        self.assertLess(time.monotonic() - t0, 3.0)
+
+
 class TokenFiles(unittest.TestCase):
     def setUp(self):
         self.lab = Lab()
