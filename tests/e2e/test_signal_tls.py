@@ -14,7 +14,7 @@ import time
 import unittest
 
 from harness import Lab, free_port, http_get, online, run, status, wait_until
-from rogue_signal import RogueSignal, load_signal_pb2
+from rogue_signal import RogueSignal, load_signal_pb2, make_server_cert
 
 EXPORT = "secret-camera-name"
 
@@ -257,6 +257,45 @@ class ServerIdentity(unittest.TestCase):
                         15, "the refusal of the new key in the node's status")
         self.assertNotEqual(st["state"], "online")
         self.assertIn(expected, st["lastError"])
+
+
+class CertificateOption(unittest.TestCase):
+    """`p2proxy signal --cert FILE` presents an operator's chain for the key."""
+
+    def setUp(self):
+        self.lab = Lab()
+
+    def tearDown(self):
+        self.lab.close()
+
+    def test_a_chain_for_the_key_is_served_and_one_for_another_key_refused(self):
+        key, cert, key_id = make_server_cert(self.lab.dir, "operator")
+        _, other_cert, _ = make_server_cert(self.lab.dir, "other")
+        r = run(["signal", "--listen", f"127.0.0.1:{free_port()}", "--key", key,
+                 "--cert", other_cert], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not for the server key", r.stderr)
+        self.assertIn(other_cert, r.stderr)
+        server = self.lab.spawn("signal-cert", [
+            "signal", "--listen", f"127.0.0.1:{self.lab.signal_port}",
+            "--key", key, "--cert", cert,
+            "--token-file", os.path.join(self.lab.dir, "token"),
+            "--admin", f"127.0.0.1:{self.lab.signal_admin}"])
+        wait_until(lambda: http_get(
+            f"http://127.0.0.1:{self.lab.signal_admin}/v1/status")[0] == 200,
+            10, "the server with --cert")
+        self.assertIn(key_id, server.log_text())
+        node, admin = self.lab.node("n", extra="")
+        node.stop()
+        cfg = os.path.join(self.lab.dir, "n.toml")
+        with open(cfg) as f:
+            text = f.read()
+        with open(cfg, "w") as f:
+            f.write(text.replace("[signal]\n", f'[signal]\nserver_id = "{key_id}"\n'))
+        node.start()
+        wait_until(lambda: online(admin), 10, "the pinned node online")
+        # Pinned: nothing is stored for first use.
+        self.assertFalse(os.path.exists(os.path.join(self.lab.dir, "n.key.server_id")))
 
 
 def bad_login(port, pb, stop):
