@@ -36,7 +36,11 @@ CAF_ADD_ATOM(p2proxy, p2proxy, stop_atom, "stop")
 // owner -> conn:  (frame_atom, std::string payload)   send one frame
 //                 (close_atom)                        flush and close
 // conn -> owner:  (conn_up_atom, uint64_t tag, caf::actor conn, std::string
-// peer)
+//                 peer, std::string peer_key_id, std::string channel_binding,
+//                 std::string ca_problem)  TLS is up (actors/signal/
+//                 tls_channel.hpp says what the three last ones are)
+//                 (conn_fail_atom, uint64_t tag, std::string reason)  the TLS
+//                 handshake failed or the socket closed during it
 //                 (frame_atom, std::string payload)   one complete frame
 //                 (conn_down_atom, std::string reason) the connection is gone;
 //                                                     the conn has ended itself
@@ -48,7 +52,7 @@ CAF_ADD_ATOM(p2proxy, p2proxy, conn_down_atom, "conn_down")
 // --- CONNECTOR (opens FRAME CONNECTIONs; the seam faked in actor tests) ------
 // link -> connector: (connect_atom, uint64_t tag, std::string host, uint16_t
 // port, caf::actor owner)
-//   success: the new conn sends (conn_up_atom, tag, conn, peer) to owner
+//   success: the new conn sends (conn_up_atom, tag, conn, peer, ...) to owner
 //   failure: connector sends (conn_fail_atom, uint64_t tag, std::string reason)
 //   to owner
 CAF_ADD_ATOM(p2proxy, p2proxy, connect_atom, "connect")
@@ -105,6 +109,13 @@ CAF_ADD_ATOM(p2proxy, p2proxy, nodes_atom, "nodes")
 /// (reload_atom): read the configuration files again (SIGNAL SERVER and
 /// DIRECTORY: the --names policy)
 CAF_ADD_ATOM(p2proxy, p2proxy, reload_atom, "reload")
+/// client -> SIGNAL SERVER, once per connection: (attempt_atom, bool
+/// logged_in, std::string why_not): the login finished, or the connection
+/// ended without one (the server's rate limit counts only those)
+CAF_ADD_ATOM(p2proxy, p2proxy, attempt_atom, "attempt")
+/// SIGNAL SERVER -> client: (evict_atom, std::string reason): a connection
+/// that has not logged in yet makes room for a newer one (RATE_LIMITED)
+CAF_ADD_ATOM(p2proxy, p2proxy, evict_atom, "evict")
 
 // --- NODE SUPERVISOR / ADMIN -------------------------------------------------
 /// (get_atom) -> std::string JSON of admin::NodeStatus (or ServerStatus);

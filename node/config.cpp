@@ -11,9 +11,15 @@
 #include <sstream>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
+
+#include "actors/common/log.hpp"
 
 #include "node/config_reader.hpp"
 
@@ -41,31 +47,42 @@ config_error::config_error(std::string file_, int line_, std::string key_,
     file(std::move(file_)), line(line_), key(std::move(key_)),
     reason(std::move(what)) {}
 
-std::string read_admin_token_file(const std::string& path) {
+std::string read_token_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
+                                         path, std::strerror(errno)));
+  // Checked on the open descriptor, as for key files (actors/identity).
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
-                                         path, std::strerror(errno)));
-  // Like a key file: a token others can read is a token others can use.
-  if ((st.st_mode & 077) != 0)
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
     throw std::runtime_error(
-      fmt::format("the token file {} can be read by {} (mode {:04o}); make it "
-                  "private with: chmod 600 {}",
-                  path, (st.st_mode & 007) != 0 ? "other users" : "its group",
-                  st.st_mode & 07777, path));
-  std::ifstream in{path, std::ios::binary};
-  if (!in)
-    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
-                                         path, std::strerror(errno)));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  auto text = buf.str();
+      fmt::format("the token file {} is not a regular file", path));
+  }
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    ::close(fd);
+    throw std::runtime_error(fmt::format(
+      "the token file {} is accessible by group or others (mode {:04o}); "
+      "run `chmod 600 {}`",
+      path, st.st_mode & 07777, path));
+  }
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  // A token is short; the cap keeps a wrong path from swallowing a big file.
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0 && text.size() < 65536)
+    text.append(buf, static_cast<size_t>(n));
+  ::close(fd);
   constexpr const char* space = " \t\r\n";
   auto first = text.find_first_not_of(space);
   if (first == std::string::npos)
     throw std::runtime_error(fmt::format("the token file {} is empty", path));
   auto last = text.find_last_not_of(space);
   return text.substr(first, last - first + 1);
+}
+
+std::string read_admin_token_file(const std::string& path) {
+  return read_token_file(path);
 }
 
 bool is_loopback_host(std::string_view host) {
@@ -130,7 +147,16 @@ node_config load_node_config(const std::string& path) {
                                    std::strerror(errno)));
   std::ostringstream buf;
   buf << in.rdbuf();
-  return parse_node_config(buf.str(), path);
+  auto cfg = parse_node_config(buf.str(), path);
+  struct stat st {};
+  if (cfg.token_inline && ::stat(path.c_str(), &st) == 0
+      && (st.st_mode & S_IROTH) != 0)
+    log::warn("config",
+              "{}: signal.token: the network token is in a file every local "
+              "user can read (mode {:04o}); run `chmod 600 {}` or move it to "
+              "a token_file",
+              path, st.st_mode & 07777, path);
+  return cfg;
 }
 
 } // namespace p2proxy

@@ -49,7 +49,9 @@ struct node_config {
   std::string key_file = "node.key"; // relative paths: to the config file
   // [signal]
   endpoint signal_server;
-  std::string token; // from token or token_file
+  std::string server_id;     // pinned server key id; empty: trust on first use
+  std::string token;         // from token or token_file
+  bool token_inline = false; // token = "..." (not token_file)
   std::chrono::milliseconds heartbeat{15000};
   std::chrono::milliseconds dead_after{45000};
   std::chrono::milliseconds backoff_first{1000};
@@ -83,9 +85,13 @@ node_config load_node_config(const std::string& path);
 /// Same, from text (tests); `name` stands for the file name in errors.
 node_config parse_node_config(const std::string& text, const std::string& name);
 
-/// The bearer token in `path` (surrounding white space dropped). The file
-/// must be readable by its owner only: a mode that lets group or others read
-/// it is refused with a `chmod 600` hint. Throws std::runtime_error.
+/// Reads a network token file, trimmed; throws std::runtime_error naming
+/// `path` when it cannot be read, is empty, or is readable by group or
+/// others (with a `chmod 600` hint, as for key files).
+std::string read_token_file(const std::string& path);
+
+/// The admin port's bearer token: a token file, read and checked like
+/// the network token's (read_token_file).
 std::string read_admin_token_file(const std::string& path);
 
 /// True for a literal loopback address (127.0.0.0/8, ::1) and "localhost".

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "actors/common/log.hpp"
+#include "actors/identity/identity.hpp"
 #include "actors/quic/quic_connection.hpp"
 
 namespace p2proxy::config_detail {
@@ -122,11 +123,20 @@ void reader::read_signal(const toml::table* t, node_config& cfg) {
             "add a [signal] table with server = \"HOST:PORT\"");
   check_keys(*t, "signal",
              {"server", "token", "token_file", "heartbeat", "dead_after",
-              "lookup_timeout", "backoff_first", "backoff_max"});
+              "lookup_timeout", "backoff_first", "backoff_max", "server_id"});
   auto server = t->get("server");
   if (server == nullptr)
     missing(t, "signal.server", "add server = \"HOST:PORT\" under [signal]");
   cfg.signal_server = endpoint_of(*server, "signal.server");
+  if (auto n = t->get("server_id")) {
+    cfg.server_id = string_of(*n, "signal.server_id",
+                              "a server id (`p2proxy id --key server.key`)");
+    if (!looks_like_node_id(cfg.server_id))
+      fail(line_of(*n), "signal.server_id",
+           fmt::format("\"{}\" is not a server id (52 characters a-z, 2-7, "
+                       "as `p2proxy id --key server.key` prints)",
+                       cfg.server_id));
+  }
   auto token = t->get("token");
   auto token_file = t->get("token_file");
   if (token != nullptr && token_file != nullptr)
@@ -137,6 +147,7 @@ void reader::read_signal(const toml::table* t, node_config& cfg) {
     if (cfg.token.empty())
       fail(line_of(*token), "signal.token",
            "must not be empty; set the network token or remove the key");
+    cfg.token_inline = true;
   }
   if (token_file != nullptr)
     cfg.token = read_token_file(*token_file);
@@ -169,22 +180,11 @@ void reader::read_signal(const toml::table* t, node_config& cfg) {
 
 std::string reader::read_token_file(const toml::node& n) {
   auto rel = string_of(n, "signal.token_file", "a path like \"network.token\"");
-  auto path = resolve(rel);
-  std::ifstream in{path, std::ios::binary};
-  if (!in)
-    fail(
-      line_of(n), "signal.token_file",
-      fmt::format("cannot read token file {}: {}", path, std::strerror(errno)));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  auto text = buf.str();
-  constexpr const char* space = " \t\r\n";
-  auto first = text.find_first_not_of(space);
-  if (first == std::string::npos)
-    fail(line_of(n), "signal.token_file",
-         fmt::format("token file {} is empty", path));
-  auto last = text.find_last_not_of(space);
-  return text.substr(first, last - first + 1);
+  try {
+    return p2proxy::read_token_file(resolve(rel));
+  } catch (const std::runtime_error& e) {
+    fail(line_of(n), "signal.token_file", e.what());
+  }
 }
 
 void reader::read_ice(const toml::table* t, node_config& cfg) {

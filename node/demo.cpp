@@ -18,6 +18,7 @@
 #include "actors/common/error.hpp"
 #include "actors/node/node_supervisor.hpp"
 #include "actors/server/signal_server.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "node/config.hpp"
 #include "node/runtime.hpp"
 #include "node/wiring.hpp"
@@ -84,6 +85,14 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
   server_options so;
   so.listen = endpoint{"127.0.0.1", base_port};
   so.token = "demo-network";
+  try {
+    auto server_key = (dir / "signal-server.key").string();
+    so.tls = std::make_shared<tls_server_credentials>(
+      identity::load_or_create(server_key));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "p2proxy demo: {}\n", e.what());
+    return 1;
+  }
   uint16_t port = 0;
   auto server = start_signal_server(sys, so, port);
   if (!server) {
@@ -123,6 +132,7 @@ int run_demo(const std::string& dir_opt, uint16_t base_port) {
     nc.source = "demo";
     nc.key_file = key_file(i);
     nc.signal_server = endpoint{"127.0.0.1", port};
+    nc.server_id = so.tls->id(); // the demo's nodes pin its server
     nc.token = so.token;
     nc.admin_enabled = true;
     nc.admin_listen

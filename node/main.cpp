@@ -26,6 +26,7 @@
 #include "actors/server/name_owners.hpp"
 #include "actors/server/names_policy.hpp"
 #include "actors/server/signal_server.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "node/config.hpp"
 #include "node/demo.hpp"
 #include "node/runtime.hpp"
@@ -69,21 +70,6 @@ int cmd_id(const std::string& key) {
   }
 }
 
-std::string read_token_file(const std::string& path) {
-  std::ifstream in{path};
-  if (!in)
-    throw std::runtime_error(fmt::format("cannot read the token file {}: {}",
-                                         path, std::strerror(errno)));
-  std::string token((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
-  while (!token.empty()
-         && std::isspace(static_cast<unsigned char>(token.back())))
-    token.pop_back();
-  if (token.empty())
-    throw std::runtime_error(fmt::format("the token file {} is empty", path));
-  return token;
-}
-
 endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
   std::string why;
   auto ep = parse_endpoint(text, why);
@@ -92,15 +78,12 @@ endpoint must_parse_endpoint(const std::string& opt, const std::string& text) {
   return *ep;
 }
 
-/// Where the owners live without --state-dir: beside the token file (the
-/// server's one file of its own until it has a key), else nowhere.
-std::string default_state_dir(const std::string& token_file) {
-  if (token_file.empty())
-    return {};
-  auto slash = token_file.rfind('/');
+/// Where the owners live without --state-dir: beside the server key.
+std::string default_state_dir(const std::string& key_file) {
+  auto slash = key_file.rfind('/');
   auto dir = slash == std::string::npos ? std::string{"."}
              : slash == 0               ? std::string{"/"}
-                                        : token_file.substr(0, slash);
+                                        : key_file.substr(0, slash);
   return dir + "/signal-state";
 }
 
@@ -120,38 +103,44 @@ void forward_reloads(const caf::actor& server, const std::atomic<bool>& done) {
   }
 }
 
-int cmd_signal(const std::string& listen, const std::string& token_file,
-               const std::string& admin, const std::string& admin_token_file,
-               uint32_t login_limit, const std::string& state_dir,
-               const std::string& names_file) {
+struct signal_args {
+  std::string listen, token_file, admin, admin_token_file, key, cert;
+  std::string state_dir, names_file;
+  uint32_t login_limit = server_options{}.login_burst;
+};
+
+int cmd_signal(const signal_args& args) {
   server_options opts;
-  opts.login_burst = login_limit;
+  opts.login_burst = args.login_limit;
   opts.names.state_dir
-    = state_dir.empty() ? default_state_dir(token_file) : state_dir;
-  opts.names.policy_file = names_file;
-  opts.listen = must_parse_endpoint("--listen", listen);
+    = args.state_dir.empty() ? default_state_dir(args.key) : args.state_dir;
+  opts.names.policy_file = args.names_file;
+  opts.listen = must_parse_endpoint("--listen", args.listen);
   std::optional<endpoint> admin_ep;
-  if (!admin.empty())
-    admin_ep = must_parse_endpoint("--admin", admin);
+  if (!args.admin.empty())
+    admin_ep = must_parse_endpoint("--admin", args.admin);
   std::string admin_token;
   try {
-    if (!token_file.empty())
-      opts.token = read_token_file(token_file);
-    if (!admin_token_file.empty())
-      admin_token = read_admin_token_file(admin_token_file);
+    if (!args.token_file.empty())
+      opts.token = read_token_file(args.token_file);
+    if (!args.admin_token_file.empty())
+      admin_token = read_admin_token_file(args.admin_token_file);
     // Checked here to refuse the start with FILE:LINE on stderr; the
     // DIRECTORY reads both again when it starts.
     name_owners{opts.names.state_dir}.load();
-    if (!names_file.empty())
-      names_policy::load(names_file);
+    if (!args.names_file.empty())
+      names_policy::load(args.names_file);
+    bool created = false;
+    auto key = identity::load_or_create(args.key, &created);
+    if (created)
+      log::info("signal", "created a new server key at {}", args.key);
+    opts.tls = std::make_shared<tls_server_credentials>(key, args.cert);
+    log::info("signal", "has server id {} (key {}{}{})", opts.tls->id(),
+              args.key, args.cert.empty() ? "" : ", certificate ", args.cert);
   } catch (const std::exception& e) {
     fmt::print(stderr, "p2proxy signal: {}\n", e.what());
     return 1;
   }
-  if (opts.names.state_dir.empty())
-    log::warn("signal", "keeps export name owners in memory only: give "
-                        "--state-dir (or --token-file) to keep them across "
-                        "restarts");
   sigset_t hup;
   sigemptyset(&hup);
   sigaddset(&hup, SIGHUP);
@@ -245,28 +234,35 @@ int main(int argc, char** argv) {
   auto id = app.add_subcommand("id", "print the node id of a key");
   id->add_option("--key", key_in, "the key file")->required();
 
-  std::string listen, token_file, signal_admin, signal_admin_token;
+  signal_args sa;
   auto signal = app.add_subcommand("signal", "run the signaling server");
-  signal->add_option("--listen", listen, "HOST:PORT to accept nodes on")
+  signal->add_option("--listen", sa.listen, "HOST:PORT to accept nodes on")
     ->required();
-  signal->add_option("--token-file", token_file,
-                     "file holding the network token nodes must present");
-  signal->add_option("--admin", signal_admin,
-                     "HOST:PORT for the admin port (status, metrics)");
-  signal->add_option("--admin-token-file", signal_admin_token,
+  signal->add_option("--admin-token-file", sa.admin_token_file,
                      "file (mode 0600) holding the admin port's bearer "
                      "token; required unless --admin is a loopback address");
-  uint32_t login_limit = server_options{}.login_burst;
   signal
-    ->add_option("--login-limit", login_limit,
-                 "connections per minute one address may open (0: no "
-                 "limit)")
+    ->add_option("--key", sa.key,
+                 "the server key (created with mode 0600 if missing); its id "
+                 "is what nodes pin as [signal] server_id")
+    ->required();
+  signal->add_option("--cert", sa.cert,
+                     "a PEM certificate chain for the key (e.g. CA-issued); "
+                     "default: a self-signed one");
+  signal->add_option("--token-file", sa.token_file,
+                     "file (mode 0600) holding the network token nodes must "
+                     "present");
+  signal->add_option("--admin", sa.admin,
+                     "HOST:PORT for the admin port (status, metrics)");
+  signal
+    ->add_option("--login-limit", sa.login_limit,
+                 "failed logins per minute one address may make before its "
+                 "unfinished logins are limited (0: no limit)")
     ->capture_default_str();
-  std::string state_dir, names_file;
-  signal->add_option("--state-dir", state_dir,
+  signal->add_option("--state-dir", sa.state_dir,
                      "where the server keeps export name owners (default: "
-                     "signal-state beside --token-file)");
-  signal->add_option("--names", names_file,
+                     "signal-state beside --key)");
+  signal->add_option("--names", sa.names_file,
                      "TOML policy: which node ids may export which name "
                      "(reloaded on SIGHUP)");
 
@@ -305,8 +301,7 @@ int main(int argc, char** argv) {
     if (*id)
       return cmd_id(key_in);
     if (*signal)
-      return cmd_signal(listen, token_file, signal_admin, signal_admin_token,
-                        login_limit, state_dir, names_file);
+      return cmd_signal(sa);
     if (*node)
       return cmd_node(config, log_level);
     if (*status)

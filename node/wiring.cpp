@@ -7,6 +7,9 @@ namespace p2proxy {
 node_settings make_node_settings(const node_config& cfg) {
   node_settings ns;
   ns.signal.server = cfg.signal_server;
+  ns.signal.trust.pinned_id = cfg.server_id;
+  // Trust on first use keeps the server's id beside the node key.
+  ns.signal.trust.store_path = cfg.key_file + ".server_id";
   ns.signal.token = cfg.token;
   ns.signal.heartbeat = cfg.heartbeat;
   ns.signal.dead_after = cfg.dead_after;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +37,14 @@ struct pubkey_ptr {
   ~pubkey_ptr() {
     if (k != nullptr)
       gnutls_pubkey_deinit(k);
+  }
+};
+
+struct crt_ptr {
+  gnutls_x509_crt_t p = nullptr;
+  ~crt_ptr() {
+    if (p != nullptr)
+      gnutls_x509_crt_deinit(p);
   }
 };
 
@@ -155,6 +164,65 @@ std::string login_challenge(std::string_view nonce, std::string_view node_id) {
   out.append(nonce);
   out.append(node_id);
   return out;
+}
+
+std::string certificate_key_id(std::string_view cert_der) {
+  crt_ptr crt;
+  pubkey_ptr pub;
+  owned_datum spki;
+  auto der = as_datum(cert_der);
+  if (gnutls_x509_crt_init(&crt.p) < 0
+      || gnutls_x509_crt_import(crt.p, &der, GNUTLS_X509_FMT_DER) < 0
+      || gnutls_pubkey_init(&pub.k) < 0
+      || gnutls_pubkey_import_x509(pub.k, crt.p, 0) < 0
+      || gnutls_pubkey_export2(pub.k, GNUTLS_X509_FMT_DER, &spki.d) < 0)
+    return {};
+  return node_id_from_spki(spki.str());
+}
+
+void add_self_signed_certificate(const identity& me,
+                                 gnutls_certificate_credentials_st* cred) {
+  auto check = [](const char* what, int rc) {
+    if (rc < 0)
+      fail(what, rc);
+  };
+  auto* key = me.native_key();
+  crt_ptr crt;
+  pubkey_ptr pub;
+  check("x509_crt_init", gnutls_x509_crt_init(&crt.p));
+  check("x509_crt_set_version", gnutls_x509_crt_set_version(crt.p, 3));
+  unsigned char serial[16];
+  check("random serial", gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial)));
+  serial[0] &= 0x7f; // a positive INTEGER
+  check("x509_crt_set_serial",
+        gnutls_x509_crt_set_serial(crt.p, serial, sizeof(serial)));
+  // Dates are not checked by either side (the key is pinned by its id);
+  // they are plausible only for tools that print the certificate.
+  auto now = std::time(nullptr);
+  check("x509_crt_set_activation_time",
+        gnutls_x509_crt_set_activation_time(crt.p, now - 24 * 3600));
+  check("x509_crt_set_expiration_time", gnutls_x509_crt_set_expiration_time(
+                                          crt.p, now + 10 * 365 * 24 * 3600L));
+  const auto& id = me.node_id();
+  check("x509_crt_set_dn (CN)",
+        gnutls_x509_crt_set_dn_by_oid(crt.p, GNUTLS_OID_X520_COMMON_NAME, 0,
+                                      id.data(), id.size()));
+  check("pubkey_init", gnutls_pubkey_init(&pub.k));
+  check("pubkey_import_privkey",
+        gnutls_pubkey_import_privkey(pub.k, key, 0, 0));
+  check("x509_crt_set_pubkey", gnutls_x509_crt_set_pubkey(crt.p, pub.k));
+  check("x509_crt_set_key_usage",
+        gnutls_x509_crt_set_key_usage(crt.p, GNUTLS_KEY_DIGITAL_SIGNATURE));
+  check("x509_crt_set_basic_constraints",
+        gnutls_x509_crt_set_basic_constraints(crt.p, 0, -1));
+  // Self-signed: issuer = subject; Ed25519 fixes its own digest.
+  check("signing the certificate",
+        gnutls_x509_crt_privkey_sign(crt.p, crt.p, key, GNUTLS_DIG_UNKNOWN, 0));
+  // The credentials keep their own copies of certificate and key.
+  x509_key_ptr x509;
+  check("privkey_export_x509", gnutls_privkey_export_x509(key, &x509.k));
+  check("certificate_set_x509_key",
+        gnutls_certificate_set_x509_key(cred, &crt.p, 1, x509.k));
 }
 
 // -- identity

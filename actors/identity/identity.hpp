@@ -10,8 +10,9 @@
 #include <string>
 #include <string_view>
 
-// GnuTLS's private key handle, forward-declared as gnutls/gnutls.h does.
+// GnuTLS's handles, forward-declared as gnutls/gnutls.h does.
 struct gnutls_privkey_st;
+struct gnutls_certificate_credentials_st;
 
 namespace p2proxy {
 
@@ -73,6 +74,17 @@ private:
   explicit identity(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
+
+/// The id (as node_id_from_spki) of the key in a DER X.509 certificate;
+/// empty when the certificate cannot be read.
+std::string certificate_key_id(std::string_view cert_der);
+
+/// Adds to `cred` a fresh self-signed X.509 certificate for `me`'s key (CN =
+/// its id) together with a copy of the key. Nothing checks its dates or
+/// names: peers pin the key by id. Used by QUIC and the signaling TLS.
+/// Throws identity_error on GnuTLS errors.
+void add_self_signed_certificate(const identity& me,
+                                 gnutls_certificate_credentials_st* cred);
 
 /// The bytes a node signs to log in: "p2proxy-login-v1" || nonce || node_id.
 std::string login_challenge(std::string_view nonce, std::string_view node_id);

@@ -1,13 +1,9 @@
 #include "actors/quic/tls_context.hpp"
 
 #include <cstring>
-#include <ctime>
 #include <stdexcept>
 
 #include <fmt/format.h>
-#include <gnutls/abstract.h>
-#include <gnutls/crypto.h>
-#include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 namespace p2proxy::quic_tls {
@@ -24,39 +20,6 @@ void check(const char* what, int rc) {
     fail(what, rc);
 }
 
-// Scoped GnuTLS handles: every exit path releases them.
-struct crt_ptr {
-  gnutls_x509_crt_t p = nullptr;
-  ~crt_ptr() {
-    if (p != nullptr)
-      gnutls_x509_crt_deinit(p);
-  }
-};
-
-struct pubkey_ptr {
-  gnutls_pubkey_t p = nullptr;
-  ~pubkey_ptr() {
-    if (p != nullptr)
-      gnutls_pubkey_deinit(p);
-  }
-};
-
-struct x509_key_ptr {
-  gnutls_x509_privkey_t p = nullptr;
-  ~x509_key_ptr() {
-    if (p != nullptr)
-      gnutls_x509_privkey_deinit(p);
-  }
-};
-
-struct datum_ptr {
-  gnutls_datum_t d{nullptr, 0};
-  ~datum_ptr() {
-    if (d.data != nullptr)
-      gnutls_free(d.data);
-  }
-};
-
 // The node id of the first certificate the peer sent, or an empty string
 // with `why` set when there is none we can read.
 std::string peer_node_id(gnutls_session_t session, std::string& why) {
@@ -71,19 +34,11 @@ std::string peer_node_id(gnutls_session_t session, std::string& why) {
     why = "peer presented no certificate";
     return {};
   }
-  crt_ptr crt;
-  pubkey_ptr pub;
-  datum_ptr spki;
-  if (gnutls_x509_crt_init(&crt.p) < 0
-      || gnutls_x509_crt_import(crt.p, &certs[0], GNUTLS_X509_FMT_DER) < 0
-      || gnutls_pubkey_init(&pub.p) < 0
-      || gnutls_pubkey_import_x509(pub.p, crt.p, 0) < 0
-      || gnutls_pubkey_export2(pub.p, GNUTLS_X509_FMT_DER, &spki.d) < 0) {
+  auto id = certificate_key_id(
+    {reinterpret_cast<const char*>(certs[0].data), certs[0].size});
+  if (id.empty())
     why = "peer presented an unreadable certificate";
-    return {};
-  }
-  return node_id_from_spki(
-    {reinterpret_cast<const char*>(spki.d.data), spki.d.size});
+  return id;
 }
 
 // Runs inside the handshake when the peer's Certificate arrives; nonzero
@@ -123,48 +78,14 @@ int verify_peer(gnutls_session_t session) {
 } // namespace
 
 credentials::credentials(const identity& me) {
-  auto* key = me.native_key();
-  crt_ptr crt;
-  pubkey_ptr pub;
-  check("x509_crt_init", gnutls_x509_crt_init(&crt.p));
-  check("x509_crt_set_version", gnutls_x509_crt_set_version(crt.p, 3));
-  unsigned char serial[16];
-  check("random serial", gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof(serial)));
-  serial[0] &= 0x7f; // a positive INTEGER
-  check("x509_crt_set_serial",
-        gnutls_x509_crt_set_serial(crt.p, serial, sizeof(serial)));
-  // Dates are not checked by either side (the key is pinned by node id);
-  // they are plausible only for tools that print the certificate.
-  auto now = std::time(nullptr);
-  check("x509_crt_set_activation_time",
-        gnutls_x509_crt_set_activation_time(crt.p, now - 24 * 3600));
-  check("x509_crt_set_expiration_time", gnutls_x509_crt_set_expiration_time(
-                                          crt.p, now + 10 * 365 * 24 * 3600L));
-  const auto& id = me.node_id();
-  check("x509_crt_set_dn (CN)",
-        gnutls_x509_crt_set_dn_by_oid(crt.p, GNUTLS_OID_X520_COMMON_NAME, 0,
-                                      id.data(), id.size()));
-  check("pubkey_init", gnutls_pubkey_init(&pub.p));
-  check("pubkey_import_privkey",
-        gnutls_pubkey_import_privkey(pub.p, key, 0, 0));
-  check("x509_crt_set_pubkey", gnutls_x509_crt_set_pubkey(crt.p, pub.p));
-  check("x509_crt_set_key_usage",
-        gnutls_x509_crt_set_key_usage(crt.p, GNUTLS_KEY_DIGITAL_SIGNATURE));
-  check("x509_crt_set_basic_constraints",
-        gnutls_x509_crt_set_basic_constraints(crt.p, 0, -1));
-  // Self-signed: issuer = subject; Ed25519 fixes its own digest.
-  check("signing the certificate",
-        gnutls_x509_crt_privkey_sign(crt.p, crt.p, key, GNUTLS_DIG_UNKNOWN, 0));
-  // The credentials keep their own copies of certificate and key.
-  x509_key_ptr x509;
-  check("privkey_export_x509", gnutls_privkey_export_x509(key, &x509.p));
   check("certificate_allocate_credentials",
         gnutls_certificate_allocate_credentials(&cred_));
-  auto rc = gnutls_certificate_set_x509_key(cred_, &crt.p, 1, x509.p);
-  if (rc < 0) {
+  try {
+    add_self_signed_certificate(me, cred_);
+  } catch (const identity_error& e) {
     gnutls_certificate_free_credentials(cred_);
     cred_ = nullptr;
-    fail("certificate_set_x509_key", rc);
+    throw std::runtime_error(fmt::format("QUIC TLS setup: {}", e.what()));
   }
 }
 

@@ -9,6 +9,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/log.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "proto/admin.pb.h"
 
 #ifndef P2PROXY_VERSION
@@ -98,6 +99,17 @@ void send_error(signal_client_actor* self, signal::ErrorCode code,
   send_envelope(self, env);
 }
 
+// Once per connection: the SIGNAL SERVER's rate limit counts the failures.
+void report_attempt(signal_client_actor* self, bool logged_in,
+                    const std::string& why_not) {
+  auto& st = self->state;
+  if (st.attempt_reported)
+    return;
+  st.attempt_reported = true;
+  if (st.server)
+    self->send(st.server, attempt_atom::value, logged_in, why_not);
+}
+
 void arm_timer(signal_client_actor* self, caf::timespan after) {
   auto& st = self->state;
   self->delayed_send(self, after, timeout_atom::value, ++st.timer_gen);
@@ -110,6 +122,8 @@ void close_client(signal_client_actor* self, signal::ErrorCode code,
   auto& st = self->state;
   if (st.current == state::closed)
     return;
+  report_attempt(self, false,
+                 text.empty() ? "connection ended before the login" : text);
   if (code != signal::ERROR_UNSPECIFIED)
     send_error(self, code, text);
   if (st.conn)
@@ -126,7 +140,8 @@ void reject_login(signal_client_actor* self, signal::ErrorCode code,
                   const std::string& text) {
   auto& st = self->state;
   st.metrics->count_login_failure(code);
-  log::warn(subject, "login from {} failed: {}", st.peer, text);
+  // The SIGNAL SERVER logs failures per address, once a minute.
+  log::debug(subject, "login from {} failed: {}", st.peer, text);
   close_client(self, code, text, true);
 }
 
@@ -134,6 +149,7 @@ void on_login_accepted(signal_client_actor* self) {
   auto& st = self->state;
   st.logged_in = true;
   st.transition_to(state::online);
+  report_attempt(self, true, "");
   ++st.metrics->logins;
   log::info(subject, "node {} logged in from {}", st.node_id, st.peer);
   signal::Envelope env;
@@ -150,8 +166,8 @@ void handle_login(signal_client_actor* self, const signal::Envelope& env) {
   auto& st = self->state;
   if (env.msg_case() != signal::Envelope::kLogin) {
     st.metrics->count_login_failure(signal::NOT_LOGGED_IN);
-    log::warn(subject, "connection from {} sent {} before logging in", st.peer,
-              message_name(env));
+    log::debug(subject, "connection from {} sent {} before logging in", st.peer,
+               message_name(env));
     close_client(self, signal::NOT_LOGGED_IN, "log in first", true);
     return;
   }
@@ -165,9 +181,10 @@ void handle_login(signal_client_actor* self, const signal::Envelope& env) {
                  "node id does not match its public key");
     return;
   }
-  if (!verify_signature(login.public_key(),
-                        login_challenge(st.nonce, login.node_id()),
-                        login.signature())) {
+  if (!verify_signature(
+        login.public_key(),
+        bound_login_challenge(st.binding, st.nonce, login.node_id()),
+        login.signature())) {
     reject_login(self, signal::BAD_SIGNATURE,
                  "signature over the login challenge does not verify");
     return;
@@ -313,10 +330,11 @@ void handle_frame(signal_client_actor* self, std::string& payload) {
   if (!env.ParseFromString(payload)) {
     if (!st.logged_in)
       st.metrics->count_login_failure(signal::BAD_FRAME);
-    log::warn(subject,
-              "connection from {} sent a frame that is not an "
-              "Envelope; closing it",
-              st.peer);
+    if (st.logged_in)
+      log::warn(subject,
+                "node {} at {} sent a frame that is not an Envelope;"
+                " closing it",
+                st.node_id, st.peer);
     close_client(self, signal::BAD_FRAME, "frame is not a valid Envelope",
                  true);
     return;
@@ -396,9 +414,11 @@ const char* signal_client_state::to_string(state s) {
 
 caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
                             server_options opts,
-                            std::shared_ptr<server_metrics> metrics) {
+                            std::shared_ptr<server_metrics> metrics,
+                            caf::actor server) {
   auto& st = self->state;
   st.directory = std::move(directory);
+  st.server = std::move(server);
   st.opts = std::move(opts);
   st.metrics = std::move(metrics);
   // The login deadline runs from the accept, not from the Hello.
@@ -408,11 +428,12 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
     if (!st.conn || dm.source != st.conn.address())
       return;
     st.conn = nullptr;
-    log::warn(subject, "connection from {} ended without a word", st.peer);
+    log::debug(subject, "connection from {} ended without a word", st.peer);
     close_client(self, signal::ERROR_UNSPECIFIED, "", false);
   });
   return {
-    [=](conn_up_atom, uint64_t, caf::actor& conn, std::string& peer) {
+    [=](conn_up_atom, uint64_t, caf::actor& conn, std::string& peer,
+        const std::string&, std::string& binding, const std::string&) {
       auto& st = self->state;
       if (st.current != state::waiting_conn) {
         self->send(conn, close_atom::value); // not ours: a client has one
@@ -420,6 +441,7 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
       }
       st.conn = std::move(conn);
       st.peer = std::move(peer);
+      st.binding = std::move(binding);
       self->monitor(st.conn);
       st.nonce.resize(32);
       if (gnutls_rnd(GNUTLS_RND_NONCE, st.nonce.data(), st.nonce.size()) != 0) {
@@ -443,6 +465,25 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
         return;
       handle_frame(self, payload);
     },
+    [=](conn_fail_atom, uint64_t, const std::string& reason) {
+      // The TLS handshake failed or the socket closed during it: an
+      // unfinished attempt, like a login timeout.
+      auto& st = self->state;
+      if (st.current != state::waiting_conn)
+        return;
+      st.metrics->count_login_failure(signal::BAD_FRAME);
+      log::debug(subject, "connection failed before TLS was up: {}", reason);
+      close_client(self, signal::ERROR_UNSPECIFIED, reason, true);
+    },
+    [=](evict_atom, const std::string& reason) {
+      // Only a login still to prove itself makes room: one whose signature
+      // verified (authorizing) is as good as logged in.
+      auto& st = self->state;
+      if (st.current != state::waiting_conn
+          && st.current != state::awaiting_login)
+        return;
+      reject_login(self, signal::RATE_LIMITED, reason);
+    },
     [=](conn_down_atom, const std::string& reason) {
       auto& st = self->state;
       if (caf::actor_cast<caf::actor>(self->current_sender()) != st.conn)
@@ -452,8 +493,8 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
         log::info(subject, "node {} at {} disconnected: {}", st.node_id,
                   st.peer, reason);
       else
-        log::info(subject, "connection from {} ended before login: {}", st.peer,
-                  reason);
+        log::debug(subject, "connection from {} ended before login: {}",
+                   st.peer, reason);
       close_client(self, signal::ERROR_UNSPECIFIED, "", false);
     },
     [=](timeout_atom, uint64_t gen) {

@@ -6,8 +6,16 @@
 // It talks to a FRAME CONNECTION (actors/signal/frame_conn.hpp) that it owns:
 // the SIGNAL SERVER spawns the client first, then hands the accepted socket
 // to a frame connection whose owner is the client, so the client starts with
-// the connection's (conn_up_atom, ...). Actor tests replace the connection
-// with a fake that records frames.
+// the connection's (conn_up_atom, ...) once TLS is up. The Login's signature
+// must cover that TLS session's channel binding. Actor tests replace the
+// connection with a fake that records frames.
+//
+// Unauthenticated connections are the attacker's: the client checks cheap
+// things first (frame size in the connection, then the token, then the id's
+// hash) and the signature last, logs their failures only at debug level,
+// and tells the SIGNAL SERVER once how the attempt ended (attempt_atom), so
+// that only failed or unfinished attempts count against an address and the
+// server logs them per address once a minute.
 //
 //   waiting_conn ──conn_up──▶ awaiting_login ──valid Login──▶ authorizing
 //        │                          │                              │
@@ -82,7 +90,10 @@ struct signal_client_state {
 
   state current = state::waiting_conn;
   caf::actor directory;
+  caf::actor server; // hears (attempt_atom, ...) once; may be invalid
+  bool attempt_reported = false;
   caf::actor conn;
+  std::string binding; // the TLS channel binding the Login must sign
   server_options opts;
   std::shared_ptr<server_metrics> metrics;
   std::string peer;    // "addr:port" as seen by the server
@@ -102,9 +113,12 @@ struct signal_client_state {
 
 using signal_client_actor = caf::stateful_actor<signal_client_state>;
 
-/// Spawn with sys.spawn(signal_client, directory, opts, metrics); the
-/// connection introduces itself with (conn_up_atom, tag, conn, peer).
+/// Spawn with sys.spawn(signal_client, directory, opts, metrics, server);
+/// the connection introduces itself with (conn_up_atom, tag, conn, peer,
+/// key id, channel binding, CA problem) or fails with (conn_fail_atom, tag,
+/// reason). Tells `server` (attempt_atom, logged_in, why_not) once.
 /// Accepts besides the connection's messages:
+///   (evict_atom, std::string reason)         from the SIGNAL SERVER
 ///   (replaced_atom, std::string by_address)  from the DIRECTORY
 ///   (deliver_atom, std::string envelope)     from the DIRECTORY
 ///   (stop_atom, std::string reason)          from the SIGNAL SERVER
@@ -112,6 +126,7 @@ using signal_client_actor = caf::stateful_actor<signal_client_state>;
 ///   INTERNAL: (timeout_atom, uint64_t gen)   login or heartbeat deadline
 caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
                             server_options opts,
-                            std::shared_ptr<server_metrics> metrics);
+                            std::shared_ptr<server_metrics> metrics,
+                            caf::actor server);
 
 } // namespace p2proxy

@@ -55,7 +55,9 @@ bool login_rate_limiter::allow(const std::string& address,
   if (buckets_.size() >= 4096) {
     for (auto i = buckets_.begin(); i != buckets_.end();) {
       refill(i->second, now);
-      i = i->second.tokens >= burst_ ? buckets_.erase(i) : std::next(i);
+      i = i->second.tokens >= burst_ && !exhausted(i->first, now)
+            ? buckets_.erase(i)
+            : std::next(i);
     }
   }
   auto [i, fresh]
@@ -66,6 +68,8 @@ bool login_rate_limiter::allow(const std::string& address,
     if (first_refusal != nullptr)
       *first_refusal = !b.refusing;
     b.refusing = true;
+    b.refused_at = now;
+    b.ever_refused = true;
     return false;
   }
   b.tokens -= 1.0;
@@ -73,9 +77,22 @@ bool login_rate_limiter::allow(const std::string& address,
   return true;
 }
 
+bool login_rate_limiter::exhausted(const std::string& address,
+                                   clock::time_point now) {
+  if (burst_ == 0 || window_.count() <= 0)
+    return false;
+  auto i = buckets_.find(address);
+  if (i == buckets_.end())
+    return false;
+  auto& b = i->second;
+  return b.ever_refused && now - b.refused_at < window_;
+}
+
 namespace {
 
 constexpr std::string_view subject = "signal_server";
+/// Failed logins of one address are logged at most this often (with a count).
+constexpr std::chrono::seconds report_period{60};
 
 // SIGNAL SERVER: accepts connections, applies the rate limit, and hands each
 // connection to a new SIGNAL CLIENT (it spawns the client, then forks a
@@ -83,10 +100,28 @@ constexpr std::string_view subject = "signal_server";
 // clients and the DIRECTORY; on stop it asks every client to end and ends
 // itself once the last one is gone.
 struct signal_server_state {
+  using clock = login_rate_limiter::clock;
+  struct client_entry {
+    caf::actor actor;
+    std::string address;
+    uint64_t seq = 0;    // accept order: the oldest is evicted first
+    bool pending = true; // not logged in yet
+  };
+  // Failed logins of one address since it was last logged.
+  struct tally {
+    uint64_t unlogged = 0;
+    std::string last_reason;
+    clock::time_point last_logged{};
+    clock::time_point limit_logged{};
+  };
   server_options opts;
   caf::actor directory;
   std::shared_ptr<server_metrics> metrics;
-  std::map<caf::actor_addr, caf::actor> clients;
+  std::map<caf::actor_addr, client_entry> clients;
+  size_t pending = 0;
+  std::map<std::string, size_t> pending_by_address;
+  std::map<std::string, tally> tallies;
+  uint64_t next_seq = 0;
   login_rate_limiter limiter{0, std::chrono::milliseconds{0}};
   caf::io::accept_handle doorman;
   uint64_t next_tag = 0;
@@ -118,29 +153,120 @@ void begin_stop(signal_server_broker* self, const std::string& reason) {
             st.clients.size());
   self->close(st.doorman);
   for (auto& [addr, client] : st.clients)
-    self->send(client, stop_atom::value, reason);
+    self->send(client.actor, stop_atom::value, reason);
   maybe_finish(self);
 }
 
-void refuse(signal_server_broker* self, caf::io::connection_handle hdl,
-            const std::string& address, bool first_refusal) {
+// The client no longer counts as pending (logged in, evicted or gone).
+void settle(signal_server_broker* self, signal_server_state::client_entry& c) {
   auto& st = self->state;
-  st.metrics->count_login_failure(signal::RATE_LIMITED);
-  ++st.metrics->dropped_connections;
-  if (first_refusal)
+  if (!c.pending)
+    return;
+  c.pending = false;
+  --st.pending;
+  auto i = st.pending_by_address.find(c.address);
+  if (i != st.pending_by_address.end() && --i->second == 0)
+    st.pending_by_address.erase(i);
+}
+
+// Asks the oldest pending client of `address` (any address when empty) to
+// make room; it ends with RATE_LIMITED and reports a failed attempt. False
+// when there is none.
+bool evict_oldest(signal_server_broker* self, const std::string& address,
+                  const char* why) {
+  auto& st = self->state;
+  signal_server_state::client_entry* oldest = nullptr;
+  for (auto& [addr, c] : st.clients)
+    if (c.pending && (address.empty() || c.address == address)
+        && (oldest == nullptr || c.seq < oldest->seq))
+      oldest = &c;
+  if (oldest == nullptr)
+    return false;
+  self->send(oldest->actor, evict_atom::value, std::string{why});
+  settle(self, *oldest);
+  return true;
+}
+
+// Bounds unfinished logins before a new connection joins them: per source
+// once it is over its failure budget, and for all sources together.
+void make_room(signal_server_broker* self, const std::string& address) {
+  auto& st = self->state;
+  auto now = signal_server_state::clock::now();
+  // Down to one below the cap, so the new connection fits: an address that
+  // became limited while holding many sheds them at once.
+  if (st.limiter.exhausted(address, now)) {
+    for (;;) {
+      auto mine = st.pending_by_address.find(address);
+      if (mine == st.pending_by_address.end()
+          || mine->second < st.opts.max_pending_limited
+          || !evict_oldest(self, address,
+                           "too many failed login attempts from your address;"
+                           " an unfinished login made room for a newer one"))
+        break;
+    }
+  }
+  if (st.pending < st.opts.max_pending)
+    return;
+  std::string busiest;
+  size_t most = 0;
+  for (auto& [addr, n] : st.pending_by_address)
+    if (n > most) {
+      most = n;
+      busiest = addr;
+    }
+  evict_oldest(self, busiest,
+               "the server has too many unfinished logins; yours made room "
+               "for a newer one");
+}
+
+// A failed or unfinished login: it counts against its source, and is logged
+// at once only if its source had none logged within the report period.
+void note_failure(signal_server_broker* self, const std::string& address,
+                  const std::string& why) {
+  auto& st = self->state;
+  auto now = signal_server_state::clock::now();
+  bool first_refusal = false;
+  st.limiter.allow(address, now, &first_refusal);
+  auto& t = st.tallies[address];
+  if (first_refusal
+      && (t.limit_logged == signal_server_state::clock::time_point{}
+          || now - t.limit_logged >= report_period)) {
+    t.limit_logged = now;
     log::warn(subject,
-              "refuses {}: more than {} login "
-              "attempts per {} ms (logged once per burst)",
-              address, st.opts.login_burst, st.opts.login_window.count());
-  signal::Envelope env;
-  auto err = env.mutable_error();
-  err->set_code(signal::RATE_LIMITED);
-  err->set_text("too many login attempts from your address; try again later");
-  auto frame = encode_frame(env.SerializeAsString());
-  ++st.metrics->frames_out;
-  self->write(hdl, frame.size(), frame.data());
-  self->flush(hdl);
-  self->close(hdl); // graceful: the frame goes out before the FIN
+              "limits {}: more than {} failed logins per {} s; its unfinished"
+              " logins are limited to {} at a time",
+              address, st.opts.login_burst, st.opts.login_window.count() / 1000,
+              st.opts.max_pending_limited);
+  }
+  t.last_reason = why;
+  if (t.last_logged == signal_server_state::clock::time_point{}
+      || now - t.last_logged >= report_period) {
+    log::warn(subject, "login from {} failed: {}", address, why);
+    t.last_logged = now;
+    return;
+  }
+  ++t.unlogged;
+}
+
+// Every report period: one line per address with failures not yet logged.
+void report_failures(signal_server_broker* self) {
+  auto& st = self->state;
+  auto now = signal_server_state::clock::now();
+  for (auto i = st.tallies.begin(); i != st.tallies.end();) {
+    auto& t = i->second;
+    if (t.unlogged > 0) {
+      log::warn(subject,
+                "{} more failed login(s) from {} in the last minute "
+                "(last: {})",
+                t.unlogged, i->first, t.last_reason);
+      t.unlogged = 0;
+      t.last_logged = now;
+    }
+    if (now - t.last_logged >= 5 * report_period)
+      i = st.tallies.erase(i);
+    else
+      ++i;
+  }
 }
 
 admin::ServerStatus make_status(signal_server_broker* self,
@@ -165,6 +291,8 @@ admin::ServerStatus make_status(signal_server_broker* self,
   self_status->set_state(st.stopping ? "stopping" : "running");
   (*self_status->mutable_fields())["clients"]
     = std::to_string(st.clients.size());
+  (*self_status->mutable_fields())["pending_logins"]
+    = std::to_string(st.pending);
   (*self_status->mutable_fields())["listen"] = st.opts.listen.to_string();
   return status;
 }
@@ -221,6 +349,7 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
   st.doorman = self->add_doorman(listen_fd);
   st.directory = self->spawn(directory, st.opts.names);
   self->monitor(st.directory);
+  self->delayed_send(self, report_period, tick_atom::value, uint64_t{0});
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.directory.address()) {
@@ -231,7 +360,11 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       begin_stop(self, "the directory ended");
       return;
     }
-    st.clients.erase(dm.source);
+    auto i = st.clients.find(dm.source);
+    if (i != st.clients.end()) {
+      settle(self, i->second);
+      st.clients.erase(i);
+    }
     maybe_finish(self);
   });
   return {
@@ -243,21 +376,44 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
         self->close(msg.handle);
         return;
       }
-      bool first_refusal = false;
-      if (!st.limiter.allow(address, login_rate_limiter::clock::now(),
-                            &first_refusal)) {
-        refuse(self, msg.handle, address, first_refusal);
+      // Nobody is refused for the address alone: a node that logs in from
+      // a busy NAT must get through while others there fail.
+      make_room(self, address);
+      std::shared_ptr<tls_channel> tls;
+      try {
+        tls = tls_channel::server(st.opts.tls);
+      } catch (const std::exception& e) {
+        log::error(subject, "cannot start TLS for {}: {}", address, e.what());
+        self->close(msg.handle);
         return;
       }
-      auto client
-        = self->spawn(signal_client, st.directory, st.opts, st.metrics);
+      auto client = self->spawn(signal_client, st.directory, st.opts,
+                                st.metrics, caf::actor{self});
       self->monitor(client);
-      st.clients.emplace(client.address(), client);
-      fork_frame_conn(self, msg.handle, client, ++st.next_tag,
-                      max_signal_frame);
+      st.clients.emplace(client.address(),
+                         signal_server_state::client_entry{
+                           client, address, ++st.next_seq, true});
+      ++st.pending;
+      ++st.pending_by_address[address];
+      fork_frame_conn(self, msg.handle, client, ++st.next_tag, max_signal_frame,
+                      std::move(tls));
     },
-    // Refused connections are closed at once; their late events need no
-    // answer.
+    [=](attempt_atom, bool logged_in, const std::string& why_not) {
+      auto& st = self->state;
+      auto i = st.clients.find(
+        caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (i == st.clients.end())
+        return;
+      settle(self, i->second);
+      if (!logged_in)
+        note_failure(self, i->second.address, why_not);
+    },
+    [=](tick_atom, uint64_t) {
+      report_failures(self);
+      if (!self->state.stopping)
+        self->delayed_send(self, report_period, tick_atom::value, uint64_t{0});
+    },
+    // Connections closed at once (while stopping) need no answer.
     [=](const caf::io::new_data_msg&) {},
     [=](const caf::io::connection_closed_msg&) {},
     [=](const caf::io::acceptor_closed_msg&) {
@@ -309,6 +465,7 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       status.set_name("signal_server");
       status.set_state(st.stopping ? "stopping" : "running");
       (*status.mutable_fields())["clients"] = std::to_string(st.clients.size());
+      (*status.mutable_fields())["pending_logins"] = std::to_string(st.pending);
       return status.SerializeAsString();
     },
     [=](reload_atom) {
@@ -367,6 +524,9 @@ int open_listener(const endpoint& ep, uint16_t& bound_port, std::string& why) {
 caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
                                               const server_options& opts,
                                               uint16_t& bound_port) {
+  if (!opts.tls)
+    return make_error(ec::bad_config,
+                      "the signaling server needs a key (TLS is not optional)");
   std::string why;
   auto fd = open_listener(opts.listen, bound_port, why);
   if (fd < 0)
@@ -379,9 +539,9 @@ caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
   auto server
     = sys.middleman().spawn_broker(signal_server_impl, fd, effective, metrics);
   log::info(subject,
-            "listens on {} (token {}, login "
+            "listens on {} with TLS as server id {} (token {}, login "
             "timeout {} ms, heartbeat {} ms)",
-            effective.listen.to_string(),
+            effective.listen.to_string(), opts.tls->id(),
             opts.token.empty() ? "not required" : "required",
             opts.login_timeout.count(), opts.heartbeat.count());
   return server;

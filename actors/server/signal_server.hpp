@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -15,23 +16,35 @@
 
 #include "actors/common/endpoint.hpp"
 #include "actors/server/names_policy.hpp"
+#include "actors/signal/tls_channel.hpp"
 
 namespace p2proxy {
 
 struct server_options {
   endpoint listen;
+  /// The server's certificate and key; start_signal_server refuses to run
+  /// without them (there is no plaintext mode).
+  std::shared_ptr<const tls_server_credentials> tls;
   std::string token;                              // empty: none required
   std::chrono::milliseconds login_timeout{10000}; // unauthenticated limit
   std::chrono::milliseconds heartbeat{15000};     // announced in Hello
   std::chrono::milliseconds dead_after{45000};    // silence that ends a node
-  uint32_t login_burst = 30;                      // attempts per source ...
-  std::chrono::milliseconds login_window{60000};  // ... per window
+  uint32_t login_burst = 30; // failed attempts per source ...
+  std::chrono::milliseconds login_window{60000}; // ... per window
+  /// Connections that have not logged in yet, all sources together; at the
+  /// cap the oldest one of the source with the most makes room.
+  uint32_t max_pending = 512;
+  /// A source over its failure budget keeps at most this many unfinished
+  /// connections; a newer one evicts its oldest.
+  uint32_t max_pending_limited = 8;
   names_options names; // who may export which name (the DIRECTORY's)
 };
 
 /// Per-source login rate limit: a token bucket per remote address holding
-/// up to `burst` attempts and refilling `burst` per `window`. Every accepted
-/// connection is an attempt. burst == 0 turns the limit off.
+/// up to `burst` attempts and refilling `burst` per `window`. The SIGNAL
+/// SERVER takes one attempt for each failed or unfinished login only, so a
+/// node that logs in is never refused for its address. burst == 0 turns the
+/// limit off.
 class login_rate_limiter {
 public:
   using clock = std::chrono::steady_clock;
@@ -45,6 +58,11 @@ public:
   bool allow(const std::string& address, clock::time_point now,
              bool* first_refusal = nullptr);
 
+  /// True when `address` was refused an attempt within the last window (it
+  /// stays limited that long, so an attacker whose failures pause for a
+  /// refill is not let off at once). Takes no attempt.
+  bool exhausted(const std::string& address, clock::time_point now);
+
   /// Addresses currently tracked (full buckets are forgotten over time).
   size_t tracked() const {
     return buckets_.size();
@@ -55,6 +73,8 @@ private:
     double tokens;
     clock::time_point last;
     bool refusing;
+    clock::time_point refused_at{}; // the last refusal
+    bool ever_refused = false;
   };
   void refill(bucket& b, clock::time_point now) const;
 

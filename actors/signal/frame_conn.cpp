@@ -36,6 +36,9 @@ struct frame_conn_state {
   uint64_t tag = 0;
   std::string peer;
   frame_decoder decoder;
+  std::shared_ptr<tls_channel> tls;
+  // conn_up goes out once the TLS handshake is done.
+  bool up_sent = false;
   // The owner hears about the end of the connection once, whatever ends it.
   bool down_sent = false;
 
@@ -55,24 +58,41 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+// Writes whatever TLS produced (records, alerts) to the socket.
+void flush_tls(frame_conn_broker* self, caf::io::connection_handle hdl) {
+  auto out = self->state.tls->take_output();
+  if (out.empty())
+    return;
+  self->write(hdl, out.size(), out.data());
+  self->flush(hdl);
+}
+
 // Tells the owner once and ends the broker; CAF closes the socket on exit.
+// Before the handshake is done the owner has no connection yet: it hears
+// conn_fail for the attempt (its tag) instead of conn_down.
 void end_conn(frame_conn_broker* self, caf::io::connection_handle hdl,
               const std::string& reason) {
   auto& st = self->state;
   if (!st.down_sent) {
     st.down_sent = true;
-    self->send(st.owner, conn_down_atom::value, reason);
+    if (st.up_sent)
+      self->send(st.owner, conn_down_atom::value, reason);
+    else
+      self->send(st.owner, conn_fail_atom::value, st.tag, reason);
   }
+  flush_tls(self, hdl); // a TLS alert, if the failure produced one
   self->close(hdl);
   self->quit();
 }
 
 caf::behavior frame_conn_impl(frame_conn_broker* self,
                               caf::io::connection_handle hdl, caf::actor owner,
-                              uint64_t tag, size_t max_frame) {
+                              uint64_t tag, size_t max_frame,
+                              std::shared_ptr<tls_channel> tls) {
   auto& st = self->state;
   st.owner = std::move(owner);
   st.tag = tag;
+  st.tls = std::move(tls);
   st.decoder = frame_decoder{max_frame};
   st.peer = format_peer(self->remote_addr(hdl), self->remote_port(hdl));
   // With CAF's default multiplexer a connection handle's id is its socket;
@@ -91,34 +111,64 @@ caf::behavior frame_conn_impl(frame_conn_broker* self,
     self->close(hdl);
     self->quit();
   });
-  self->send(st.owner, conn_up_atom::value, tag, caf::actor{self}, st.peer);
+  flush_tls(self, hdl); // a client's ClientHello
   return {
     [=](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
+      std::string plain;
+      auto ok = st.tls->feed(msg.buf.data(), msg.buf.size(), plain);
+      flush_tls(self, hdl);
+      if (!ok) {
+        log::debug(conn_subject, "connection with {} failed: {}", st.peer,
+                   st.tls->error());
+        end_conn(self, hdl, st.tls->error());
+        return;
+      }
+      if (!st.tls->established())
+        return;
+      if (!st.up_sent) {
+        st.up_sent = true;
+        self->send(st.owner, conn_up_atom::value, st.tag, caf::actor{self},
+                   st.peer, st.tls->peer_key_id(), st.tls->channel_binding(),
+                   st.tls->ca_problem());
+      }
       std::vector<std::string> frames;
-      auto res = st.decoder.feed(msg.buf.data(), msg.buf.size(), frames);
+      auto res = st.decoder.feed(plain.data(), plain.size(), frames);
       for (auto& f : frames)
         self->send(st.owner, frame_atom::value, std::move(f));
       if (res == frame_decoder::status::too_large) {
         auto reason = fmt::format("frame of {} bytes exceeds the {}-byte limit",
                                   st.decoder.bad_length(), max_frame);
-        log::warn(conn_subject, "connection from {} dropped: {}", st.peer,
-                  reason);
+        // Per connection, so debug: an unauthenticated flood must not
+        // become a flood of log lines (the server counts refusals).
+        log::debug(conn_subject, "connection with {} dropped: {}", st.peer,
+                   reason);
         end_conn(self, hdl, reason);
+        return;
       }
+      if (st.tls->peer_closed())
+        end_conn(self, hdl, "peer closed the connection");
     },
     [=](const caf::io::connection_closed_msg&) {
-      end_conn(self, hdl, "peer closed the connection");
+      auto& st = self->state;
+      end_conn(self, hdl,
+               st.up_sent ? "peer closed the connection"
+                          : "connection closed during the TLS handshake");
     },
     [=](frame_atom, const std::string& payload) {
-      auto framed = encode_frame(payload);
-      self->write(hdl, framed.size(), framed.data());
-      self->flush(hdl);
+      auto& st = self->state;
+      if (!st.tls->write(encode_frame(payload))) {
+        end_conn(self, hdl, st.tls->error());
+        return;
+      }
+      flush_tls(self, hdl);
     },
     [=](close_atom) {
       // close() is graceful in CAF: buffered bytes go out before the FIN.
-      self->state.down_sent = true;
-      self->flush(hdl);
+      auto& st = self->state;
+      st.down_sent = true;
+      st.tls->close();
+      flush_tls(self, hdl);
       self->close(hdl);
       self->quit();
     },
@@ -126,9 +176,11 @@ caf::behavior frame_conn_impl(frame_conn_broker* self,
 }
 
 caf::behavior adopt_fd(frame_conn_broker* self, int fd, caf::actor owner,
-                       uint64_t tag, size_t max_frame) {
+                       uint64_t tag, size_t max_frame,
+                       std::shared_ptr<tls_channel> tls) {
   auto hdl = self->add_scribe(fd);
-  return frame_conn_impl(self, hdl, std::move(owner), tag, max_frame);
+  return frame_conn_impl(self, hdl, std::move(owner), tag, max_frame,
+                         std::move(tls));
 }
 
 // --- CONNECTOR ---------------------------------------------------------------
@@ -159,13 +211,24 @@ caf::behavior connector_impl(caf::stateful_actor<connector_state>* self,
         std::string why;
         auto fd = tcp_connect(host, port, timeout, why);
         auto target = endpoint{host, port}.to_string();
+        std::shared_ptr<tls_channel> tls;
+        if (fd >= 0) {
+          try {
+            tls = tls_channel::client(host);
+          } catch (const std::exception& e) {
+            ::close(fd);
+            fd = -1;
+            why = e.what();
+          }
+        }
         if (fd < 0) {
           ++*failures;
           log::debug("connector", "connect to {} failed: {}", target, why);
           caf::anon_send(owner, conn_fail_atom::value, tag,
                          fmt::format("connect to {} failed: {}", target, why));
         } else {
-          spawn_frame_conn(worker->system(), fd, owner, tag, max_frame);
+          spawn_frame_conn(worker->system(), fd, owner, tag, max_frame,
+                           std::move(tls));
         }
         --*in_flight;
         worker->quit();
@@ -187,15 +250,18 @@ caf::behavior connector_impl(caf::stateful_actor<connector_state>* self,
 } // namespace
 
 caf::actor spawn_frame_conn(caf::actor_system& sys, int fd, caf::actor owner,
-                            uint64_t tag, size_t max_frame) {
+                            uint64_t tag, size_t max_frame,
+                            std::shared_ptr<tls_channel> tls) {
   return sys.middleman().spawn_broker(adopt_fd, fd, std::move(owner), tag,
-                                      max_frame);
+                                      max_frame, std::move(tls));
 }
 
 caf::actor fork_frame_conn(caf::io::broker* acceptor,
                            caf::io::connection_handle hdl, caf::actor owner,
-                           uint64_t tag, size_t max_frame) {
-  return acceptor->fork(frame_conn_impl, hdl, std::move(owner), tag, max_frame);
+                           uint64_t tag, size_t max_frame,
+                           std::shared_ptr<tls_channel> tls) {
+  return acceptor->fork(frame_conn_impl, hdl, std::move(owner), tag, max_frame,
+                        std::move(tls));
 }
 
 caf::actor spawn_connector(caf::actor_system& sys,

@@ -9,6 +9,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/log.hpp"
 #include "actors/signal/link_exports.hpp"
+#include "actors/signal/tls_channel.hpp"
 
 namespace p2proxy {
 
@@ -296,8 +297,8 @@ void on_frame(signal_link_actor* self, const std::string& payload) {
       auto login = out.mutable_login();
       login->set_node_id(st.id->node_id());
       login->set_public_key(st.id->public_key());
-      login->set_signature(
-        st.id->sign(login_challenge(env.hello().nonce(), st.id->node_id())));
+      login->set_signature(st.id->sign(bound_login_challenge(
+        st.binding, env.hello().nonce(), st.id->node_id())));
       login->set_token(st.cfg.token);
       login->set_client_version(P2PROXY_VERSION);
       send_envelope(self, out);
@@ -389,13 +390,33 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
   begin_connect(self);
   return {
     // --- the connection -----------------------------------------------------
-    [=](conn_up_atom, uint64_t tag, caf::actor conn, const std::string& peer) {
+    [=](conn_up_atom, uint64_t tag, const caf::actor& conn,
+        const std::string& peer, const std::string& key_id,
+        const std::string& binding, const std::string& ca_problem) {
       auto& st = self->state;
       if (tag != st.gen || st.state != link_state::connecting) {
         // A connection for an attempt we gave up on: close it.
         self->send(conn, close_atom::value);
         return;
       }
+      auto verdict = judge_server(st.cfg.trust, st.cfg.server.to_string(),
+                                  key_id, ca_problem);
+      if (!verdict.trusted) {
+        // Nothing was sent on it: the server never sees this node's Login.
+        self->send(conn, close_atom::value);
+        log::error(subject, "refuses the server: {}", verdict.refusal);
+        st.status.set_login_failures(st.status.login_failures() + 1);
+        go_backoff(self, verdict.refusal);
+        return;
+      }
+      if (verdict.first_use)
+        log::warn(subject,
+                  "trusts signaling server {} with server id {} on first use "
+                  "(stored in {}); set [signal] server_id to pin it",
+                  st.cfg.server.to_string(), key_id, st.cfg.trust.store_path);
+      log::debug(subject, "server {} has id {} ({})", peer, key_id,
+                 verdict.how);
+      st.binding = binding;
       st.conn = conn;
       self->monitor(conn);
       st.last_rx = self->clock().now();

@@ -21,7 +21,11 @@
 // Timers carry a generation number; every new connection attempt bumps it,
 // so a timer armed for an earlier attempt is ignored.
 // The connection itself is a FRAME CONNECTION made by the CONNECTOR
-// (actors/signal/frame_conn.hpp): the seam that actor tests fake.
+// (actors/signal/frame_conn.hpp): the seam that actor tests fake. It is TLS
+// 1.3; the link logs in only to a server whose key it trusts (pinned, CA-
+// verified or trusted on first use: actors/signal/server_trust.hpp), else
+// it backs off with an error naming the expected and the presented id. The
+// Login's signature covers the session's channel binding.
 //
 // Errors are p2proxy errors (actors/common/error.hpp) whose code says why:
 // - (lookup_atom, name) answers the ids of the other nodes that own and
@@ -52,6 +56,7 @@
 #include "actors/common/backoff.hpp"
 #include "actors/common/endpoint.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/server_trust.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
 
@@ -59,6 +64,8 @@ namespace p2proxy {
 
 struct signal_link_config {
   endpoint server;
+  /// Which server key ids the link logs in to (actors/signal/server_trust).
+  server_trust trust;
   std::string token;
   std::chrono::milliseconds heartbeat{15000};
   std::chrono::milliseconds dead_after{45000};
@@ -91,8 +98,9 @@ struct signal_link_state {
   signal_link_config cfg;
   std::shared_ptr<const identity> id;
   caf::actor connector;
-  caf::actor sink; // PEER MANAGER (or whoever owns sessions)
-  caf::actor conn; // the current FRAME CONNECTION, if any
+  caf::actor sink;     // PEER MANAGER (or whoever owns sessions)
+  caf::actor conn;     // the current FRAME CONNECTION, if any
+  std::string binding; // its TLS channel binding, which the Login signs
 
   link_state state = link_state::idle;
   uint64_t gen = 0; // attempt generation, for timers and conn tags

@@ -10,7 +10,12 @@
 
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "test_system.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
 
 using namespace p2proxy;
 using namespace std::chrono_literals;
@@ -28,6 +33,11 @@ struct connect_request {
 };
 
 struct fake_world {
+  /// What the fake connections report of their TLS session: the server's
+  /// key id (the test pins it unless it says otherwise), the channel
+  /// binding, and why the chain does not verify (self-signed).
+  std::string server_key_id = identity::generate().node_id();
+  std::string binding = std::string(32, '\x42');
   std::vector<connect_request> connects;
   // frames each fake connection received, by connection number
   std::vector<std::vector<signal::Envelope>> sent;
@@ -52,7 +62,8 @@ caf::behavior fake_conn(caf::event_based_actor* self,
   return {
     [=](up_atom, uint64_t tag) {
       self->send(owner, conn_up_atom::value, tag, caf::actor{self},
-                 std::string{"127.0.0.1:7000"});
+                 std::string{"127.0.0.1:7000"}, w->server_key_id, w->binding,
+                 std::string{"the certificate issuer is unknown"});
     },
     [=](inject_atom, const std::string& payload) {
       self->send(owner, frame_atom::value, payload);
@@ -84,9 +95,17 @@ protected:
   std::vector<caf::actor> conns;
 
   void SetUp() override {
+    start(world->server_key_id, "");
+  }
+
+  /// Starts the link pinning `pinned` (or, when empty, trusting on first use
+  /// with `store`).
+  void start(const std::string& pinned, const std::string& store) {
     connector = t.sys.spawn(fake_connector, world);
     signal_link_config cfg;
     cfg.server = endpoint{"127.0.0.1", 7000};
+    cfg.trust.pinned_id = pinned;
+    cfg.trust.store_path = store;
     cfg.token = "secret";
     cfg.exports = {"cam1", "web"};
     cfg.seed = 99;
@@ -184,13 +203,23 @@ TEST_F(signal_link_test, login_signs_the_server_nonce_and_registers_exports) {
   EXPECT_EQ(login.node_id(), me->node_id());
   EXPECT_EQ(login.token(), "secret");
   EXPECT_EQ(node_id_from_spki(login.public_key()), me->node_id());
-  EXPECT_TRUE(verify_signature(
-    login.public_key(), login_challenge(std::string(32, '\x07'), me->node_id()),
-    login.signature()));
+  EXPECT_TRUE(verify_signature(login.public_key(),
+                               bound_login_challenge(world->binding,
+                                                     std::string(32, '\x07'),
+                                                     me->node_id()),
+                               login.signature()));
   // signed for another nonce, the signature must not verify
-  EXPECT_FALSE(verify_signature(
-    login.public_key(), login_challenge(std::string(32, '\x08'), me->node_id()),
-    login.signature()));
+  EXPECT_FALSE(verify_signature(login.public_key(),
+                                bound_login_challenge(world->binding,
+                                                      std::string(32, '\x08'),
+                                                      me->node_id()),
+                                login.signature()));
+  // nor over another TLS session (a relay that terminates TLS has its own)
+  EXPECT_FALSE(verify_signature(login.public_key(),
+                                bound_login_challenge(std::string(32, '\x43'),
+                                                      std::string(32, '\x07'),
+                                                      me->node_id()),
+                                login.signature()));
   send_login_ok(conn);
   EXPECT_EQ(state(), "online");
   ASSERT_EQ(count(conn, signal::Envelope::kRegister), 1u);
@@ -623,4 +652,89 @@ TEST_F(signal_link_test, lookup_never_offers_this_node_itself) {
   std::vector<std::string> got;
   self->receive([&](const std::vector<std::string>& ids) { got = ids; });
   EXPECT_EQ(got, std::vector<std::string>{"peer-a"});
+}
+
+// --- which server the link trusts
+// ---------------------------------------------
+
+namespace {
+
+class signal_link_trust_test : public signal_link_test {
+protected:
+  void SetUp() override {
+    // Each test starts the link itself.
+    dir = std::filesystem::temp_directory_path()
+          / ("p2proxy-trust-" + std::to_string(::getpid()) + "-"
+             + std::to_string(++counter));
+    std::filesystem::create_directories(dir);
+    store = (dir / "node.key.server_id").string();
+  }
+  void TearDown() override {
+    signal_link_test::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+  static inline int counter = 0;
+  std::filesystem::path dir;
+  std::string store;
+};
+
+} // namespace
+
+TEST_F(signal_link_trust_test,
+       a_server_with_another_id_than_pinned_is_refused) {
+  auto pinned = identity::generate().node_id();
+  start(pinned, store);
+  auto conn = accept_connect();
+  EXPECT_TRUE(world->closed[conn]) << "the connection was kept";
+  EXPECT_TRUE(world->sent[conn].empty()) << "something was sent to it";
+  send_hello(conn, std::string(32, '\x07'));
+  auto st = status();
+  EXPECT_EQ(st.state(), "backoff");
+  EXPECT_NE(st.last_error().find(pinned), std::string::npos) << st.last_error();
+  EXPECT_NE(st.last_error().find(world->server_key_id), std::string::npos)
+    << st.last_error();
+  EXPECT_FALSE(std::filesystem::exists(store));
+}
+
+TEST_F(signal_link_trust_test, first_use_stores_the_id_then_refuses_another) {
+  start("", store);
+  auto conn = log_in();
+  EXPECT_EQ(state(), "online");
+  std::ifstream in{store};
+  std::string stored;
+  in >> stored;
+  EXPECT_EQ(stored, world->server_key_id);
+  // The server goes; another key answers at its address.
+  caf::anon_send(conns[conn], conn_down_atom::value, std::string{"gone"});
+  t.run();
+  auto first = world->server_key_id;
+  world->server_key_id = identity::generate().node_id();
+  t.advance(31s); // the longest backoff
+  ASSERT_EQ(world->connects.size(), 2u);
+  auto second = accept_connect();
+  EXPECT_TRUE(world->closed[second]);
+  EXPECT_TRUE(world->sent[second].empty());
+  auto st = status();
+  EXPECT_EQ(st.state(), "backoff");
+  EXPECT_NE(st.last_error().find(first), std::string::npos) << st.last_error();
+  EXPECT_NE(st.last_error().find(world->server_key_id), std::string::npos)
+    << st.last_error();
+}
+
+TEST_F(signal_link_trust_test, a_certificate_verified_by_host_name_is_trusted) {
+  start("", store);
+  // The fake reports a chain that verified: no first use is needed.
+  auto& req = world->connects.back();
+  world->sent.emplace_back();
+  world->closed.push_back(false);
+  conns.push_back(t.sys.spawn([=](caf::event_based_actor* self) {
+    self->send(req.owner, conn_up_atom::value, req.tag, caf::actor{self},
+               std::string{"127.0.0.1:7000"}, world->server_key_id,
+               world->binding, std::string{});
+    return caf::behavior{[=](frame_atom, const std::string&) {},
+                         [=](close_atom) { self->quit(); }};
+  }));
+  t.run();
+  EXPECT_EQ(state(), "logging-in");
+  EXPECT_FALSE(std::filesystem::exists(store));
 }

@@ -14,6 +14,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
 #include "test_system.hpp"
@@ -30,10 +31,16 @@ struct conn_record {
   bool closed = false;
 };
 
+// Each fake TLS session has its own channel binding, as real ones do.
+std::string binding_of(const std::string& peer) {
+  return sha256("tls session of " + peer);
+}
+
 caf::behavior recording_conn(caf::event_based_actor* self,
                              std::shared_ptr<conn_record> rec, caf::actor owner,
                              std::string peer) {
-  self->send(owner, conn_up_atom::value, uint64_t{1}, caf::actor{self}, peer);
+  self->send(owner, conn_up_atom::value, uint64_t{1}, caf::actor{self}, peer,
+             std::string{}, binding_of(peer), std::string{});
   return {
     [=](frame_atom, const std::string& payload) {
       signal::Envelope env;
@@ -50,6 +57,20 @@ caf::behavior recording_conn(caf::event_based_actor* self,
     [=](conn_down_atom, const std::string& reason) {
       self->send(owner, conn_down_atom::value, reason);
       self->quit();
+    },
+  };
+}
+
+struct attempt_record {
+  std::vector<std::pair<bool, std::string>> reports;
+};
+
+// Stands for the SIGNAL SERVER: records how each attempt ended.
+caf::behavior recording_server(caf::event_based_actor*,
+                               std::shared_ptr<attempt_record> rec) {
+  return {
+    [=](attempt_atom, bool logged_in, const std::string& why) {
+      rec->reports.emplace_back(logged_in, why);
     },
   };
 }
@@ -79,6 +100,7 @@ protected:
                                         "[names]\ncam1 = [\"{}\", "
                                         "\"{}\"]\n",
                                         alice.node_id(), bob.node_id()))});
+    server = sys.spawn(recording_server, attempts);
   }
 
   /// A policy file holding `text`, removed when the test ends.
@@ -99,6 +121,7 @@ protected:
     for (auto& x : spawned)
       caf::anon_send_exit(x, caf::exit_reason::user_shutdown);
     caf::anon_send(dir, stop_atom::value, std::string{"test over"});
+    caf::anon_send_exit(server, caf::exit_reason::user_shutdown);
     run();
     for (auto& f : temp_files)
       ::unlink(f.c_str());
@@ -107,8 +130,10 @@ protected:
   test_node connect(std::string peer) {
     test_node n;
     n.peer = peer;
-    n.client = sys.spawn(signal_client, dir, opts, metrics);
+    n.client = sys.spawn(signal_client, dir, opts, metrics, server);
     n.conn = sys.spawn(recording_conn, n.rec, n.client, peer);
+    run();
+    bindings[n.nonce()] = binding_of(peer);
     spawned.push_back(n.client);
     spawned.push_back(n.conn);
     run();
@@ -126,7 +151,8 @@ protected:
     auto login = env.mutable_login();
     login->set_node_id(id.node_id());
     login->set_public_key(id.public_key());
-    login->set_signature(id.sign(login_challenge(nonce, id.node_id())));
+    login->set_signature(
+      id.sign(bound_login_challenge(bindings[nonce], nonce, id.node_id())));
     login->set_token(std::move(token));
     return env;
   }
@@ -165,6 +191,10 @@ protected:
 
   server_options opts;
   std::shared_ptr<server_metrics> metrics = std::make_shared<server_metrics>();
+  std::shared_ptr<attempt_record> attempts = std::make_shared<attempt_record>();
+  /// The TLS channel binding of the connection that got each nonce.
+  std::map<std::string, std::string> bindings;
+  caf::actor server;
   caf::actor dir;
   std::vector<caf::actor> spawned;
   std::vector<std::string> temp_files;
@@ -221,8 +251,8 @@ TEST_F(signal_server_test, forged_node_id_is_refused) {
   auto n = connect("10.0.0.1:4000");
   auto env = login_of(alice, n.nonce());
   env.mutable_login()->set_node_id(bob.node_id());
-  env.mutable_login()->set_signature(
-    alice.sign(login_challenge(n.nonce(), bob.node_id())));
+  env.mutable_login()->set_signature(alice.sign(
+    bound_login_challenge(bindings[n.nonce()], n.nonce(), bob.node_id())));
   send(n, env);
   ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
   EXPECT_EQ(n.last().error().code(), signal::ID_MISMATCH);
@@ -234,8 +264,8 @@ TEST_F(signal_server_test, forged_node_id_is_refused) {
 TEST_F(signal_server_test, signature_by_another_key_is_refused) {
   auto n = connect("10.0.0.1:4000");
   auto env = login_of(alice, n.nonce());
-  env.mutable_login()->set_signature(
-    bob.sign(login_challenge(n.nonce(), alice.node_id())));
+  env.mutable_login()->set_signature(bob.sign(
+    bound_login_challenge(bindings[n.nonce()], n.nonce(), alice.node_id())));
   send(n, env);
   ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
   EXPECT_EQ(n.last().error().code(), signal::BAD_SIGNATURE);
@@ -248,6 +278,53 @@ TEST_F(signal_server_test, signature_over_another_nonce_is_refused) {
   send(second, login_of(alice, first.nonce())); // a replayed login
   ASSERT_EQ(second.last().msg_case(), signal::Envelope::kError);
   EXPECT_EQ(second.last().error().code(), signal::BAD_SIGNATURE);
+}
+
+TEST_F(signal_server_test, signature_over_another_tls_session_is_refused) {
+  // What a relay terminating TLS would forward: the right nonce, signed
+  // over the node's session with the relay, not over this one.
+  auto n = connect("10.0.0.1:4000");
+  auto env = login_of(alice, n.nonce());
+  env.mutable_login()->set_signature(alice.sign(
+    bound_login_challenge(binding_of("relay:1"), n.nonce(), alice.node_id())));
+  send(n, env);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::BAD_SIGNATURE);
+  EXPECT_TRUE(n.rec->closed);
+  EXPECT_EQ(nodes().nodes_size(), 0);
+}
+
+TEST_F(signal_server_test, tells_the_server_how_each_attempt_ended) {
+  auto good = online(alice, "10.0.0.1:4000");
+  auto bad = connect("10.0.0.1:4001");
+  send(bad, login_of(bob, bad.nonce(), "guess"));
+  auto silent = connect("10.0.0.1:4002");
+  advance(10s);
+  ASSERT_EQ(attempts->reports.size(), 3u);
+  EXPECT_TRUE(attempts->reports[0].first);
+  EXPECT_FALSE(attempts->reports[1].first);
+  EXPECT_EQ(attempts->reports[1].second, "wrong network token");
+  EXPECT_FALSE(attempts->reports[2].first);
+  EXPECT_NE(attempts->reports[2].second.find("no login"), std::string::npos);
+  // A node that logged in is never reported again, however it ends.
+  caf::anon_send(good.client, stop_atom::value, std::string{"test"});
+  run();
+  EXPECT_EQ(attempts->reports.size(), 3u);
+}
+
+TEST_F(signal_server_test, evicted_pending_login_gets_rate_limited) {
+  auto n = connect("10.0.0.1:4000");
+  caf::anon_send(n.client, evict_atom::value, std::string{"make room"});
+  run();
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kError);
+  EXPECT_EQ(n.last().error().code(), signal::RATE_LIMITED);
+  EXPECT_TRUE(n.rec->closed);
+  // A logged-in node is never evicted.
+  auto a = online(alice, "10.0.0.1:4001");
+  caf::anon_send(a.client, evict_atom::value, std::string{"make room"});
+  run();
+  EXPECT_EQ(a.last().msg_case(), signal::Envelope::kLoginOk);
+  EXPECT_FALSE(a.rec->closed);
 }
 
 TEST_F(signal_server_test, frame_before_login_is_refused) {
@@ -582,6 +659,21 @@ TEST(login_rate_limiter, allows_a_burst_then_refills_over_the_window) {
   EXPECT_TRUE(lim.allow("b", t));       // per source
   EXPECT_TRUE(lim.allow("a", t + 21s)); // one attempt back every 20 s
   EXPECT_FALSE(lim.allow("a", t + 22s));
+}
+
+TEST(login_rate_limiter, an_address_stays_limited_for_a_window) {
+  login_rate_limiter lim{2, std::chrono::milliseconds{60000}};
+  auto t = login_rate_limiter::clock::time_point{};
+  EXPECT_FALSE(lim.exhausted("a", t));
+  lim.allow("a", t);
+  lim.allow("a", t);
+  EXPECT_FALSE(lim.exhausted("a", t)); // used up, never refused yet
+  EXPECT_FALSE(lim.allow("a", t + 1s));
+  EXPECT_TRUE(lim.exhausted("a", t + 1s));
+  // A refill alone does not lift it while the window lasts.
+  EXPECT_TRUE(lim.exhausted("a", t + 40s));
+  EXPECT_FALSE(lim.exhausted("a", t + 62s));
+  EXPECT_FALSE(lim.exhausted("b", t + 1s));
 }
 
 TEST(login_rate_limiter, zero_burst_means_no_limit) {

@@ -176,7 +176,9 @@ class Bench:
         token = os.path.join(a.work, "token")
         with open(token, "w") as f:
             f.write("bench-token\n")
+        os.chmod(token, 0o600)  # token files others can read are refused
         self.spawn("signal", [a.bin, "signal", "--listen", f"{HOST}:{SIGNAL_PORT}",
+                              "--key", os.path.join(a.work, "signal.key"),
                               "--token-file", token])
         srv = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "serve",

@@ -39,9 +39,10 @@ ip -n "$NS" addr add 198.18.250.1/32 dev lo
 inns() { ip netns exec "$NS" "$@"; }
 
 echo "bench-token" > "$WORK/token"
+chmod 600 "$WORK/token" # token files others can read are refused
 # Started with `ip netns exec` itself (which execs p2proxy), so $! is the
 # p2proxy process and cleanup can stop it.
-ip netns exec "$NS" "$BIN" signal --listen 198.18.250.1:7000 --token-file "$WORK/token" 2>"$WORK/signal.log" &
+ip netns exec "$NS" "$BIN" signal --listen 198.18.250.1:7000 --key "$WORK/signal.key" --token-file "$WORK/token" 2>"$WORK/signal.log" &
 pids+=($!)
 for n in a b; do
   port=$([ $n = a ] && echo 7071 || echo 7072)

@@ -107,6 +107,10 @@ class Lab:
         self.signal_admin = free_port()
         with open(os.path.join(self.dir, "token"), "w") as f:
             f.write(token + "\n")
+        os.chmod(os.path.join(self.dir, "token"), 0o600)  # refused otherwise
+        # The server's TLS key, created by its first start; its id is what
+        # nodes pin (they trust it on first use when they don't).
+        self.server_key = os.path.join(self.dir, "signal.key")
         self.server = None
         # Also when a setUpClass fails (tearDownClass is not called then).
         atexit.register(self.close)
@@ -114,12 +118,20 @@ class Lab:
     def start_server(self):
         self.server = self.spawn("signal", [
             "signal", "--listen", f"127.0.0.1:{self.signal_port}",
+            "--key", self.server_key,
             "--token-file", os.path.join(self.dir, "token"),
             "--admin", f"127.0.0.1:{self.signal_admin}"])
         wait_until(lambda: http_get(
             f"http://127.0.0.1:{self.signal_admin}/v1/status")[0] == 200,
             10, "the signaling server's admin port")
         return self.server
+
+    def server_id(self):
+        """The id of the server's key (the server creates it on start)."""
+        r = run(["id", "--key", self.server_key])
+        if r.returncode != 0:
+            raise AssertionError(f"p2proxy id: {r.stderr}")
+        return r.stdout.strip()
 
     def spawn(self, name, args):
         p = Proc(self.dir, name, args)

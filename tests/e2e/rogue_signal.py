@@ -13,6 +13,10 @@ Without a twist it routes honestly (a positive control that the server
 speaks the protocol). Every socket has a timeout, so close() always ends the
 threads in bounded time.
 
+It speaks TLS 1.3 like the real server, with a certificate for a key of its
+own (tls_server_context()): nodes that do not pin a server id trust it on
+first use, as they would trust any first server.
+
 The Python protobuf module is generated at test time with protoc from the
 repository's proto/signal.proto into a temp dir (see load_signal_pb2()).
 """
@@ -20,6 +24,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -91,6 +96,34 @@ def load_signal_pb2():
     return mod
 
 
+def make_server_cert(directory, name="rogue"):
+    """A p2proxy key NAME.key and a self-signed NAME.crt for it in
+    DIRECTORY (p2proxy keygen + openssl req); returns (key, cert, id)."""
+    from harness import run
+    key = os.path.join(directory, f"{name}.key")
+    cert = os.path.join(directory, f"{name}.crt")
+    r = run(["keygen", "--out", key])
+    if r.returncode != 0:
+        raise RuntimeError(f"p2proxy keygen failed: {r.stderr}")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        _unavailable("the openssl command is not installed")
+    o = subprocess.run([openssl, "req", "-x509", "-new", "-key", key,
+                        "-subj", f"/CN={name}", "-days", "2", "-out", cert],
+                       capture_output=True, text=True, timeout=60)
+    if o.returncode != 0:
+        raise RuntimeError(f"openssl req failed: {o.stderr.strip()}")
+    return key, cert, r.stdout.strip()
+
+
+def tls_server_context(key, cert):
+    """A TLS 1.3-only server context presenting CERT for KEY."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 class _Client:
     def __init__(self, sock, addr):
         self.sock = sock
@@ -101,6 +134,8 @@ class _Client:
 
     def send(self, env):
         data = env.SerializeToString()
+        # One lock for reads and writes: an SSL object must not be used by
+        # two threads at once.
         with self.lock:
             self.sock.sendall(struct.pack(">I", len(data)) + data)
 
@@ -124,6 +159,9 @@ class RogueSignal:
         self.signals_redirected = 0  # addressed to victim, given to mallory
         self.signals_forged = 0     # from mallory, delivered as from victim
         self.payloads = []          # (from as delivered, to, payload kind)
+        self.dir = tempfile.mkdtemp(prefix="p2proxy-rogue-")
+        key, cert, self.server_id = make_server_cert(self.dir)
+        self.tls = tls_server_context(key, cert)
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", port))
@@ -154,6 +192,7 @@ class RogueSignal:
             c.sock.close()
         for t in self.threads:
             t.join(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def online(self, node_id):
         with self.lock:
@@ -169,7 +208,14 @@ class RogueSignal:
                 continue
             except OSError:
                 return
-            sock.settimeout(0.5)
+            sock.settimeout(5)
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                continue
+            # Short: a reader holds the connection's lock while it waits.
+            sock.settimeout(0.05)
             c = _Client(sock, addr)
             with self.lock:
                 self.all.append(c)
@@ -181,8 +227,9 @@ class RogueSignal:
             if self.stopping.is_set():
                 return None
             try:
-                chunk = c.sock.recv(n - len(buf))
-            except socket.timeout:
+                with c.lock:
+                    chunk = c.sock.recv(n - len(buf))
+            except (socket.timeout, ssl.SSLWantReadError):
                 continue
             except OSError:
                 return None

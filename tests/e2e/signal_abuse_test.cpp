@@ -1,6 +1,7 @@
 // A real `p2proxy signal` process with two real `p2proxy node` processes
-// logged in, attacked by raw TCP clients that speak (or mangle) the
-// signaling protocol of proto/signal.proto. Each refusal must come with the
+// logged in, attacked by raw TLS clients that speak (or mangle) the
+// signaling protocol of proto/signal.proto inside TLS 1.3 (the server speaks
+// nothing else; tests/e2e/tls_conn.hpp). Each refusal must come with the
 // right Error code and a closed connection; the real nodes must not notice.
 //
 // Every raw client connects from its own loopback address (127.0.0.N), so
@@ -19,10 +20,14 @@
 #include <memory>
 #include <random>
 
+#include <sys/stat.h>
+
 #include "actors/identity/identity.hpp"
 #include "proto/admin.pb.h"
 #include "proto/signal.pb.h"
+#include "actors/signal/tls_channel.hpp"
 #include "tests/e2e/process.hpp"
+#include "tests/e2e/tls_conn.hpp"
 
 namespace {
 
@@ -31,8 +36,8 @@ namespace pb = ::p2proxy::signal;
 namespace admin = ::p2proxy::admin;
 using namespace p2proxy::e2e;
 using namespace std::chrono_literals;
+using p2proxy::bound_login_challenge;
 using p2proxy::identity;
-using p2proxy::login_challenge;
 
 constexpr auto max_wait = 15s;
 const std::string network_token = "e2e-abuse-network-token";
@@ -170,12 +175,13 @@ struct lab {
       return std::string{"mkdtemp: "} + std::strerror(errno);
     dir = tmpl;
     auto token_file = write_text(dir / "token", network_token + "\n");
+    ::chmod(token_file.c_str(), 0600); // refused otherwise
     signal_port = free_port();
     signal_admin = free_port();
     server.start({bin, "signal", "--listen",
-                  "127.0.0.1:" + std::to_string(signal_port), "--token-file",
-                  token_file, "--admin",
-                  "127.0.0.1:" + std::to_string(signal_admin)},
+                  "127.0.0.1:" + std::to_string(signal_port), "--key",
+                  (dir / "signal.key").string(), "--token-file", token_file,
+                  "--admin", "127.0.0.1:" + std::to_string(signal_admin)},
                  (dir / "signal.log").string());
     wait_until(max_wait,
                [&] { return server_status().has_value() || !server.alive(); });
@@ -247,7 +253,7 @@ struct outcome {
   }
 };
 
-outcome await_close(raw_conn& conn,
+outcome await_close(tls_conn& conn,
                     std::chrono::milliseconds timeout = max_wait) {
   outcome res;
   auto t0 = steady::now();
@@ -302,20 +308,20 @@ protected:
   }
 
   /// Connects from a fresh loopback address.
-  void connect(raw_conn& conn) {
+  void connect(tls_conn& conn) {
     auto source = L().next_source_address();
     auto why = conn.connect(L().signal_port, source);
     ASSERT_TRUE(why.empty()) << why << diag();
   }
 
   /// Connects and reads the Hello; returns its nonce in `nonce`.
-  void connect_and_hello(raw_conn& conn, std::string& nonce) {
+  void connect_and_hello(tls_conn& conn, std::string& nonce) {
     ASSERT_NO_FATAL_FAILURE(connect(conn));
     std::string payload;
     auto r = conn.read_frame(max_wait, payload);
-    ASSERT_EQ(r, raw_conn::result::frame)
+    ASSERT_EQ(r, tls_conn::result::frame)
       << "no Hello from the server within 15 s ("
-      << (r == raw_conn::result::closed ? "closed: " + conn.last_error()
+      << (r == tls_conn::result::closed ? "closed: " + conn.last_error()
                                         : std::string{"timeout"})
       << ")" << diag();
     pb::Envelope env;
@@ -329,7 +335,7 @@ protected:
   }
 
   /// Asserts the connection ended with Error{code} and a close.
-  void expect_refusal(raw_conn& conn, pb::ErrorCode code,
+  void expect_refusal(tls_conn& conn, pb::ErrorCode code,
                       outcome* out = nullptr) {
     auto res = await_close(conn);
     EXPECT_TRUE(res.error.has_value())
@@ -365,17 +371,18 @@ protected:
 // --- the tests ---------------------------------------------------------------
 
 TEST_F(SignalAbuse, CorrectLoginByRawClientGetsLoginOk) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   auto me = identity::generate();
   ASSERT_TRUE(conn.send_frame(login_payload(
     me.node_id(), me.public_key(),
-    me.sign(login_challenge(nonce, me.node_id())), network_token)))
+    me.sign(bound_login_challenge(conn.binding(), nonce, me.node_id())),
+    network_token)))
     << conn.last_error() << diag();
   std::string payload;
   auto r = conn.read_frame(max_wait, payload);
-  ASSERT_EQ(r, raw_conn::result::frame)
+  ASSERT_EQ(r, tls_conn::result::frame)
     << "no answer to a correct Login within 15 s: " << conn.last_error()
     << diag();
   pb::Envelope env;
@@ -395,7 +402,7 @@ TEST_F(SignalAbuse, CorrectLoginByRawClientGetsLoginOk) {
   pb::Envelope ping;
   ping.mutable_ping()->set_seq(42);
   ASSERT_TRUE(conn.send_frame(serialize(ping))) << conn.last_error();
-  ASSERT_EQ(conn.read_frame(max_wait, payload), raw_conn::result::frame)
+  ASSERT_EQ(conn.read_frame(max_wait, payload), tls_conn::result::frame)
     << "no Pong within 15 s: " << conn.last_error() << diag();
   pb::Envelope pong;
   ASSERT_TRUE(pong.ParseFromString(payload)) << diag();
@@ -404,13 +411,14 @@ TEST_F(SignalAbuse, CorrectLoginByRawClientGetsLoginOk) {
 }
 
 TEST_F(SignalAbuse, WrongTokenIsRefusedWithBadToken) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   auto me = identity::generate();
   ASSERT_TRUE(conn.send_frame(login_payload(
     me.node_id(), me.public_key(),
-    me.sign(login_challenge(nonce, me.node_id())), "not-the-token")))
+    me.sign(bound_login_challenge(conn.binding(), nonce, me.node_id())),
+    "not-the-token")))
     << conn.last_error() << diag();
   outcome res;
   ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::BAD_TOKEN, &res));
@@ -441,14 +449,15 @@ TEST_F(SignalAbuse, ForgedNodeIdIsRefusedAndTheVictimStaysOnline) {
     if (n.node_id() == victim.id)
       since_before = n.since();
 
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   auto thief = identity::generate();
   // Claims A's id, proves possession of another key.
   ASSERT_TRUE(conn.send_frame(login_payload(
     victim.id, thief.public_key(),
-    thief.sign(login_challenge(nonce, victim.id)), network_token)))
+    thief.sign(bound_login_challenge(conn.binding(), nonce, victim.id)),
+    network_token)))
     << conn.last_error() << diag();
   ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::ID_MISMATCH));
 
@@ -464,7 +473,7 @@ TEST_F(SignalAbuse, ForgedNodeIdIsRefusedAndTheVictimStaysOnline) {
 }
 
 TEST_F(SignalAbuse, SignatureOverAnotherNonceIsRefusedWithBadSignature) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   auto me = identity::generate();
@@ -474,15 +483,45 @@ TEST_F(SignalAbuse, SignatureOverAnotherNonceIsRefusedWithBadSignature) {
   ASSERT_NE(other_nonce, nonce);
   ASSERT_TRUE(conn.send_frame(login_payload(
     me.node_id(), me.public_key(),
-    me.sign(login_challenge(other_nonce, me.node_id())), network_token)))
+    me.sign(bound_login_challenge(conn.binding(), other_nonce, me.node_id())),
+    network_token)))
     << conn.last_error() << diag();
   ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::BAD_SIGNATURE));
   EXPECT_FALSE(L().server_lists(me.node_id()))
     << "a node with a replayed signature is listed" << diag();
 }
 
+TEST_F(SignalAbuse, LoginSignedOverAnotherTlsSessionIsRefused) {
+  // A relay that terminates TLS holds two sessions: the node signs the
+  // binding of its session with the relay, never that of the relay's own
+  // session with the server.
+  tls_conn relay_side;
+  std::string relay_nonce;
+  ASSERT_NO_FATAL_FAILURE(connect_and_hello(relay_side, relay_nonce));
+  tls_conn conn;
+  std::string nonce;
+  ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
+  ASSERT_NE(relay_side.binding(), conn.binding());
+  auto me = identity::generate();
+  ASSERT_TRUE(conn.send_frame(login_payload(
+    me.node_id(), me.public_key(),
+    me.sign(bound_login_challenge(relay_side.binding(), nonce, me.node_id())),
+    network_token)))
+    << conn.last_error() << diag();
+  ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::BAD_SIGNATURE));
+  EXPECT_FALSE(L().server_lists(me.node_id()))
+    << "a login bound to another TLS session is listed" << diag();
+}
+
+TEST_F(SignalAbuse, ServerPresentsTheKeyItsIdNames) {
+  tls_conn conn;
+  ASSERT_NO_FATAL_FAILURE(connect(conn));
+  auto key = identity::load((L().dir / "signal.key").string());
+  EXPECT_EQ(conn.server_id(), key.node_id()) << diag();
+}
+
 TEST_F(SignalAbuse, GarbageBytesGetTheConnectionClosed) {
-  raw_conn conn;
+  tls_conn conn;
   ASSERT_NO_FATAL_FAILURE(connect(conn));
   std::mt19937 rng{20240611};
   std::string garbage(4096, '\0');
@@ -507,7 +546,7 @@ TEST_F(SignalAbuse, GarbageBytesGetTheConnectionClosed) {
 }
 
 TEST_F(SignalAbuse, OversizeFrameHeaderGetsTheConnectionClosed) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   std::string header{"\x00\x10\x00\x00", 4}; // 1 MiB announced
@@ -528,7 +567,7 @@ TEST_F(SignalAbuse, OversizeFrameHeaderGetsTheConnectionClosed) {
 }
 
 TEST_F(SignalAbuse, UndecodableEnvelopeIsRefusedWithBadFrame) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   // Field 1 with wire type 7 (no such type), then noise.
@@ -554,7 +593,7 @@ TEST_F(SignalAbuse, UndecodableEnvelopeIsRefusedWithBadFrame) {
 }
 
 TEST_F(SignalAbuse, SilentConnectionGetsLoginTimeoutAfterAboutTenSeconds) {
-  raw_conn conn;
+  tls_conn conn;
   auto t0 = steady::now();
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
@@ -566,13 +605,13 @@ TEST_F(SignalAbuse, SilentConnectionGetsLoginTimeoutAfterAboutTenSeconds) {
   auto r = conn.read_frame(std::max(left, 0ms), payload);
   auto at
     = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
-  if (r == raw_conn::result::frame) {
+  if (r == tls_conn::result::frame) {
     pb::Envelope env;
     env.ParseFromString(payload);
     FAIL() << "the server sent " << describe(env) << " after only "
            << at.count() << " ms of silence (login timeout is 10 s)" << diag();
   }
-  ASSERT_EQ(r, raw_conn::result::timeout)
+  ASSERT_EQ(r, tls_conn::result::timeout)
     << "the server closed a silent connection after only " << at.count()
     << " ms (" << conn.last_error() << "); the login timeout is 10 s" << diag();
   // By 15 s: Error LOGIN_TIMEOUT and a close.
@@ -593,7 +632,7 @@ TEST_F(SignalAbuse, SilentConnectionGetsLoginTimeoutAfterAboutTenSeconds) {
 }
 
 TEST_F(SignalAbuse, PingBeforeLoginIsRefusedWithNotLoggedIn) {
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   pb::Envelope ping;
@@ -614,31 +653,32 @@ TEST_F(SignalAbuse, AfterAllTheAbuseServerAndBothNodesAreStillFine) {
 
   int refusals = 0;
   {
-    raw_conn conn; // garbage
+    tls_conn conn; // garbage
     ASSERT_NO_FATAL_FAILURE(connect(conn));
     conn.send_raw(std::string("\x7f\xff\xff\xff garbage", 12));
     EXPECT_TRUE(await_close(conn).closed) << diag();
   }
   {
-    raw_conn conn; // forged id of node B
+    tls_conn conn; // forged id of node B
     std::string nonce;
     ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
     auto thief = identity::generate();
-    conn.send_frame(login_payload(L().b.id, thief.public_key(),
-                                  thief.sign(login_challenge(nonce, L().b.id)),
-                                  network_token));
+    conn.send_frame(login_payload(
+      L().b.id, thief.public_key(),
+      thief.sign(bound_login_challenge(conn.binding(), nonce, L().b.id)),
+      network_token));
     ASSERT_NO_FATAL_FAILURE(expect_refusal(conn, pb::ID_MISMATCH));
     ++refusals;
   }
   {
-    raw_conn conn; // undecodable
+    tls_conn conn; // undecodable
     std::string nonce;
     ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
     conn.send_frame(std::string("\x0f\x01", 2));
     EXPECT_TRUE(await_close(conn).closed) << diag();
   }
   {
-    raw_conn conn; // half a frame, then gone
+    tls_conn conn; // half a frame, then gone
     std::string nonce;
     ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
     conn.send_raw(std::string("\x00\x00\x01\x00partial", 11));
@@ -667,15 +707,16 @@ TEST_F(SignalAbuse, AfterAllTheAbuseServerAndBothNodesAreStillFine) {
     << "droppedConnections did not count the closed connections" << diag();
 
   // And the server still accepts an honest login.
-  raw_conn conn;
+  tls_conn conn;
   std::string nonce;
   ASSERT_NO_FATAL_FAILURE(connect_and_hello(conn, nonce));
   auto me = identity::generate();
-  conn.send_frame(login_payload(me.node_id(), me.public_key(),
-                                me.sign(login_challenge(nonce, me.node_id())),
-                                network_token));
+  conn.send_frame(login_payload(
+    me.node_id(), me.public_key(),
+    me.sign(bound_login_challenge(conn.binding(), nonce, me.node_id())),
+    network_token));
   std::string payload;
-  ASSERT_EQ(conn.read_frame(max_wait, payload), raw_conn::result::frame)
+  ASSERT_EQ(conn.read_frame(max_wait, payload), tls_conn::result::frame)
     << conn.last_error() << diag();
   pb::Envelope env;
   ASSERT_TRUE(env.ParseFromString(payload)) << diag();

@@ -202,6 +202,7 @@ class NatLab:
             f.write(self.token + "\n")
         os.chmod(token, 0o600)
         self.lab("spawn", "pub", "signal", self.bin, "signal", "--listen", SIGNAL_ADDR,
+                 "--key", os.path.join(self.tmp, "signal.key"),
                  "--admin", SIGNAL_ADMIN, "--token-file", token)
 
         def server_up():

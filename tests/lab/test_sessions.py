@@ -192,6 +192,7 @@ class SessionCase(unittest.TestCase):
         os.chmod(token, 0o600)
         self.token = "lab-token-%s" % self.prefix
         self.lab("spawn", "pub", "signal", self.bin, "signal", "--listen", SIGNAL_ADDR,
+                 "--key", os.path.join(self.tmp, "signal.key"),
                  "--admin", SIGNAL_ADMIN, "--token-file", token)
 
         def server_up():

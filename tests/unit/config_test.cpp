@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 using namespace p2proxy;
 using std::chrono::milliseconds;
 
@@ -352,7 +354,7 @@ TEST(config, bad_log_level) {
 }
 
 TEST_F(config_files, token_file_is_relative_to_the_config_and_trimmed) {
-  write("network.token", "  s3cret\n\n");
+  ::chmod(write("network.token", "  s3cret\n\n").c_str(), 0600);
   auto p = write("node.toml", base + "token_file = \"network.token\"\n");
   auto cfg = load_node_config(p);
   EXPECT_EQ(cfg.token, "s3cret");
