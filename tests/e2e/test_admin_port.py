@@ -222,6 +222,7 @@ class AdminPortToken(unittest.TestCase):
     def test_signal_server_admin_port_follows_the_same_rule(self):
         port = free_port()
         r = run(["signal", "--listen", f"127.0.0.1:{free_port()}",
+                 "--key", os.path.join(self.lab.dir, "signal-open.key"),
                  "--admin", f"0.0.0.0:{port}"], timeout=20)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not a loopback address", r.stderr)
@@ -231,6 +232,7 @@ class AdminPortToken(unittest.TestCase):
         write_secret(token, "s3cret-signal")
         self.lab.spawn("signal-guarded", [
             "signal", "--listen", f"127.0.0.1:{free_port()}",
+            "--key", os.path.join(self.lab.dir, "signal-guarded.key"),
             "--admin", f"0.0.0.0:{port}", "--admin-token-file", token])
         wait_until(lambda: get(port, timeout=2)[0] == 401, 10,
                    "the guarded signal admin port")

@@ -130,6 +130,7 @@ class Names(unittest.TestCase):
     def start_server(cls):
         lab = cls.lab
         args = ["signal", "--listen", f"127.0.0.1:{lab.signal_port}",
+                "--key", lab.server_key,
                 "--token-file", os.path.join(lab.dir, "token"),
                 "--admin", f"127.0.0.1:{lab.signal_admin}",
                 "--state-dir", cls.state_dir, "--names", cls.policy]
@@ -246,6 +247,7 @@ class Names(unittest.TestCase):
         with open(bad, "w") as f:
             f.write('[names]\nweb = ["not-a-node-id"]\n')
         r = run(["signal", "--listen", f"127.0.0.1:{free_port()}",
+                 "--key", os.path.join(self.lab.dir, "signal2.key"),
                  "--state-dir", os.path.join(self.lab.dir, "state2"),
                  "--names", bad], timeout=10)
         self.assertEqual(r.returncode, 1)
