@@ -36,7 +36,7 @@ RUN_ROOT = "/run/p2proxy-lab"
 
 PUB_IP, PUB_IP2 = "198.18.0.1", "198.18.0.10"
 SIGNAL_ADDR = "%s:7000" % PUB_IP2
-SIGNAL_ADMIN = "%s:7071" % PUB_IP2
+SIGNAL_ADMIN = "127.0.0.1:7071"  # inside the pub namespace: loopback needs no admin token
 TURN = "%s:3478" % PUB_IP
 TURN_USER, TURN_PASS = "lab", "lab-secret"
 NODE_ADMIN = "127.0.0.1:7070"   # loopback of each host's own namespace
