@@ -7,7 +7,8 @@
 // flags: bit 0 = the listener has a default resource ("web"); bit 1 = the
 // exporting-side rewriter also routes (resource set); bit 2 = feed the
 // rewriters only after the sniff (else from the first byte, as the channel
-// does).
+// does). Cutting the same bytes differently must not change what the
+// rewriters forward.
 #include <cstdint>
 #include <string>
 
@@ -19,26 +20,52 @@ using namespace p2proxy;
 
 namespace {
 
-void run_rewriter(http_rewrite_config cfg, const fuzz::input& in, size_t from) {
-  http_request_rewriter rw{std::move(cfg)};
+struct rewrite_output {
   std::string out;
+  bool stopped = false;
+  std::string stop_reply;
+};
+
+rewrite_output rewrite(const http_rewrite_config& cfg, const fuzz::input& in,
+                       size_t from) {
+  http_request_rewriter rw{cfg};
+  rewrite_output r;
   for (size_t i = from; i < in.pieces.size(); ++i) {
     auto& p = in.pieces[i];
     if (p.dir)
       continue;
-    if (rw.feed(p.data, out) == http_request_rewriter::status::stop) {
+    if (rw.feed(p.data, r.out) == http_request_rewriter::status::stop) {
       FUZZ_CHECK(!rw.stop_reply().empty());
       for (char c : rw.stop_reason())
         FUZZ_CHECK(c >= 0x20 && c < 0x7f);
       // Stopped stays stopped, and forwards nothing more.
-      auto before = out.size();
-      FUZZ_CHECK(rw.feed(p.data, out) == http_request_rewriter::status::stop);
-      FUZZ_CHECK(out.size() == before);
-      return;
+      auto before = r.out.size();
+      FUZZ_CHECK(rw.feed(p.data, r.out) == http_request_rewriter::status::stop);
+      FUZZ_CHECK(r.out.size() == before);
+      r.stopped = true;
+      r.stop_reply = rw.stop_reply();
+      return r;
     }
   }
   (void)rw.upgraded();
   (void)rw.requests();
+  return r;
+}
+
+/// Runs the rewriter on the pieces from `from` on, and again on the same
+/// bytes in one piece: the output must not depend on the cuts.
+void run_rewriter(const http_rewrite_config& cfg, const fuzz::input& in,
+                  size_t from) {
+  auto a = rewrite(cfg, in, from);
+  fuzz::input rest;
+  for (size_t i = from; i < in.pieces.size(); ++i)
+    if (!in.pieces[i].dir)
+      rest.pieces.push_back(in.pieces[i]);
+  std::vector<std::string> storage;
+  auto b = rewrite(cfg, fuzz::merged(rest, storage), 0);
+  FUZZ_CHECK(a.stopped == b.stopped);
+  FUZZ_CHECK(a.out == b.out);
+  FUZZ_CHECK(a.stop_reply == b.stop_reply);
 }
 
 } // namespace

@@ -62,6 +62,26 @@ inline std::string joined(const input& in) {
   return out;
 }
 
+/// The same stream with every run of pieces going the same way joined into
+/// one piece: a streaming parser must give the same output for it, whatever
+/// the socket's cuts were. `storage` owns the joined bytes.
+inline input merged(const input& in, std::vector<std::string>& storage) {
+  storage.clear();
+  std::vector<bool> dirs;
+  for (auto& p : in.pieces) {
+    if (dirs.empty() || dirs.back() != p.dir) {
+      dirs.push_back(p.dir);
+      storage.emplace_back();
+    }
+    storage.back().append(p.data);
+  }
+  input out;
+  out.flags = in.flags;
+  for (size_t i = 0; i < dirs.size(); ++i)
+    out.pieces.push_back(piece{dirs[i], storage[i]});
+  return out;
+}
+
 /// A broken invariant: abort so libFuzzer keeps the input.
 [[noreturn]] inline void broken(const char* what) {
   std::fprintf(stderr, "fuzz invariant broken: %s\n", what);

@@ -2,7 +2,8 @@
 // on the client's first request, then the rewriter on both directions of the
 // connection — client → server pieces (dir 0) through from_client, server →
 // client pieces (dir 1) through from_server, in the order the input gives —
-// as the exporting node runs it.
+// as the exporting node runs it. Cutting the same bytes differently must not
+// change what comes out.
 //
 // flags: bit 0 = the listener has a default resource ("cam1"); bit 1 = keep
 // the resource in paths (strip_resource off); bit 2 = the client authority is
@@ -16,6 +17,39 @@
 #include "tests/fuzz/sniff_checks.hpp"
 
 using namespace p2proxy;
+
+namespace {
+
+struct stream_output {
+  std::string to_server, to_client;
+  bool failed = false;
+};
+
+/// Both directions through `rw`, in the input's order, up to the first
+/// failure (where the channel closes).
+stream_output run_stream(rtsp_rewriter& rw, const fuzz::input& in) {
+  stream_output out;
+  for (auto& p : in.pieces) {
+    auto s = p.dir ? rw.from_server(p.data, out.to_client)
+                   : rw.from_client(p.data, out.to_server, out.to_client);
+    if (s == rtsp_rewriter::status::failed) {
+      out.failed = true;
+      for (char c : rw.failure_reason())
+        FUZZ_CHECK(c >= 0x20 && c < 0x7f);
+      // A failed direction stays failed (the channel closes on the first
+      // failure, so the other direction's state does not matter).
+      std::string x, y;
+      FUZZ_CHECK(
+        (p.dir ? rw.from_server(p.data, x) : rw.from_client(p.data, x, y))
+        == rtsp_rewriter::status::failed);
+      FUZZ_CHECK(x.empty() && y.empty());
+      break;
+    }
+  }
+  return out;
+}
+
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto in = fuzz::split_input(data, size);
@@ -43,22 +77,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   else if (r.state == sniff_state::done)
     map.client_authority = sniffer.client_authority();
   rtsp_rewriter rw{map};
-  std::string to_server, to_client;
-  for (auto& p : in.pieces) {
-    auto s = p.dir ? rw.from_server(p.data, to_client)
-                   : rw.from_client(p.data, to_server, to_client);
-    if (s == rtsp_rewriter::status::failed) {
-      for (char c : rw.failure_reason())
-        FUZZ_CHECK(c >= 0x20 && c < 0x7f);
-      // A failed direction stays failed (the channel closes on the first
-      // failure, so the other direction's state does not matter).
-      std::string a, b;
-      FUZZ_CHECK(
-        (p.dir ? rw.from_server(p.data, a) : rw.from_client(p.data, a, b))
-        == rtsp_rewriter::status::failed);
-      break;
-    }
-  }
+  auto a = run_stream(rw, in);
+  // The same bytes cut differently give the same bytes out.
+  std::vector<std::string> storage;
+  rtsp_rewriter again{map};
+  auto b = run_stream(again, fuzz::merged(in, storage));
+  FUZZ_CHECK(a.failed == b.failed);
+  FUZZ_CHECK(a.to_server == b.to_server);
+  FUZZ_CHECK(a.to_client == b.to_client);
   // The URL mapping on its own, both ways.
   for (auto& p : in.pieces) {
     std::string out;

@@ -176,6 +176,8 @@ def http_seeds():
     write("http", "absolute-form", records(1, cut(HTTP_ABS)))
     write("http", "redirect", records(0, cut(HTTP_REDIRECT)))
     write("http", "second-resource", records(0, cut(HTTP_GET + HTTP_OTHER, len(HTTP_GET))))
+    big = HTTP_GET.replace(b"Accept:", b"Cookie: " + b"a=b; " * 3400 + b"\r\nAccept:")
+    write("http", "head-too-large", records(0, cut(big, 8000)))
     write("http", "route", records(1, [(0, b"/r/web/a"), (0, b"web.localhost:80")]))
 
 
@@ -221,6 +223,8 @@ def rtsp_seeds():
             b"Transport: RTP/AVP;unicast;client_port=5000-5001,RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
     write("rtsp", "setup-udp", records(0, [(0, udp)]))
     write("rtsp", "setup-both", records(2, [(0, both)]))
+    big = first.replace(b"User-Agent:", b"X-Pad: " + b"p" * 17000 + b"\r\nUser-Agent:")
+    write("rtsp", "head-too-large", records(0, cut(big, 9000)))
     write("rtsp", "options-star", records(1, [(0, b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")]))
     write("rtsp", "rtsp2-userinfo", records(4, [(0, b"DESCRIBE rtsp://admin:pw@127.0.0.1:8554/cam1 RTSP/2.0\r\n"
                                                    b"CSeq: 7\r\nAuthorization: Basic YWRtaW46cHc=\r\n\r\n")]))

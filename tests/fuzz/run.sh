@@ -55,12 +55,13 @@ run_one() { # harness → BUILD/fuzz-logs/<harness>.log, exit status
 
 report() { # harness, exit status → one line; 1 if it found something
   local h=$1 rc=$2 log=$build/fuzz-logs/$1.log
-  local execs findings
+  local execs cov findings
   execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -n 1)
+  cov=$(sed -nE 's/^#[0-9]+.*(DONE|INITED).* cov: ([0-9]+).*/\2/p' "$log" | tail -n 1)
   findings=$(find "$build/fuzz-findings/$h" -type f -newer "$log.start" | wc -l)
   if [ "$rc" -ne 0 ] && [ "$findings" -eq 0 ]; then findings=1; fi
-  printf 'fuzz %-9s %12s executions, %s findings (exit %s)\n' \
-    "$h" "${execs:-?}" "$findings" "$rc"
+  printf 'fuzz %-9s %12s executions, %s findings (exit %s; %s edges)\n' \
+    "$h" "${execs:-?}" "$findings" "$rc" "${cov:-?}"
   if [ "$findings" -ne 0 ]; then
     grep -E "ERROR: |runtime error|fuzz invariant|Test unit written" "$log" | head -n 20 || true
     echo "  (log: $log)"
