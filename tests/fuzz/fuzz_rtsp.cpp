@@ -8,6 +8,7 @@
 // flags: bit 0 = the listener has a default resource ("cam1"); bit 1 = keep
 // the resource in paths (strip_resource off); bit 2 = the client authority is
 // configured rather than learned from the first URL.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -23,6 +24,7 @@ namespace {
 struct stream_output {
   std::string to_server, to_client;
   bool failed = false;
+  size_t to_client_before_failure = 0;
 };
 
 /// Both directions through `rw`, in the input's order, up to the first
@@ -30,6 +32,7 @@ struct stream_output {
 stream_output run_stream(rtsp_rewriter& rw, const fuzz::input& in) {
   stream_output out;
   for (auto& p : in.pieces) {
+    out.to_client_before_failure = out.to_client.size();
     auto s = p.dir ? rw.from_server(p.data, out.to_client)
                    : rw.from_client(p.data, out.to_server, out.to_client);
     if (s == rtsp_rewriter::status::failed) {
@@ -84,7 +87,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto b = run_stream(again, fuzz::merged(in, storage));
   FUZZ_CHECK(a.failed == b.failed);
   FUZZ_CHECK(a.to_server == b.to_server);
-  FUZZ_CHECK(a.to_client == b.to_client);
+  if (!a.failed) {
+    FUZZ_CHECK(a.to_client == b.to_client);
+  } else {
+    // The error reply carries the request's CSeq when it has been read
+    // (sniff::find_header on a head too large to parse): best effort, so
+    // it depends on the cuts; what came before it does not.
+    auto n = std::min(a.to_client_before_failure, b.to_client_before_failure);
+    FUZZ_CHECK(a.to_client.compare(0, n, b.to_client, 0, n) == 0);
+  }
   // The URL mapping on its own, both ways.
   for (auto& p : in.pieces) {
     std::string out;
