@@ -10,6 +10,7 @@
 // loader's.
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -51,6 +52,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto token = scratch_dir + "/network.token";
   std::ofstream{token} << "fuzz-network-token\n";
   chmod(token.c_str(), 0600);
+  std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir, ec);
+  });
   return 0;
 }
 
