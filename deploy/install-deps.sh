@@ -19,6 +19,9 @@ BUILD_PKGS=(
   libnetfilter-queue-dev
   clang-format clang-tidy
 )
+# tests/fuzz: libFuzzer and the sanitizer runtimes come with Debian's clang;
+# llvm gives llvm-symbolizer for readable stack traces.
+FUZZ_PKGS=(clang libclang-rt-14-dev llvm)
 TEST_PKGS=(
   python3 python3-protobuf curl procps iproute2 iptables nftables coturn iperf3 ethtool
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
@@ -27,7 +30,7 @@ TEST_PKGS=(
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-for p in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
+for p in "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}" "${TEST_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -45,5 +45,21 @@ run_ctest build "tests (release)"
 # Sanitizers: a leak or undefined behaviour fails the test that caused it.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 run_ctest build-asan "unit and actor tests (ASan+UBSan)"
 
+# --- fuzzing (tests/fuzz, docs/fuzzing.md) -----------------------------------
+# Every libFuzzer harness for a bounded time (clang build in build-fuzz; with
+# the build, under 8 minutes on 2 cores). A crash, leak or UBSan report is a
+# failure. P2PROXY_FUZZ_SECONDS changes the time per harness (0 skips).
+fuzz_seconds=${P2PROXY_FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  if P2PROXY_FUZZ_JOBS=${P2PROXY_FUZZ_JOBS:-$jobs} tests/fuzz/run.sh "$fuzz_seconds"; then
+    passed=$((passed + 1))
+    echo "== fuzzing: passed"
+  else
+    failed=$((failed + 1))
+    echo "== fuzzing: FAILED (findings in build-fuzz/fuzz-findings/)"
+  fi
+fi
+# --- end of fuzzing ------------------------------------------------------------
+
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

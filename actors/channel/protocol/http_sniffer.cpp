@@ -396,9 +396,16 @@ http_request_rewriter::status http_request_rewriter::feed(std::string_view in,
       case phase::chunk_size:
       case phase::chunk_end:
       case phase::trailers: {
-        // Pass bytes through while collecting the line they form.
+        // Pass bytes through while collecting the line they form; at most
+        // one byte past the limit, however large the piece (what passes must
+        // not depend on how the socket cut the stream).
         auto nl = in.find('\n');
         auto n = nl == std::string_view::npos ? in.size() : nl + 1;
+        n = std::min(n, 1
+                          + (ph_ == phase::trailers
+                               ? max_request_head - trailer_bytes_
+                               : max_chunk_line - line_.size()));
+        auto line_end = n > 0 && in[n - 1] == '\n';
         out.append(in.data(), n);
         line_.append(in.data(), n);
         in.remove_prefix(n);
@@ -413,7 +420,7 @@ http_request_rewriter::status http_request_rewriter::feed(std::string_view in,
           stop(400, "Bad Request", "chunk size line longer than 4 KiB");
           return status::stop;
         }
-        if (nl != std::string_view::npos && !on_line(out))
+        if (line_end && !on_line(out))
           return status::stop;
         break;
       }
