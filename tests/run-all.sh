@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, builds p2proxy
+# The README's test command: installs what the tests need, checks the
+# format and lint (tests/lint.sh), builds p2proxy
 # twice (release with debug info, and ASan+UBSan for the unit and actor
 # tests), and runs every test. Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 deploy/install-deps.sh
+
+# Format drift and clang-tidy findings fail before anything is built.
+tests/lint.sh build
 
 jobs=$(nproc)
 build() { # dir, extra cmake args...

@@ -204,7 +204,7 @@ namespace {
 
 /// The session is ready: open a stream and send the StreamOpen preamble,
 /// followed by the sniffed client bytes.
-void open_stream(channel_broker* self, caf::actor session) {
+void open_stream(channel_broker* self, const caf::actor& session) {
   auto& st = self->state;
   if (st.tunnel == tunnel_state::closed)
     return;
@@ -258,7 +258,7 @@ void open_session(channel_broker* self, const std::string& node) {
     return;
   st.peer = node;
   self->request(st.supervisor, open_timeout, open_atom::value, node)
-    .then([=](caf::actor session) { open_stream(self, session); },
+    .then([=](const caf::actor& session) { open_stream(self, session); },
           [=](caf::error& err) {
             refuse(self,
                    open_error(err, fmt::format("cannot reach node {}: {}", node,
@@ -303,7 +303,7 @@ void open_tunnel(channel_broker* self) {
 
 caf::behavior client_channel(channel_broker* self,
                              caf::io::connection_handle hdl,
-                             client_channel_args args) {
+                             const client_channel_args& args) {
   auto& st = self->state;
   st.client_side = true;
   st.hdl = hdl;

@@ -39,7 +39,6 @@ bool tunnel_transition_allowed(tunnel_state from, tunnel_state to) {
     case t::connected:
       return to == t::half_closed;
     case t::half_closed:
-      return false;
     case t::closed:
       return false;
   }
@@ -72,7 +71,6 @@ bool local_transition_allowed(local_state from, local_state to) {
     return from != l::closed;
   switch (from) {
     case l::connecting:
-      return to == l::open;
     case l::sniffing:
       return to == l::open;
     case l::open:
@@ -80,10 +78,8 @@ bool local_transition_allowed(local_state from, local_state to) {
     case l::eof:
       // (eof then our FIN: both directions are done, the channel closes)
       return to == l::closing;
-    case l::fin:
-      return false; // (fin then the local FIN: closed)
+    case l::fin: // (fin then the local FIN: closed)
     case l::closing:
-      return false;
     case l::closed:
       return false;
   }

@@ -27,7 +27,7 @@ std::string row_json(const std::string& serialized_row) {
 } // namespace
 
 caf::behavior pump_runner(caf::stateful_actor<pump_runner_state>* self,
-                          caf::actor manager) {
+                          const caf::actor& manager) {
   return {
     [=](pump_atom, const std::string& peer, const std::string& resource,
         uint64_t bytes, uint32_t streams) {

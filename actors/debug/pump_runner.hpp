@@ -12,7 +12,7 @@ namespace p2proxy {
 
 struct pump_runner_state;
 caf::behavior pump_runner(caf::stateful_actor<pump_runner_state>* self,
-                          caf::actor manager);
+                          const caf::actor& manager);
 
 struct pump_runner_state {
   static inline const char* name = "pump_runner";

@@ -116,9 +116,9 @@ inline void pump_send(caf::stateful_actor<pump_state>* self) {
 }
 
 inline caf::behavior stream_pump(caf::stateful_actor<pump_state>* self,
-                                 caf::actor session, std::string resource,
-                                 uint64_t bytes,
-                                 std::shared_ptr<pump_result> res) {
+                                 const caf::actor& session,
+                                 const std::string& resource, uint64_t bytes,
+                                 const std::shared_ptr<pump_result>& res) {
   auto& st = self->state;
   st.session = caf::actor_cast<session_streams_actor>(session);
   st.to_send = bytes;

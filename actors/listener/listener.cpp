@@ -128,7 +128,7 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
 
 caf::expected<listener_actor> start_listener(caf::actor_system& sys,
                                              const listener_config& cfg,
-                                             caf::actor supervisor,
+                                             const caf::actor& supervisor,
                                              uint16_t& bound_port) {
   auto& mm = sys.middleman();
   // Half-closable connections: a client's FIN does not end its channel's

@@ -30,7 +30,7 @@ struct listener_config {
 /// opens for its channels. Answers (status_atom).
 caf::expected<listener_actor> start_listener(caf::actor_system& sys,
                                              const listener_config& cfg,
-                                             caf::actor supervisor,
+                                             const caf::actor& supervisor,
                                              uint16_t& bound_port);
 
 } // namespace p2proxy

@@ -70,12 +70,12 @@ admin::SessionStatus session_status(const peer_session_state& st) {
   s.set_remote_address(st.remote_addr);
   if (auto stats = st.link ? st.link->stats() : std::nullopt) {
     auto& q = *stats;
-    s.set_rtt_ms(q.smoothed_rtt.count() / 1000.0);
+    s.set_rtt_ms(static_cast<double>(q.smoothed_rtt.count()) / 1000.0);
     s.set_bytes_sent(q.bytes_sent);
     s.set_bytes_received(q.bytes_received);
     s.set_packets_sent(q.packets_sent);
     s.set_packets_received(q.packets_received);
-    s.set_min_rtt_ms(q.min_rtt.count() / 1000.0);
+    s.set_min_rtt_ms(static_cast<double>(q.min_rtt.count()) / 1000.0);
     s.set_cwnd_bytes(q.cwnd);
     s.set_lost_packets(q.lost_packets);
   }

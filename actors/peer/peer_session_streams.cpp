@@ -235,7 +235,7 @@ void on_owner_down(peer_session_actor* self, const caf::actor_addr& who) {
 
 caf::message_handler stream_handlers(peer_session_actor* self) {
   return {
-    [=](stream_open_atom, caf::actor owner) -> caf::result<int64_t> {
+    [=](stream_open_atom, const caf::actor& owner) -> caf::result<int64_t> {
       auto& st = self->state;
       if (st.state != session_state::ready
           && st.state != session_state::lingering)

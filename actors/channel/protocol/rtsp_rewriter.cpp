@@ -108,7 +108,7 @@ rtsp_rewriter::status rtsp_rewriter::from_server(std::string_view in,
   return run(down_, in, to_client, nullptr);
 }
 
-void rtsp_rewriter::fail_stream(direction& d, std::string reason,
+void rtsp_rewriter::fail_stream(direction& d, const std::string& reason,
                                 std::string* reply, int code,
                                 std::string_view phrase) {
   d.ph = phase::failed;

@@ -133,7 +133,7 @@ private:
                           std::string& out);
   void rewrite_rtp_info(direction& d, std::string_view value, std::string& out);
   void rewrite_sdp(direction& d, std::string_view body, std::string& out);
-  void fail_stream(direction& d, std::string reason, std::string* reply,
+  void fail_stream(direction& d, const std::string& reason, std::string* reply,
                    int code, std::string_view phrase);
 
   rtsp_url_map map_;
