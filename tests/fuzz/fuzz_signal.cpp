@@ -6,7 +6,8 @@
 // signal_link.cpp) apply before any actor state changes are run on it:
 //   - server: the message's name for the log (via the descriptor), the
 //     Login's token comparison (SHA-256 of both), node id = hash of the public
-//     key, the signature over login_challenge(nonce, node_id) — in that
+//     key, the signature over bound_login_challenge(binding, nonce,
+//     node_id) with a fixed stand-in for the TLS channel binding — in that
 //     order, cheap checks first, as the server does; Register's name count
 //     and lengths; Lookup's fields; a Signal re-addressed (`from` replaced)
 //     and serialised for routing;
@@ -28,6 +29,7 @@
 
 #include "actors/common/frame_codec.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/tls_channel.hpp"
 #include "proto/signal.pb.h"
 #include "tests/fuzz/fuzz_input.hpp"
 
@@ -39,6 +41,8 @@ namespace {
 constexpr size_t max_names = 256;
 constexpr size_t max_name_length = 255;
 const std::string server_token = "fuzz-network-token";
+/// What the TLS session's channel binding would be (32 bytes).
+const std::string fuzz_binding(32, '\x5a');
 
 std::string fixed_nonce(bool zero) {
   if (zero)
@@ -77,9 +81,11 @@ void server_side(const signal::Envelope& env, const std::string& nonce) {
       if (login.node_id() != node_id_from_spki(login.public_key()))
         break; // ID_MISMATCH
       FUZZ_CHECK(looks_like_node_id(login.node_id()));
-      (void)verify_signature(login.public_key(),
-                             login_challenge(nonce, login.node_id()),
-                             login.signature());
+      // The login binds the TLS session: a fixed binding stands in for it.
+      (void)verify_signature(
+        login.public_key(),
+        bound_login_challenge(fuzz_binding, nonce, login.node_id()),
+        login.signature());
       break;
     }
     case signal::Envelope::kRegister: {
@@ -128,7 +134,8 @@ void server_side(const signal::Envelope& env, const std::string& nonce) {
 void node_side(signal::Envelope& env) {
   switch (env.msg_case()) {
     case signal::Envelope::kHello:
-      (void)login_challenge(env.hello().nonce(), "fuzznode");
+      (void)bound_login_challenge(fuzz_binding, env.hello().nonce(),
+                                  "fuzznode");
       break;
     case signal::Envelope::kLoginOk:
       (void)env.login_ok().observed_address();

@@ -120,7 +120,8 @@ def signal_seeds():
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     node_id = base64.b32encode(hashlib.sha256(spki).digest()).decode().rstrip("=").lower()
     nonce = (b"p2proxy-fuzz-nonce" * 2)[:32]  # fuzz_signal.cpp's fixed nonce
-    sig = key.sign(b"p2proxy-login-v1" + nonce + node_id.encode())
+    binding = b"\x5a" * 32  # fuzz_signal.cpp's stand-in for the TLS channel binding
+    sig = key.sign(b"p2proxy-login-v2" + binding + nonce + node_id.encode())
     login = field_bytes(1, node_id) + field_bytes(2, spki) + field_bytes(3, sig) + \
         field_bytes(4, "fuzz-network-token") + field_bytes(5, "0.1.0")
     hello = field_bytes(1, nonce) + field_bytes(2, "p2proxy 0.1.0") + field_varint(3, 15)
@@ -329,6 +330,17 @@ def config_seeds():
                                   b'stream_window = 1048576\nkeepalive = "5s"\n')
 
 
+def admin_seeds():
+    status = b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1:7070\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+    write("admin", "status", records(0, [(0, status)]))
+    write("admin", "status-bytewise", records(0, cut(status, *([1] * 20))))
+    write("admin", "lookup-query", records(0, [(0, b"GET /v1/lookup/cam%201?x=a+b&y=%zz HTTP/1.1\r\n"
+                                                  b"Authorization: Bearer s3cret\r\n\r\n")]))
+    write("admin", "post-body", records(1, [(0, b"POST /v1/x HTTP/1.1\r\nContent-Length: 40\r\n\r\n")]))
+    write("admin", "many-fields", records(1, [(0, b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 8 + b"\r\n")]))
+    write("admin", "long-line", records(1, [(0, b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n")]))
+
+
 if __name__ == "__main__":
     frames_seeds()
     preamble_seeds()
@@ -338,3 +350,4 @@ if __name__ == "__main__":
     socks5_seeds()
     adapter_seeds()
     config_seeds()
+    admin_seeds()

@@ -19,7 +19,7 @@ usage() { echo "usage: tests/fuzz/run.sh SECONDS [HARNESS...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 secs=$1; shift
 [[ "$secs" =~ ^[0-9]+$ ]] || usage
-all=(frame preamble signal http rtsp socks5 adapter config)
+all=(frame preamble signal http rtsp socks5 adapter config admin)
 harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
 build=${P2PROXY_FUZZ_BUILD:-build-fuzz}
