@@ -136,6 +136,10 @@ protected:
     if (rec->channel)
       caf::anon_send_exit(rec->channel, caf::exit_reason::user_shutdown);
     drive();
+    // Timers still pending (open and drain deadlines) hold their actors:
+    // drop them, so every actor is destroyed before the system is.
+    sched.clock().cancel_all();
+    drive();
     ::close(local_fd);
     ::close(client_fd);
   }
