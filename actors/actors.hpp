@@ -89,17 +89,19 @@ CAF_ADD_ATOM(p2proxy, p2proxy, probe_timeout_atom, "pr_timeout")
 // --- DIRECTORY (signaling server: who is online, who exports what) ----------
 // (login_atom, std::string node_id, caf::actor client, std::string address)
 //     -> bool  registers client; a previous client of node_id is told
-//              (replaced_atom) and ends itself
+//              (replaced_atom, address) and ends itself
 // (logout_atom, std::string node_id, caf::actor client)  only if still current
-// (register_atom, std::string node_id, std::vector<std::string> names)
-//     answered with (deliver_atom, RegisterResult Envelope) to the client
+// (exports_atom, std::string node_id, std::vector<std::string> names)
+//     a node's Register; answered with (deliver_atom, RegisterResult
+//     Envelope) to the client
 // (lookup_atom, std::string name) -> std::vector<std::string> node ids
 // (reload_atom)  read the --names policy again (SIGHUP, through the SIGNAL
 //     SERVER); online nodes get a fresh RegisterResult
 // (route_atom, std::string to, std::string serialized Envelope) -> bool online
-// directory -> client: (replaced_atom), (deliver_atom, std::string serialized
-// Envelope)
+// directory -> client: (replaced_atom, std::string by_address),
+//     (deliver_atom, std::string serialized Envelope)
 CAF_ADD_ATOM(p2proxy, p2proxy, login_atom, "login")
+CAF_ADD_ATOM(p2proxy, p2proxy, exports_atom, "exports")
 CAF_ADD_ATOM(p2proxy, p2proxy, logout_atom, "logout")
 CAF_ADD_ATOM(p2proxy, p2proxy, replaced_atom, "replaced")
 CAF_ADD_ATOM(p2proxy, p2proxy, route_atom, "route")
@@ -151,24 +153,22 @@ CAF_ADD_ATOM(p2proxy, p2proxy, open_atom, "open")
 CAF_ADD_ATOM(p2proxy, p2proxy, ready_atom, "ready")
 CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 
-// --- PEER SESSION
-// --------------------------------------------------------------- manager ->
-// session: (signal_atom, std::string serialized Signal)
+// --- PEER SESSION ------------------------------------------------------------
+// manager -> session: (signal_atom, std::string serialized Signal)
 //                     (stop_atom, std::string reason)   graceful close
-// owner -> session:   (stream_open_atom, caf::actor owner) -> int64_t stream id
-//                     (stream_write_atom, int64_t id, std::string bytes, bool
-//                     fin) (stream_consumed_atom, int64_t id, uint64_t bytes)
-//                     (stream_reset_atom, int64_t id, uint64_t app_error)
-// session -> owner:   (stream_data_atom, int64_t id, std::string bytes, bool
-// fin)
-//                     (stream_credit_atom, int64_t id, uint64_t bytes) may
-//                     write
-//                         that many more bytes
-//                     (stream_reset_atom, int64_t id, uint64_t app_error)
-//                     (stream_closed_atom, int64_t id)
-//                     (session_down_atom, caf::error why)
-// session -> stream handler (peer-opened streams): as to an owner, after the
-//     handler factory spawned it for (session, id).
+// owner -> session (session_streams_actor, below):
+//   (stream_open_atom, caf::actor owner) -> int64_t stream id
+//   (stream_write_atom, int64_t id, std::string bytes, bool fin)
+//   (stream_consumed_atom, int64_t id, uint64_t bytes)
+//   (stream_reset_atom, int64_t id, uint64_t app_error)
+// session -> owner (stream_owner_actor, below):
+//   (stream_data_atom, int64_t id, std::string bytes, bool fin)
+//   (stream_credit_atom, int64_t id, uint64_t bytes) may write that many more
+//   (stream_reset_atom, int64_t id, uint64_t app_error)
+//   (stream_closed_atom, int64_t id)
+//   (session_down_atom, caf::error why)
+// A peer-opened stream's owner is spawned once by the session's factory
+// (actors/peer/stream_owners.*) after the session read its StreamOpen.
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
 //           (timeout_atom, uint64_t gen) connect deadline,
 //           (quic_link_atom) from its QUIC link: events wait (quic_link.hpp)
@@ -193,15 +193,14 @@ CAF_ADD_ATOM(p2proxy, p2proxy, target_fail_atom, "tgt_fail")
 /// connect worker connected the target; `reset`: it reset right after.
 CAF_ADD_ATOM(p2proxy, p2proxy, target_up_atom, "tgt_up")
 
-// --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID)
-// ------------- (pump_atom, std::string peer, std::string resource, uint64_t
-// bytes,
+// --- DEBUG PUMP ([debug] test_resources; GET /v1/debug/pump/NODE-ID) ------
+// (pump_atom, std::string peer, std::string resource, uint64_t bytes,
 //  uint32_t streams) -> std::string JSON result
 CAF_ADD_ATOM(p2proxy, p2proxy, pump_atom, "pump")
 
-// --- CHANNEL (one client or target TCP connection <-> one stream)
+// --- CHANNEL (one client or target TCP connection <-> one stream) ---------
 /// CHANNEL → itself, posted through the I/O multiplexer: its socket, paused
-/// for lack of credit, may be read again (see update_reading in channel.cpp).
+/// for lack of credit, may be read again (see update_reading in relay.cpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, read_more_atom, "read_more")
 /// CHANNEL → LISTENER: (refused_atom, caf::error why) once, when a client
 /// channel refuses its client. The code says why: an ec (unknown_resource,
@@ -222,8 +221,8 @@ CAF_ADD_ATOM(p2proxy, p2proxy, local_eof_atom, "local_eof")
 /// once the peer of the socket no longer reads (a write failed).
 CAF_ADD_ATOM(p2proxy, p2proxy, local_lost_atom, "local_lost")
 
-// --- ICE (events from the ICE driver to a PEER SESSION;
-// actors/ice/ice_driver.hpp)
+// --- ICE (events from the ICE driver to a PEER SESSION) ----------------------
+// (actors/ice/ice_driver.hpp)
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_cand_atom, "ice_cand")
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_gathered_atom, "ice_gath")
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_state_atom, "ice_state")

@@ -219,7 +219,6 @@ caf::behavior admin_server_actor(admin_actor* self,
   });
   return {
     [=](stop_atom, const std::string& reason) { shut_down(self, reason); },
-    [=](stop_atom) { shut_down(self, "stop requested"); },
     [=](status_atom) {
       admin::ActorStatus st;
       st.set_name(admin_state::name);

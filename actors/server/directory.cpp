@@ -193,7 +193,7 @@ caf::behavior directory(directory_actor* self, names_options opts) {
       self->demonitor(client);
       st.erase(id);
     },
-    [=](register_atom, const std::string& id, std::vector<std::string>& names) {
+    [=](exports_atom, const std::string& id, std::vector<std::string>& names) {
       auto& st = self->state;
       auto i = st.nodes.find(id);
       // Only the current client of `id` may change its exports.

@@ -230,7 +230,7 @@ void handle_register(signal_client_actor* self, const signal::Register& reg) {
     }
     names.push_back(name);
   }
-  self->send(st.directory, register_atom::value, st.node_id, std::move(names));
+  self->send(st.directory, exports_atom::value, st.node_id, std::move(names));
 }
 
 void handle_lookup(signal_client_actor* self, const signal::Lookup& lookup) {

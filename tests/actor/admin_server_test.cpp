@@ -196,7 +196,7 @@ TEST_F(admin_server_test, stop_right_after_start_does_not_hang) {
     uint16_t port = 0;
     auto admin = start(port);
     ASSERT_TRUE(admin);
-    caf::anon_send(admin, stop_atom::value);
+    caf::anon_send(admin, stop_atom::value, std::string{"test over"});
     ASSERT_TRUE(wait_down(admin));
   }
 }
