@@ -119,7 +119,27 @@ CAF_ADD_ATOM(p2proxy, p2proxy, attempt_atom, "attempt")
 /// that has not logged in yet makes room for a newer one (RATE_LIMITED)
 CAF_ADD_ATOM(p2proxy, p2proxy, evict_atom, "evict")
 
-// --- NODE SUPERVISOR / ADMIN -------------------------------------------------
+// --- NODE SUPERVISOR (actors/node/node_supervisor.*) ------------------------
+// Its whole interface (the ADMIN SERVER, the CHANNELs, the SIGNAL LINK and
+// the NODE's main() send it these):
+//   (get_atom) -> std::string JSON of admin::NodeStatus  the node's status
+//   (metrics_atom) -> std::string Prometheus text
+//   (status_atom) -> std::string serialized admin::ActorStatus (its own row)
+//   (lookup_atom, std::string name) -> std::vector<std::string> node ids
+//       delegated to the SIGNAL LINK
+//   (probe_atom, std::string node_id) -> uint64_t µs, delegated to the LINK
+//   (open_atom, std::string node_id) -> caf::actor session, delegated to
+//       the PEER MANAGER
+//   (pump_atom, peer, resource, uint64_t bytes, uint32_t streams)
+//       -> std::string JSON, through a DEBUG PUMP runner
+//   (channel_atom) a CHANNEL started (monitored, asked for its status)
+//   (channel_end_atom, bool connected, uint64_t in, uint64_t out) a CHANNEL
+//       ended: its totals
+//   (signal_atom, std::string) / (peer_off_atom, peer, session_id, text)
+//       from the SIGNAL LINK before the PEER MANAGER is its sink (counted,
+//       logged)
+//   (stop_atom, std::string reason) stop every child, then quit
+// --- NODE SUPERVISOR / ADMIN atoms -----------------------------------------
 /// (get_atom) -> std::string JSON of admin::NodeStatus (or ServerStatus);
 /// the SIGNAL LINK alone answers with a serialized admin::SignalLinkStatus
 CAF_ADD_ATOM(p2proxy, p2proxy, get_atom, "get")
