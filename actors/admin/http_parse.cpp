@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "actors/common/json.hpp"
+#include "actors/common/text.hpp"
 
 namespace p2proxy::http {
 
@@ -50,14 +51,6 @@ int hex_value(char c) {
   if (c >= 'a' && c <= 'f')
     return c - 'a' + 10;
   return -1;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
 }
 
 bool is_token(std::string_view s) {
@@ -129,7 +122,7 @@ head_state parse_field(std::string_view line, parsed_head& head) {
   if (colon == std::string_view::npos || !is_token(line.substr(0, colon)))
     return refuse(head, 400, "bad header line");
   auto name = lower(line.substr(0, colon));
-  auto value = trim(line.substr(colon + 1));
+  auto value = trim_ows(line.substr(colon + 1));
   if (name == "content-length") {
     if (value.empty() || value.size() > 18
         || !std::all_of(value.begin(), value.end(),

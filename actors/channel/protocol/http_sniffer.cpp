@@ -35,7 +35,7 @@ struct request_head {
 bool lists_token(std::string_view value, std::string_view token) {
   while (!value.empty()) {
     auto comma = value.find(',');
-    if (iequals(sniff::trim(value.substr(0, comma)), token))
+    if (iequals(trim_ows(value.substr(0, comma)), token))
       return true;
     if (comma == std::string_view::npos)
       break;
@@ -110,7 +110,7 @@ head_error parse_head(std::string_view head, request_head& h) {
     // a smuggling attempt.
     auto last = te.substr(
       te.rfind(',') == std::string_view::npos ? 0 : te.rfind(',') + 1);
-    if (!iequals(sniff::trim(last), "chunked"))
+    if (!iequals(trim_ows(last), "chunked"))
       return bad("Transfer-Encoding without chunked");
     if (h.has_length)
       return bad("both Transfer-Encoding and Content-Length");
@@ -508,7 +508,7 @@ bool http_request_rewriter::on_line(std::string& out) {
   switch (ph_) {
     case phase::chunk_size: {
       uint64_t size = 0;
-      if (!parse_hex(sniff::trim(line.substr(0, line.find(';'))), size)) {
+      if (!parse_hex(trim_ows(line.substr(0, line.find(';'))), size)) {
         stop(400, "Bad Request", "bad chunk size line");
         return false;
       }

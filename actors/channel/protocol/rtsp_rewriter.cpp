@@ -307,7 +307,7 @@ bool rtsp_rewriter::on_head(direction& d, std::string_view head,
       auto rest = value;
       while (!rest.empty()) {
         auto comma = rest.find(',');
-        auto spec = sniff::trim(rest.substr(0, comma));
+        auto spec = trim_ows(rest.substr(0, comma));
         rest = comma == std::string_view::npos ? std::string_view{}
                                                : rest.substr(comma + 1);
         if (spec.empty())

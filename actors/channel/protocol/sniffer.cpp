@@ -154,14 +154,6 @@ bool istarts_with(std::string_view s, std::string_view prefix) {
          && iequals(s.substr(0, prefix.size()), prefix);
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
 bool is_token(std::string_view s) {
   if (s.empty())
     return false;
@@ -184,7 +176,7 @@ bool split_header(std::string_view line, std::string_view& name,
   name = line.substr(0, colon);
   if (!is_token(name))
     return false;
-  value = trim(line.substr(colon + 1));
+  value = trim_ows(line.substr(colon + 1));
   return true;
 }
 

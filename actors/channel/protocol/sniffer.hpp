@@ -39,6 +39,8 @@
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
 
+#include "actors/common/text.hpp"
+
 namespace p2proxy {
 
 /// Largest request head (request line + headers + blank line).
@@ -167,7 +169,6 @@ private:
 
 bool iequals(std::string_view a, std::string_view b);
 bool istarts_with(std::string_view s, std::string_view prefix);
-std::string_view trim(std::string_view s);
 
 /// "Name: value" → name (a token) and value (trimmed). False on anything
 /// else, including obsolete line folding.
