@@ -23,7 +23,7 @@ BUILD_PKGS=(
 # llvm gives llvm-symbolizer for readable stack traces.
 FUZZ_PKGS=(clang libclang-rt-14-dev llvm)
 TEST_PKGS=(
-  python3 python3-protobuf curl procps iproute2 iptables nftables coturn iperf3 ethtool
+  python3 python3-protobuf curl openssl procps iproute2 iptables nftables coturn iperf3 ethtool
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
 )
