@@ -9,6 +9,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/log.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/envelope_checks.hpp"
 #include "actors/signal/tls_channel.hpp"
 #include "proto/admin.pb.h"
 
@@ -60,25 +61,6 @@ std::string seconds_text(std::chrono::milliseconds d) {
 
 uint32_t whole_seconds(std::chrono::milliseconds d) {
   return static_cast<uint32_t>(std::max<int64_t>(1, (d.count() + 999) / 1000));
-}
-
-// Compares digests so the time taken tells nothing about the token, not
-// even its length.
-bool same_secret(std::string_view a, std::string_view b) {
-  auto x = sha256(a);
-  auto y = sha256(b);
-  unsigned char diff = x.size() != y.size();
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i)
-    diff |= static_cast<unsigned char>(x[i] ^ y[i]);
-  return diff == 0;
-}
-
-std::string message_name(const signal::Envelope& env) {
-  if (env.msg_case() == signal::Envelope::MSG_NOT_SET)
-    return "an empty Envelope";
-  auto field = signal::Envelope::descriptor()->FindFieldByNumber(
-    static_cast<int>(env.msg_case()));
-  return field != nullptr ? field->name() : "an unknown message";
 }
 
 void send_envelope(signal_client_actor* self, const signal::Envelope& env) {

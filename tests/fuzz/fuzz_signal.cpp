@@ -14,8 +14,9 @@
 //   - node: Hello's nonce into a login challenge, LoginOk's fields,
 //     LookupResult's ids, an Error's code name, a Signal's probe and its
 //     serialisation for the session owner, which parses it back.
-// Those handlers live in anonymous namespaces inside the actors; what they
-// do is mirrored here line for line (see docs/fuzzing.md for what is not
+// The token comparison and message naming are the server's own
+// (actors/signal/envelope_checks.*); the rest of the handlers live inside the
+// actors and is mirrored here (see docs/fuzzing.md for what is not
 // covered: the actors' state machines, and ICE candidates, which libnice
 // parses).
 //
@@ -29,6 +30,7 @@
 
 #include "actors/common/frame_codec.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/signal/envelope_checks.hpp"
 #include "actors/signal/tls_channel.hpp"
 #include "proto/signal.pb.h"
 #include "tests/fuzz/fuzz_input.hpp"
@@ -52,23 +54,6 @@ std::string fixed_nonce(bool zero) {
     n += "p2proxy-fuzz-nonce";
   n.resize(32);
   return n;
-}
-
-bool same_secret(std::string_view a, std::string_view b) {
-  auto x = sha256(a);
-  auto y = sha256(b);
-  unsigned char diff = x.size() != y.size();
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i)
-    diff |= static_cast<unsigned char>(x[i] ^ y[i]);
-  return diff == 0;
-}
-
-std::string message_name(const signal::Envelope& env) {
-  if (env.msg_case() == signal::Envelope::MSG_NOT_SET)
-    return "an empty Envelope";
-  auto field = signal::Envelope::descriptor()->FindFieldByNumber(
-    static_cast<int>(env.msg_case()));
-  return field != nullptr ? field->name() : "an unknown message";
 }
 
 void server_side(const signal::Envelope& env, const std::string& nonce) {
