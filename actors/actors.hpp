@@ -129,7 +129,8 @@ CAF_ADD_ATOM(p2proxy, p2proxy, evict_atom, "evict")
 //       delegated to the SIGNAL LINK
 //   (probe_atom, std::string node_id) -> uint64_t µs, delegated to the LINK
 //   (open_atom, std::string node_id) -> caf::actor session, delegated to
-//       the PEER MANAGER
+//       the PEER MANAGER; for this node's own id, to the LOCAL SESSION
+//       (get_atom) -> caf::actor: a node never opens a session to itself
 //   (pump_atom, peer, resource, uint64_t bytes, uint32_t streams)
 //       -> std::string JSON, through a DEBUG PUMP runner
 //   (channel_atom) a CHANNEL started (monitored, asked for its status)
@@ -189,6 +190,10 @@ CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 //   (session_down_atom, caf::error why)
 // A peer-opened stream's owner is spawned once by the session's factory
 // (actors/peer/stream_owners.*) after the session read its StreamOpen.
+// The LOCAL SESSION (actors/peer/local_session.*) speaks the same stream
+// interface to this node's own clients and their export owners; it also
+// answers (get_atom) -> caf::actor (itself, for the NODE SUPERVISOR's
+// open_atom) and (stop_atom, std::string reason).
 // INTERNAL: (quic_timer_atom, uint64_t gen), (linger_atom, uint64_t gen),
 //           (timeout_atom, uint64_t gen) connect deadline,
 //           (quic_link_atom) from its QUIC link: events wait (quic_link.hpp)

@@ -148,6 +148,9 @@ struct export_channel_args {
   /// channel reports them once written to the target, or refused).
   std::string first_bytes;
   bool peer_fin = false; // the stream's FIN came with them
+  /// Opened by this node's own listener (LOCAL SESSION): the allow list,
+  /// which names remote nodes, does not apply.
+  bool local = false;
   /// The node supervisor (weak: it is told of the channel and its totals).
   caf::actor_addr node;
 };

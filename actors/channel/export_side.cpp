@@ -261,8 +261,9 @@ caf::behavior export_channel(channel_broker* self, export_channel_args args) {
     else
       finish(self, "the session ended");
   });
-  // Nothing reaches a target before the allow list said yes.
-  if (allowed(args.ex, st.peer))
+  // Nothing reaches a target before the allow list said yes (a stream
+  // this node's own listener opened is the operator's own).
+  if (args.local || allowed(args.ex, st.peer))
     connect_target(self, args.ex.target, args.connect_timeout);
   else
     refuse_stream(

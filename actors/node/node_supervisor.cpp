@@ -1,5 +1,6 @@
 #include "actors/node/node_supervisor.hpp"
 
+#include <algorithm>
 #include <dirent.h>
 #include <fstream>
 #include <map>
@@ -19,6 +20,7 @@
 #include "actors/ice/nice_driver.hpp"
 #include "actors/peer/peer_manager.hpp"
 #include "actors/debug/pump_runner.hpp"
+#include "actors/peer/local_session.hpp"
 #include "actors/peer/stream_owners.hpp"
 #include "actors/listener/listener.hpp"
 #include "proto/admin.pb.h"
@@ -277,7 +279,7 @@ void stop_children(node_supervisor_actor* self, const std::string& reason) {
   log::info(subject, "stops: {}", reason);
   for (auto& l : st.listeners)
     self->send(l, stop_atom::value, reason);
-  for (auto& child : {st.manager, st.link, st.admin})
+  for (auto& child : {st.manager, st.link, st.admin, st.local})
     if (child)
       self->send(child, stop_atom::value, reason);
   if (st.connector)
@@ -391,6 +393,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
                   : dm.source == st.admin.address()     ? "admin server"
                   : dm.source == st.manager.address()   ? "peer manager"
                   : dm.source == st.connector.address() ? "connector"
+                  : dm.source == st.local.address()     ? "local session"
                                                         : "listener";
       auto why = dm.reason ? error_text(dm.reason) : "no reason given";
       log::error(subject, "lost its {} ({}); shutting down", what, why);
@@ -431,6 +434,13 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
   sc.node = self->address();
   sc.exports = st.cfg.exports;
   pc.handler = make_stream_handler(sc);
+  local_session_config lsc;
+  lsc.node_id = st.id->node_id();
+  lsc.handler = pc.handler;
+  lsc.owner_credit = st.cfg.session.owner_credit;
+  st.local = spawn_local_session(self, std::move(lsc));
+  self->monitor(st.local);
+  st.children.insert(st.local.address());
   pc.settings = st.cfg.session;
   st.manager = self->spawn(peer_manager, pc);
   self->monitor(st.manager);
@@ -497,6 +507,10 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
       st.channel_bytes_out += bytes_out;
     },
     [=](open_atom, std::string& peer) {
+      // A node never opens a session to itself: its own exports are served
+      // by the LOCAL SESSION.
+      if (peer == self->state.id->node_id())
+        return self->delegate(self->state.local, get_atom::value);
       return self->delegate(self->state.manager, open_atom::value,
                             std::move(peer));
     },

@@ -33,6 +33,7 @@ struct node_supervisor_state {
   caf::actor connector;
   caf::actor link;
   caf::actor manager; // PEER MANAGER
+  caf::actor local;   // LOCAL SESSION: this node's own exports
   caf::actor admin;
   std::vector<listener_actor> listeners;
   std::shared_ptr<ice_driver> ice;
@@ -52,7 +53,8 @@ using node_supervisor_actor = caf::stateful_actor<node_supervisor_state>;
 
 /// Answers (get_atom) -> JSON of admin::NodeStatus, (metrics_atom) ->
 /// Prometheus text, (lookup_atom, name) and (probe_atom, node id) through the
-/// SIGNAL LINK, (open_atom, node id) through the PEER MANAGER, (pump_atom,
+/// SIGNAL LINK, (open_atom, node id) through the PEER MANAGER (this node's
+/// own id: the LOCAL SESSION), (pump_atom,
 /// ...) with [debug] test_resources, (stop_atom, reason). Quits with an error
 /// when the admin port cannot be bound.
 caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,

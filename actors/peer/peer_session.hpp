@@ -96,6 +96,9 @@ struct peer_stream_open {
   /// consumed already.)
   std::string first_bytes;
   bool peer_fin = false; // the stream's FIN came with them
+  /// Opened by this node's own listener through the LOCAL SESSION
+  /// (local_session.hpp), not by a peer.
+  bool local = false;
 };
 
 /// Spawns the actor that owns a stream the peer opened (the export's owner

@@ -27,6 +27,7 @@ stream_handler_factory make_stream_handler(stream_owner_config cfg) {
       a.connect_timeout = shared->connect_timeout;
       a.first_bytes = std::move(open.first_bytes);
       a.peer_fin = open.peer_fin;
+      a.local = open.local;
       a.node = shared->node;
       return spawn_export_channel(session->system(), std::move(a));
     }

@@ -21,9 +21,21 @@ std::string join(const google::protobuf::RepeatedPtrField<std::string>& ids) {
 
 void registrations_pending(admin::SignalLinkStatus& status,
                            const std::vector<std::string>& names) {
+  // A refusal stands until the server answers otherwise: until then the
+  // name belongs to its owners, also for this node's own clients.
+  std::vector<admin::ExportRegistration> refused;
+  for (auto& r : status.registrations())
+    if (r.state() == "refused")
+      refused.push_back(r);
   status.clear_registrations();
   for (auto& name : names) {
     auto r = status.add_registrations();
+    auto old = std::find_if(refused.begin(), refused.end(),
+                            [&](auto& x) { return x.name() == name; });
+    if (old != refused.end()) {
+      *r = *old;
+      continue;
+    }
     r->set_name(name);
     r->set_state("pending");
   }
@@ -59,9 +71,21 @@ void apply_register_result(admin::SignalLinkStatus& status,
   }
 }
 
-std::vector<std::string> other_nodes(std::vector<std::string> ids,
-                                     const std::string& self_id) {
+bool serves_itself(const admin::SignalLinkStatus& status,
+                   const std::string& name) {
+  for (auto& r : status.registrations())
+    if (r.name() == name)
+      return r.state() != "refused";
+  return false;
+}
+
+std::vector<std::string> lookup_answer(std::vector<std::string> ids,
+                                       const std::string& self_id,
+                                       const admin::SignalLinkStatus& status,
+                                       const std::string& name) {
   ids.erase(std::remove(ids.begin(), ids.end(), self_id), ids.end());
+  if (serves_itself(status, name))
+    ids.insert(ids.begin(), self_id);
   return ids;
 }
 

@@ -13,8 +13,10 @@
 
 namespace p2proxy {
 
-/// A Register listing `names` is on its way: every one of them is pending
-/// until the server answers; names no longer listed are dropped.
+/// A Register listing `names` is on its way (or the link starts): every
+/// one of them is pending until the server answers, except one the server
+/// refused, which stays refused until it answers otherwise; names no
+/// longer listed are dropped.
 void registrations_pending(admin::SignalLinkStatus& status,
                            const std::vector<std::string>& names);
 
@@ -24,10 +26,19 @@ void registrations_pending(admin::SignalLinkStatus& status,
 void apply_register_result(admin::SignalLinkStatus& status,
                            const signal::RegisterResult& result);
 
-/// `ids` without `self_id`. A node serves its own exports itself and never
-/// opens a session to itself, so a look-up that a CHANNEL acts on must not
-/// offer it (the server answers every online owner, this node included).
-std::vector<std::string> other_nodes(std::vector<std::string> ids,
-                                     const std::string& self_id);
+/// The look-up answer a node acts on: `ids` (every online owner the server
+/// named, this node included) without `self_id`, and `self_id` first when
+/// this node exports `name` itself and the server did not refuse it. A node
+/// serves its own export to its own clients through its LOCAL SESSION and
+/// never opens a session to itself; a name the server refused it (another
+/// node owns it) goes to the owners.
+std::vector<std::string> lookup_answer(std::vector<std::string> ids,
+                                       const std::string& self_id,
+                                       const admin::SignalLinkStatus& status,
+                                       const std::string& name);
+
+/// Whether this node exports `name` and the server has not refused it.
+bool serves_itself(const admin::SignalLinkStatus& status,
+                   const std::string& name);
 
 } // namespace p2proxy

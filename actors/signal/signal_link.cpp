@@ -329,7 +329,8 @@ void on_frame(signal_link_actor* self, const std::string& payload) {
         return; // answered after its timeout
       std::vector<std::string> ids(res.node_ids().begin(),
                                    res.node_ids().end());
-      i->second.rp.deliver(other_nodes(std::move(ids), st.id->node_id()));
+      i->second.rp.deliver(lookup_answer(std::move(ids), st.id->node_id(),
+                                         st.status, i->second.name));
       st.lookups.erase(i);
       return;
     }
@@ -380,6 +381,7 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
   st.retry = backoff{st.cfg.backoff_first, st.cfg.backoff_max, st.cfg.seed};
   st.status.set_server(st.cfg.server.to_string());
   st.status.set_state(to_string(st.state));
+  registrations_pending(st.status, st.cfg.exports);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.conn.address()) {
@@ -507,6 +509,11 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
     [=](lookup_atom, const std::string& name) {
       auto& st = self->state;
       auto rp = self->make_response_promise();
+      if (st.state != link_state::online && serves_itself(st.status, name)) {
+        // Its own export needs no server.
+        rp.deliver(std::vector<std::string>{st.id->node_id()});
+        return rp;
+      }
       if (st.state != link_state::online) {
         rp.deliver(make_error(
           ec::not_online,

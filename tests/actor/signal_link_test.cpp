@@ -361,14 +361,14 @@ TEST_F(signal_link_test, replaced_login_waits_the_longest_backoff) {
 TEST_F(signal_link_test, lookup_is_answered_from_the_server) {
   auto conn = log_in();
   caf::scoped_actor self{t.sys};
-  self->send(link, lookup_atom::value, std::string{"cam1"});
+  self->send(link, lookup_atom::value, std::string{"cam9"});
   t.run();
   auto& lk = world->sent[conn].back();
   ASSERT_TRUE(lk.has_lookup());
-  EXPECT_EQ(lk.lookup().name(), "cam1");
+  EXPECT_EQ(lk.lookup().name(), "cam9");
   signal::Envelope res;
   res.mutable_lookup_result()->set_request_id(lk.lookup().request_id());
-  res.mutable_lookup_result()->set_name("cam1");
+  res.mutable_lookup_result()->set_name("cam9");
   res.mutable_lookup_result()->add_node_ids("peer-a");
   inject(conn, res);
   bool got = false;
@@ -394,7 +394,7 @@ TEST_F(signal_link_test, lookup_times_out_and_fails_when_offline) {
 
 TEST_F(signal_link_test, lookup_while_offline_says_why) {
   caf::scoped_actor self{t.sys};
-  self->send(link, lookup_atom::value, std::string{"cam1"});
+  self->send(link, lookup_atom::value, std::string{"cam9"});
   t.run();
   std::string text;
   self->receive([&](const std::vector<std::string>&) { text = "answered"; },
@@ -522,7 +522,7 @@ lookup_answer receive_lookup(caf::scoped_actor& self) {
 
 TEST_F(signal_link_test, lookup_while_offline_is_not_online) {
   caf::scoped_actor self{t.sys};
-  self->send(link, lookup_atom::value, std::string{"cam1"});
+  self->send(link, lookup_atom::value, std::string{"cam9"});
   t.run();
   auto a = receive_lookup(self);
   ASSERT_TRUE(a.answered);
@@ -636,7 +636,9 @@ TEST_F(signal_link_test, register_answers_show_per_export_in_the_status) {
               {"cam1", "registered"}, {"web", "refused NAME_TAKEN owner-id"}}));
 }
 
-TEST_F(signal_link_test, lookup_never_offers_this_node_itself) {
+TEST_F(signal_link_test, lookup_puts_this_node_first_for_its_own_export) {
+  // The server answers every owner, this node included; the node acts on
+  // its own export itself (LOCAL SESSION), so it comes first, once.
   auto conn = log_in();
   caf::scoped_actor self{t.sys};
   self->send(link, lookup_atom::value, std::string{"web"});
@@ -646,12 +648,46 @@ TEST_F(signal_link_test, lookup_never_offers_this_node_itself) {
   signal::Envelope res;
   res.mutable_lookup_result()->set_request_id(lk.lookup().request_id());
   res.mutable_lookup_result()->set_name("web");
+  res.mutable_lookup_result()->add_node_ids("peer-a");
   res.mutable_lookup_result()->add_node_ids(me->node_id());
+  inject(conn, res);
+  std::vector<std::string> got;
+  self->receive([&](const std::vector<std::string>& ids) { got = ids; });
+  EXPECT_EQ(got, (std::vector<std::string>{me->node_id(), "peer-a"}));
+}
+
+TEST_F(signal_link_test, lookup_of_a_name_refused_to_this_node_goes_to_owner) {
+  auto conn = log_in();
+  signal::Envelope reg;
+  auto ans = reg.mutable_register_result()->add_names();
+  ans->set_name("web");
+  ans->set_code(signal::NAME_TAKEN);
+  ans->add_owners("peer-a");
+  inject(conn, reg);
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"web"});
+  t.run();
+  auto& lk = world->sent[conn].back();
+  ASSERT_TRUE(lk.has_lookup());
+  signal::Envelope res;
+  res.mutable_lookup_result()->set_request_id(lk.lookup().request_id());
+  res.mutable_lookup_result()->set_name("web");
   res.mutable_lookup_result()->add_node_ids("peer-a");
   inject(conn, res);
   std::vector<std::string> got;
   self->receive([&](const std::vector<std::string>& ids) { got = ids; });
   EXPECT_EQ(got, std::vector<std::string>{"peer-a"});
+}
+
+TEST_F(signal_link_test, lookup_of_its_own_export_needs_no_server) {
+  // Not logged in: its own export is still answered, another name is not.
+  caf::scoped_actor self{t.sys};
+  self->send(link, lookup_atom::value, std::string{"web"});
+  t.run();
+  std::vector<std::string> got;
+  self->receive([&](const std::vector<std::string>& ids) { got = ids; },
+                [&](caf::error&) {});
+  EXPECT_EQ(got, std::vector<std::string>{me->node_id()});
 }
 
 // --- which server the link trusts

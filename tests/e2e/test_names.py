@@ -10,7 +10,9 @@ answers A only. The binding survives a server restart (same --state-dir)
 even when S logs in first; the operator's --names policy, reloaded on
 SIGHUP, can let S export `web` too, and a malformed policy is refused at
 start with FILE:LINE and on SIGHUP keeps the previous one. A node that
-exports a name and listens for it never opens a session to itself.
+exports a name and listens for it never opens a session to itself: while
+the server refuses it the name, its own client goes to the owner; once it
+owns the name too, its own export serves it.
 """
 import json
 import os
@@ -222,10 +224,12 @@ class Names(unittest.TestCase):
                          {"web": ("registered", "", [])})
         self.assertEqual(self.lookup(self.c_admin, "web"),
                          sorted([self.a_id, self.s_id]))
-        # A node never opens a session to itself: S's client for web, which
-        # S now exports too, is carried to the other owner.
-        self.assertEqual(self.lookup(self.s_admin, "web"), [self.a_id])
-        self.assertEqual(self.reaches(self.s_web_port), "served by A\n")
+        # S now owns web too: its own client is served by its own export
+        # (the LOCAL SESSION: no session to itself), and its look-up lists it
+        # first, then the other owner.
+        self.assertEqual(self.lookup(self.s_admin, "web"), [self.s_id,
+                                                            self.a_id])
+        self.assertEqual(self.reaches(self.s_web_port), "served by S\n")
         # A malformed file keeps the policy in force, with FILE:LINE logged.
         self.write_policy(f'[names]\nweb = ["{self.a_id}"]\nbad = "x"\n')
         server.p.send_signal(signal.SIGHUP)
