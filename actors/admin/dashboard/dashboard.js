@@ -332,9 +332,15 @@
       box.appendChild(svg("line", { x1: 0, x2: W, y1: H - f * (H - 12), y2: H - f * (H - 12),
                                     class: "grid-line" }));
     }
-    const top = svg("text", { x: 4, y: 10 });
-    top.textContent = label(max);
+    const top = svg("text", { x: 4, y: 24 });
+    top.textContent = "peak " + label(max);
     box.appendChild(top);
+    const since = svg("text", { x: 4, y: H - 4 });
+    since.textContent = "5 min ago";
+    box.appendChild(since);
+    const now_ = svg("text", { x: W - 4, y: H - 4, "text-anchor": "end" });
+    now_.textContent = "now";
+    box.appendChild(now_);
     const x = (t) => W - ((now - t) / WINDOW_MS) * W;
     const y = (v) => H - (v / max) * (H - 12);
     for (const key of ["a", "b"]) {
@@ -343,7 +349,7 @@
       box.appendChild(svg("polyline", { points: pts, class: key === "a" ? "in" : "out" }));
     }
     if (!r.length) {
-      const t = svg("text", { x: 4, y: H - 4 });
+      const t = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" });
       t.textContent = "collecting…";
       box.appendChild(t);
     }
@@ -418,6 +424,13 @@
       sessionStorage.removeItem(TOKEN_KEY);
       token = "";
       $("forget").hidden = true;
+      if (timer !== null) clearTimeout(timer);
+      poll();
+    });
+    // A link with #token=... opened in this tab again does not reload it.
+    window.addEventListener("hashchange", () => {
+      if (!/(?:^#|&)token=/.test(location.hash)) return;
+      takeToken();
       if (timer !== null) clearTimeout(timer);
       poll();
     });
