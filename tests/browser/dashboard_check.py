@@ -186,10 +186,13 @@ def cmd_node(a):
                    lambda: page_state(b)["auth"] and "refused" in page_state(b)["authMessage"],
                    PAGE_TIMEOUT)
             res["wrong_token"] = page_state(b)
+            res["wrong_token"]["sessionRows"] = len(rows(b, "#sessions tr.session"))
             res["wrong_token"]["href"] = b.execute("return location.href;")
             # 4. the right one in the fragment: data again
             b.get(base + "#token=" + token)
-            b.wait("the session row with the fragment's token", lambda: rows(b, sel), PAGE_TIMEOUT)
+            b.wait("the session row with the fragment's token",
+                   lambda: page_state(b)["node"] and not page_state(b)["auth"] and rows(b, sel),
+                   PAGE_TIMEOUT)
             res["fragment_token"] = page_state(b)
             res["fragment_token"]["href"] = b.execute("return location.href;")
             res["steps"].append("fragment checked")

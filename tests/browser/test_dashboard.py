@@ -204,6 +204,7 @@ class DashboardInBrowser(unittest.TestCase):
         # a wrong token from the URL fragment is refused, and the fragment leaves the address
         wr = res["wrong_token"]
         self.assertTrue(wr["auth"] and not wr["node"], "wrong token: %r" % wr)
+        self.assertEqual(wr["sessionRows"], 0, "data left in the page after a wrong token")
         self.assertNotIn("#", wr["href"], "the token stayed in the address bar: %r" % wr)
         ft = res["fragment_token"]
         self.assertTrue(ft["node"] and not ft["auth"], "token from the fragment: %r" % ft)

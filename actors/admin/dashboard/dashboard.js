@@ -14,6 +14,7 @@
   let timer = null;
   let samples = []; // {t, a, b}: cumulative counters at time t (ms)
   let kind = "";    // "node" or "server", from the first document
+  let generation = 0; // bumped when the token changes: older answers are dropped
 
   const $ = (id) => document.getElementById(id);
 
@@ -38,6 +39,9 @@
     $("node-view").hidden = true;
     $("server-view").hidden = true;
     $("updated").textContent = "no data";
+    // what a previous token showed does not stay in the page
+    for (const t of document.querySelectorAll("main tbody, main table.kv")) t.replaceChildren();
+    samples = [];
     $("token").focus();
   }
 
@@ -359,24 +363,26 @@
   // --- polling -------------------------------------------------------------------
   async function poll() {
     timer = null;
+    const g = generation;
     let res;
+    let st;
     try {
       const headers = token ? { Authorization: "Bearer " + token } : {};
       res = await fetch("/v1/status", { headers, cache: "no-store", credentials: "omit" });
+      st = res.status === 401 ? null : await res.json().catch(() => undefined);
     } catch (e) {
+      if (g !== generation) return;
       showError("the admin port does not answer: " + e.message);
       schedule();
       return;
     }
+    if (g !== generation) return; // the token changed meanwhile: a newer poll runs
     if (res.status === 401) {
       askToken(token ? "The token was refused: enter the admin token again."
                      : "This admin port needs its bearer token.");
       return; // resumes when a token is entered
     }
-    let st;
-    try {
-      st = await res.json();
-    } catch (e) {
+    if (st === undefined) {
       showError("the status is not JSON (HTTP " + res.status + ")");
       schedule();
       return;
@@ -414,6 +420,7 @@
     $("auth-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       token = $("token").value.trim();
+      generation++;
       $("token").value = "";
       if (token) sessionStorage.setItem(TOKEN_KEY, token);
       $("forget").hidden = token === "";
@@ -423,6 +430,7 @@
     $("forget").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       token = "";
+      generation++;
       $("forget").hidden = true;
       if (timer !== null) clearTimeout(timer);
       poll();
@@ -431,6 +439,7 @@
     window.addEventListener("hashchange", () => {
       if (!/(?:^#|&)token=/.test(location.hash)) return;
       takeToken();
+      generation++;
       if (timer !== null) clearTimeout(timer);
       poll();
     });
