@@ -27,6 +27,8 @@ TEST_PKGS=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
 )
+# tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
+TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "actors/actors.hpp"
+#include "actors/admin/dashboard.hpp"
 #include "actors/admin/http_front.hpp"
 #include "actors/common/error.hpp"
 #include "actors/common/json.hpp"
@@ -33,7 +34,10 @@ constexpr const char* metrics_type = "text/plain; version=0.0.4";
 using http::error_json;
 
 http::response json_answer(int status, std::string body) {
-  return http::response{status, json_type, std::move(body), {}};
+  return http::response{status,
+                        json_type,
+                        std::move(body),
+                        {{"X-Content-Type-Options", "nosniff"}}};
 }
 
 bool is_p2proxy_error(const caf::error& err, ec code) {
@@ -53,8 +57,8 @@ std::optional<std::string> tail_of(const std::string& path,
 }
 
 bool known_path(const std::string& path) {
-  return path == "/v1/status" || path == "/metrics"
-         || path.rfind("/v1/lookup/", 0) == 0
+  return dashboard::find(path) != nullptr || path == "/v1/status"
+         || path == "/metrics" || path.rfind("/v1/lookup/", 0) == 0
          || path.rfind("/v1/probe/", 0) == 0
          || path.rfind("/v1/debug/pump/", 0) == 0;
 }
@@ -78,7 +82,10 @@ void answer_text(caf::actor_system& sys, const caf::actor& source, Atom atom,
   ask(
     sys, source, source_timeout,
     [reply, content_type](std::string& body) {
-      reply(http::response{200, content_type, std::move(body), {}});
+      reply(http::response{200,
+                           content_type,
+                           std::move(body),
+                           {{"X-Content-Type-Options", "nosniff"}}});
     },
     [reply](caf::error& err) {
       reply(json_answer(503, error_json(error_text(err))));
@@ -167,7 +174,11 @@ void route(caf::actor_system& sys, const caf::actor& source,
       reply(json_answer(404, error_json(fmt::format("not found: {}", path))));
     return;
   }
-  if (path == "/v1/status")
+  if (const auto* page = dashboard::find(path))
+    reply(http::response{200, std::string{page->content_type},
+                         std::string{page->body},
+                         dashboard::security_headers()});
+  else if (path == "/v1/status")
     answer_text(sys, source, get_atom::value, json_type, reply);
   else if (path == "/metrics")
     answer_text(sys, source, metrics_atom::value, metrics_type, reply);
@@ -246,6 +257,7 @@ caf::expected<caf::actor> start_admin_server(caf::actor_system& sys,
     [&sys, source](const http::request& req, const http::reply_fn& reply) {
       route(sys, source, req, reply);
     });
+  front->serve_without_token(dashboard::paths());
   // Bind here, on the caller's thread, so a taken port is an error the
   // caller sees (and port 0 is resolved) before anything runs.
   auto port = front->bind(listen);

@@ -1,4 +1,7 @@
-// ADMIN SERVER: the node's (or signaling server's) HTTP admin port. GET
+// ADMIN SERVER: the node's (or signaling server's) HTTP admin port. GET /
+// is the DASHBOARD (dashboard.hpp: a page, /dashboard.js and
+// /dashboard.css, compiled in, served without the token since they hold no
+// data; the page reads /v1/status with it). GET
 // /v1/status answers the JSON that (get_atom) on `source` returns; GET
 // /metrics the Prometheus text of (metrics_atom); /v1/lookup/NAME,
 // /v1/probe/NODE-ID and /v1/debug/pump/NODE-ID ask `source` likewise.

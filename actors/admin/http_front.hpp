@@ -94,6 +94,11 @@ public:
   /// A non-loopback address without a bearer token is refused (bad_config).
   caf::expected<uint16_t> bind(const endpoint& listen);
 
+  /// Paths answered without the bearer token (the dashboard's page, script
+  /// and style sheet: they carry no data, and a browser cannot send the
+  /// token before its script has run). Call before start().
+  void serve_without_token(std::vector<std::string> paths);
+
   /// Starts the thread; call once after a successful bind().
   void start();
 
