@@ -10,6 +10,10 @@
 #                   be created, $XDG_CACHE_HOME or ~/.cache/p2proxy)
 #   DEBIAN_MIRROR   the archive debootstrap uses (default: the first URI of this host's
 #                   apt sources, else http://deb.debian.org/debian)
+#   DEBIAN_SECURITY_MIRROR   the security archive (default: this host's, else
+#                   http://deb.debian.org/debian-security)
+# The image's apt uses bookworm, bookworm-updates and bookworm-security, so the
+# images built FROM it get security fixes. Delete the tarball to bootstrap anew.
 #
 # Where a registry is reachable, `docker pull debian:12` and
 # `docker tag debian:12 p2proxy-base:bookworm` do the same job (docs/deploy.md).
@@ -32,17 +36,17 @@ if ! mkdir -p "$cache" 2>/dev/null; then
   cache=${XDG_CACHE_HOME:-$HOME/.cache}/p2proxy
   mkdir -p "$cache"
 fi
-tarball=$cache/debian-bookworm-minbase.tar
+# the name changes when what goes into the tarball does
+tarball=$cache/debian-bookworm-minbase-v2.tar
 
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || die "debootstrap not installed (apt-get install debootstrap)"
-  mirror=${DEBIAN_MIRROR:-}
-  if [ -z "$mirror" ]; then
-    mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources \
-               /etc/apt/sources.list 2>/dev/null | grep -v security | head -n 1 |
-             awk '{print $2}' || true)
-    mirror=${mirror:-http://deb.debian.org/debian}
-  fi
+  uris=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources \
+           /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true)
+  mirror=${DEBIAN_MIRROR:-$(grep -v security <<<"$uris" | head -n 1)}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  security=${DEBIAN_SECURITY_MIRROR:-$(grep security <<<"$uris" | head -n 1)}
+  security=${security:-http://deb.debian.org/debian-security}
   root=$(mktemp -d "$cache/rootfs.XXXXXX")
   trap 'rm -rf "$root" "$tarball.part"' EXIT
   log "debootstrap --variant=minbase bookworm from $mirror (a few minutes, once)"
@@ -52,7 +56,8 @@ if [ ! -s "$tarball" ]; then
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
          "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/*
   # apt inside the image uses the same archive, and keeps no docs from later installs
-  echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
+    "$mirror" "$mirror" "$security" >"$root/etc/apt/sources.list"
   printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n' \
     >"$root/etc/dpkg/dpkg.cfg.d/01-nodoc"
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \

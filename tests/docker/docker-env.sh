@@ -31,7 +31,9 @@ docker_setup() {
     # Our own daemon: no default bridge, no iptables rules, host forwarding
     # left as it is. Stopped by its pid when we are done.
     log "starting dockerd"
-    dockerd --bridge=none --iptables=false --ip6tables=false --ip-forward=false \
+    # its own session: a Ctrl-C meant for the test must not stop the daemon
+    # before the test has torn its containers down
+    setsid dockerd --bridge=none --iptables=false --ip6tables=false --ip-forward=false \
       --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     local i
