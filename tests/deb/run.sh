@@ -94,7 +94,10 @@ systemd-analyze verify /usr/lib/systemd/system/p2proxy-node.service \
 if grep -v "^$" /tmp/verify.log | grep -q .; then cat /tmp/verify.log >&2; fail "systemd-analyze verify warned"; fi
 # the units' own commands, as their user, in their state directories
 as_p2proxy() { setpriv --reuid=p2proxy --regid=p2proxy --init-groups --no-new-privs "$@"; }
-install -d -o p2proxy -g p2proxy -m 0700 /var/lib/p2proxy /var/lib/p2proxy-signal
+[ "$(stat -c '%U %a' /var/lib/p2proxy)" = "p2proxy 700" ] ||
+  fail "/var/lib/p2proxy: $(stat -c '%U %a' /var/lib/p2proxy 2>&1)"
+# what systemd's StateDirectory= would make for the signaling server
+install -d -o p2proxy -g p2proxy -m 0700 /var/lib/p2proxy-signal
 signal_cmd=$(sed -n '/^ExecStart=/,/[^\\]$/p' /usr/lib/systemd/system/p2proxy-signal.service |
              sed 's/^ExecStart=//; s/\\$//' | tr -s ' \n' ' ')
 node_cmd=$(sed -n 's/^ExecStart=//p' /usr/lib/systemd/system/p2proxy-node.service)
