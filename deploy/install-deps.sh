@@ -26,6 +26,8 @@ TEST_PKGS=(
   python3 python3-protobuf curl openssl procps iproute2 iptables nftables coturn iperf3 ethtool
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
+  # tests/docker and tests/deb: Docker (started by the tests), compose v1, the base image
+  docker.io docker-compose debootstrap
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)

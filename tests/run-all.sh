@@ -45,6 +45,8 @@ run_ctest() { # dir, label
   return 0
 }
 
+# (This includes the Docker scenarios and the .deb test, labels docker and deb:
+# tests/docker, tests/deb. They run alone and start their own dockerd.)
 run_ctest build "tests (release)"
 # Sanitizers: a leak or undefined behaviour fails the test that caused it.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 run_ctest build-asan "unit and actor tests (ASan+UBSan)"

@@ -2,10 +2,12 @@
 """A real RTSP server for the e2e tests (GStreamer's gst-rtsp-server through
 python3-gi; run it with Debian's /usr/bin/python3, which has `gi`).
 
-    rtsp_server.py PORT [--per-client]
+    rtsp_server.py PORT [--per-client] [--bind ADDRESS] [--size WIDTHxHEIGHT]
 
 Serves rtsp://127.0.0.1:PORT/stream: a live 320x240 15 fps test picture,
 H.264 over RTP. Prints "ready" once it listens; runs until killed.
+--bind listens on another address (the Docker scenarios' camera host uses
+0.0.0.0), --size changes the picture's size.
 
 By default every client shares one pipeline (like a camera's one encoder).
 --per-client gives each client its own pipeline: GStreamer 1.22's shared
@@ -22,20 +24,26 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 PIPELINE = ("( videotestsrc is-live=true ! "
-            "video/x-raw,width=320,height=240,framerate=15/1 ! "
+            "video/x-raw,width=%d,height=%d,framerate=15/1 ! "
             "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! "
             "rtph264pay name=pay0 pt=96 )")
+
+
+def option(name, default):
+    args = sys.argv[2:]
+    return args[args.index(name) + 1] if name in args[:-1] else default
 
 
 def main():
     port = int(sys.argv[1])
     shared = "--per-client" not in sys.argv[2:]
+    width, height = (int(n) for n in option("--size", "320x240").split("x"))
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
+    server.set_address(option("--bind", "127.0.0.1"))
     server.set_service(str(port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE)
+    factory.set_launch(PIPELINE % (width, height))
     factory.set_shared(shared)
     server.get_mount_points().add_factory("/stream", factory)
     if server.attach(None) == 0:
