@@ -118,6 +118,30 @@ bool bearer_matches(const request& req, const std::string& token) {
   return equal_in_constant_time(token, presented);
 }
 
+/// Whether a request's Host names this machine's loopback (localhost,
+/// *.localhost, 127.x.x.x, [::1], with any port), or is absent. A browser
+/// always sends the name it resolved: a page of another site that rebinds
+/// its name to 127.0.0.1 (DNS rebinding) names that site, not loopback.
+bool host_is_loopback(const request& req) {
+  auto* host = req.header("host");
+  if (host == nullptr)
+    return true;
+  std::string h = *host;
+  for (auto& c : h)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!h.empty() && h.front() == '[') {
+    auto end = h.find(']');
+    return end != std::string::npos && h.substr(1, end - 1) == "::1";
+  }
+  h = h.substr(0, h.find(':'));
+  if (h == "localhost"
+      || (h.size() > 10 && h.compare(h.size() - 10, 10, ".localhost") == 0))
+    return true;
+  in_addr a{};
+  return ::inet_pton(AF_INET, h.c_str(), &a) == 1
+         && (ntohl(a.s_addr) >> 24) == 127;
+}
+
 } // namespace
 
 struct front::loop {
@@ -295,6 +319,16 @@ struct front::loop {
     bool is_public
       = std::find(public_paths.begin(), public_paths.end(), req.path)
         != public_paths.end();
+    if (token.empty() && !host_is_loopback(req)) {
+      // No token means a loopback-only port: a request naming another host
+      // comes from a web page that rebound its name to this machine.
+      answer(c, response{403, json_type,
+                         error_json("this admin port answers only requests "
+                                    "for a loopback host (127.0.0.1, [::1], "
+                                    "localhost); set a bearer token to use "
+                                    "another name")});
+      return;
+    }
     if (!token.empty() && !is_public && !bearer_matches(req, token)) {
       answer(c, response{401,
                          json_type,

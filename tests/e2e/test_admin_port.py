@@ -247,6 +247,19 @@ class AdminPortToken(unittest.TestCase):
         code, _ = http_get(f"http://127.0.0.1:{self.lab.signal_admin}/v1/status")
         self.assertEqual(code, 200)
 
+    def test_loopback_without_token_answers_only_loopback_names(self):
+        # DNS rebinding: a web page of another site whose name now resolves
+        # to 127.0.0.1 sends its own name as Host; without a token the port
+        # answers only loopback names.
+        port = self.lab.signal_admin
+        for host in ("evil.example", "evil.example:%d" % port, "10.1.2.3"):
+            code, body = get(port, headers={"Host": host})
+            self.assertEqual(code, 403, host)
+            self.assertIn("loopback host", body)
+        for host in ("127.0.0.1:%d" % port, "localhost", "[::1]:%d" % port,
+                     "status.localhost:%d" % port):
+            self.assertEqual(get(port, headers={"Host": host})[0], 200, host)
+
 
 if __name__ == "__main__":
     unittest.main()
