@@ -8,10 +8,19 @@
 #include <fmt/format.h>
 
 #include "actors/common/log.hpp"
+#include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/quic/quic_connection.hpp"
 
 namespace p2proxy::config_detail {
+
+namespace {
+
+/// session.idle_timeout's upper bound: below ICE's own limit for a silent
+/// pair, so the session's setting, not ICE, decides when silence ends it.
+constexpr std::chrono::milliseconds max_idle_timeout{45000};
+
+} // namespace
 
 void reader::read(const toml::table& root, node_config& cfg) {
   check_keys(root, "",
@@ -47,6 +56,12 @@ void reader::read(const toml::table& root, node_config& cfg) {
                          text));
       cfg.congestion_control = text;
     }
+    if (cfg.idle_timeout > max_idle_timeout)
+      fail(line_of(*t), "session.idle_timeout",
+           fmt::format("must be at most {} s: ICE gives up a path whose "
+                       "checks go unanswered for {} s",
+                       max_idle_timeout.count() / 1000,
+                       ice_pair_silence_limit.count()));
     if (cfg.keepalive >= cfg.idle_timeout)
       fail(line_of(*t), "session.keepalive",
            "must be shorter than session.idle_timeout, or the session ends "

@@ -40,6 +40,12 @@ inline uint64_t steady_clock_ns() {
       .count());
 }
 
+/// How long libnice 0.1.21's keepalive checks go unanswered before it
+/// reports the selected pair "failed" (fixed in libnice). A session's silence
+/// limit (session.idle_timeout) must stay below it, or ICE ends sessions
+/// that QUIC would keep.
+inline constexpr std::chrono::seconds ice_pair_silence_limit{50};
+
 struct ice_turn_server {
   endpoint server;
   std::string user;
@@ -49,7 +55,10 @@ struct ice_turn_server {
 struct ice_settings {
   std::vector<endpoint> stun;
   std::vector<ice_turn_server> turn;
-  bool consent_freshness = true;
+  /// The selected pair's keepalives are STUN binding requests the peer
+  /// answers (every 4-6 s; libnice fails the pair after 50 s without an
+  /// answer, ice_pair_silence_limit), not unanswered indications.
+  bool consent_checks = true;
   /// Host candidates only on these IP addresses when not empty. libnice never
   /// gathers on loopback by itself, so same-host tests pass {"127.0.0.1"}; a
   /// machine whose only interface is loopback falls back to it anyway.

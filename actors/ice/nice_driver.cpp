@@ -184,14 +184,21 @@ nice_driver::create_agent(bool controlling, caf::actor owner, uint64_t tag) {
 void nice_driver::open(const core_ptr& c) {
   if (c->closed_hint.load() || quitting_)
     return; // closed before it ever opened
-  auto flags = static_cast<NiceAgentOption>(
-    NICE_AGENT_OPTION_ICE_TRICKLE
-    | (settings_.consent_freshness ? NICE_AGENT_OPTION_CONSENT_FRESHNESS : 0));
+  // Not libnice's consent-freshness option: in libnice 0.1.21 it ends a
+  // pair after a fixed 10 s without an answer (two or three lost checks
+  // under load, or any pause of the peer longer than that). Its keepalive
+  // checks instead are the same STUN binding requests every 4-6 s, answered
+  // by the peer, but a pair fails only after 50 s without an answer; the
+  // session's own silence limit (QUIC's idle timeout, session.idle_timeout)
+  // decides first (docs/sessions.md, "Stalls").
+  auto flags = static_cast<NiceAgentOption>(NICE_AGENT_OPTION_ICE_TRICKLE);
   c->agent = nice_agent_new_full(ctx_, NICE_COMPATIBILITY_RFC5245, flags);
   // ice-tcp off: QUIC over an ICE-TCP pair would stack two congestion
   // controllers; TURN over TCP still works with it off.
   g_object_set(c->agent, "controlling-mode", gboolean{c->controlling},
-               "ice-tcp", FALSE, "upnp", gboolean{settings_.upnp}, nullptr);
+               "ice-tcp", FALSE, "upnp", gboolean{settings_.upnp},
+               "keepalive-conncheck", gboolean{settings_.consent_checks},
+               nullptr);
   if (settings_.idle_timeout_ms > 0)
     g_object_set(c->agent, "idle-timeout", guint{settings_.idle_timeout_ms},
                  nullptr);

@@ -183,10 +183,16 @@ void on_ice_state(peer_session_actor* self, const std::string& state) {
                                st.local_candidates, st.remote_candidates)),
         true);
     else
-      close_session(self,
-                    make_error(ec::session_lost,
-                               "ICE consent lost: the peer stopped answering"),
-                    false);
+      // Past the setup only ICE's own limit for a silent pair gets here
+      // (ice_pair_silence_limit, above session.idle_timeout): QUIC's idle
+      // timeout normally ends a silent session first.
+      close_session(
+        self,
+        make_error(ec::session_lost,
+                   fmt::format("ICE consent lost: the peer answered no check "
+                               "for {} s",
+                               ice_pair_silence_limit.count())),
+        false);
   }
 }
 
