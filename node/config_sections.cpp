@@ -205,7 +205,26 @@ std::string reader::read_token_file(const toml::node& n) {
 void reader::read_ice(const toml::table* t, node_config& cfg) {
   if (t == nullptr)
     return;
-  check_keys(*t, "ice", {"stun", "turn"});
+  check_keys(*t, "ice", {"stun", "turn", "interfaces", "exclude"});
+  auto patterns = [&](const char* key) {
+    std::vector<std::string> out;
+    auto name = fmt::format("ice.{}", key);
+    auto& arr = array_of(*t->get(key), name,
+                         "a list of strings like [\"eth0\", \"wl*\", "
+                         "\"10.0.0.0/8\"]");
+    for (size_t i = 0; i < arr.size(); ++i) {
+      auto item = fmt::format("{}[{}]", name, i + 1);
+      auto text = string_of(arr[i], item, "an interface name or an address");
+      if (auto why = interface_pattern_error(text); !why.empty())
+        fail(line_of(arr[i]), item, why);
+      out.push_back(std::move(text));
+    }
+    return out;
+  };
+  if (t->get("interfaces") != nullptr)
+    cfg.interfaces = patterns("interfaces");
+  if (t->get("exclude") != nullptr)
+    cfg.exclude = patterns("exclude");
   if (auto n = t->get("stun")) {
     auto& arr = array_of(*n, "ice.stun",
                          "a list of strings like [\"198.18.0.10:3478\"]");

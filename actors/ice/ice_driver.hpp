@@ -28,6 +28,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/common/endpoint.hpp"
+#include "actors/ice/interface_filter.hpp"
 
 namespace p2proxy {
 
@@ -63,6 +64,11 @@ struct ice_settings {
   /// gathers on loopback by itself, so same-host tests pass {"127.0.0.1"}; a
   /// machine whose only interface is loopback falls back to it anyway.
   std::vector<std::string> local_addresses;
+  /// Otherwise each agent gathers on the machine's addresses that match
+  /// `interfaces` (all when empty) and no pattern of `exclude`
+  /// (actors/ice/interface_filter.hpp), listed when it opens.
+  std::vector<std::string> interfaces;
+  std::vector<std::string> exclude = default_interface_excludes();
   /// Connectivity-check pacing, 0 = libnice's default (first retransmission
   /// after 500 ms, 3 retransmissions). Tests shorten it so that a dead pair
   /// fails fast.

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 
+#include <fmt/ranges.h>
 #include <nice/debug.h>
 
 #include "actors/actors.hpp"
@@ -214,7 +215,23 @@ void nice_driver::open(const core_ptr& c) {
     g_object_set(c->agent, "stun-server", stun.host.c_str(), "stun-server-port",
                  guint{stun.port}, nullptr);
   }
-  for (auto& ip : settings_.local_addresses) {
+  auto local = settings_.local_addresses;
+  if (local.empty()) {
+    // The rules are applied to the interfaces there are now: one that came
+    // or went since the last agent is judged like the others.
+    auto chosen = choose_interfaces(list_interfaces(), settings_.interfaces,
+                                    settings_.exclude);
+    for (auto& a : chosen.used)
+      local.push_back(a.ip);
+    if (local.empty()) {
+      log::info(subject,
+                "agent {}: no interface passes [ice] interfaces/exclude ({} "
+                "skipped); uses loopback",
+                c->tag, chosen.skipped.size());
+      local = {"127.0.0.1", "::1"};
+    }
+  }
+  for (auto& ip : local) {
     NiceAddress addr;
     nice_address_init(&addr);
     if (nice_address_set_from_string(&addr, ip.c_str()))
@@ -266,8 +283,7 @@ void nice_driver::connect_signals(const core_ptr& c) {
          g_free(sdp);
          if (text.rfind("a=", 0) == 0)
            text.erase(0, 2);
-         log::emit(log::level::trace, subject, "agent {} gathers {}", c.tag,
-                   text);
+         log::debug(subject, "agent {} gathers {}", c.tag, text);
          c.emit(ice_cand_atom::value, c.tag, std::move(text));
        })));
   using done_fn = void (*)(NiceAgent*, guint, gpointer);
@@ -501,6 +517,22 @@ void nice_driver::close(agent_core& c) {
 namespace p2proxy {
 
 std::shared_ptr<ice_driver> make_nice_driver(const ice_settings& settings) {
+  if (settings.local_addresses.empty()) {
+    // What [ice] interfaces/exclude give on this machine now (each agent
+    // looks again when it opens).
+    auto chosen = choose_interfaces(list_interfaces(), settings.interfaces,
+                                    settings.exclude);
+    std::string skipped;
+    for (auto& [a, why] : chosen.skipped)
+      skipped += fmt::format("{}{} {} ({})", skipped.empty() ? "" : ", ",
+                             a.name, a.ip, why);
+    log::info(
+      ice_detail::subject,
+      "gathers on interfaces: {}; skips: {}; rules: interfaces [{}], "
+      "exclude [{}]",
+      describe_interfaces(chosen.used), skipped.empty() ? "none" : skipped,
+      fmt::join(settings.interfaces, ", "), fmt::join(settings.exclude, ", "));
+  }
   return std::make_shared<ice_detail::nice_driver>(settings);
 }
 
