@@ -6,11 +6,13 @@ checks the SHA-256 of what arrives.
 
   1. Node A (the exporting node) is stopped (SIGSTOP) for 15 s mid-transfer, default settings
      (session.idle_timeout 30 s): the transfer completes byte-exact on the same session.
-     (libnice's consent freshness used to end it 10 s into the pause.)
+     (libnice's consent freshness used to end it 10 s into the pause.) The session's
+     pathHistory starts with its first pair ("initial") and ends with the current one, and
+     /metrics counts it (p2proxy_session_path_changes_total, class label on byte counters).
   2. With idle_timeout = 12 s, node A is stopped for 20 s: the client sees a reset (never a
      clean end) within idle_timeout + 5 s of the stop, not before idle_timeout - 2 s; after
      node A runs again both nodes are back to their baseline (taken after a first session
-     came and went, idle_linger 0s): no session, no channel, the same open fds and running
+     came and went, idle_linger 2s): no session, no channel, the same open fds and running
      actors.
   3. The same at the default idle_timeout and keepalive: stopped 45 s, reset within 35 s.
   4. 4 and 8 parallel downloads (clients on hostB, 32 MiB each, as fast as they go: 4 and 8
@@ -203,6 +205,24 @@ resource = "bulk"
                 return row
         return None
 
+    def check_path_history(self, row):
+        """The session's pathHistory in /v1/status and the path metrics (docs/admin.md)."""
+        hist = row.get("pathHistory") or []
+        self.assertTrue(hist, "no pathHistory: %r" % row)
+        first = hist[0]
+        self.assertEqual(sorted(first), ["from", "reason", "time", "to"], first)
+        self.assertEqual(first["reason"], "initial", hist)
+        self.assertEqual(first["from"], "", hist)
+        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+        now = "%s %s -> %s %s" % (row.get("localCandidateType"), row.get("localAddress"),
+                                  row.get("remoteCandidateType"), row.get("remoteAddress"))
+        self.assertEqual(hist[-1]["to"], now, "the last change is not the current pair")
+        code, text = self.lab.http("hostB", natlab.NODE_ADMIN, "/metrics")
+        self.assertEqual(code, 200, text)
+        self.assertRegex(text, r'p2proxy_session_path_changes_total\{reason="initial"\} [1-9]')
+        self.assertRegex(text, r'p2proxy_session_bytes_total\{direction="in",path="direct",'
+                               r'class="(host|srflx|prflx)"\} [1-9]')
+
     # --- 1 ---------------------------------------------------------------------------------
     def test_1_pause_15s_at_defaults_completes_byte_exact(self):
         self.start(nbytes=96 * MIB, rate=12 * MIB)
@@ -228,6 +248,7 @@ resource = "bulk"
                              "the session was replaced: %r -> %r" % (row, after))
             closed = self.sessions("B").get("recentlyClosed", []) or []
             self.assertEqual(closed, [], "B closed a session: %r" % closed)
+            self.check_path_history(after)
         except BaseException:
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
@@ -241,7 +262,7 @@ resource = "bulk"
             path = "/v1/debug/pump/%s?resource=echo&bytes=%d" % (self.lab.ids["A"], MIB)
             code, body = self.lab.http("hostB", natlab.NODE_ADMIN, path, timeout=60)
             self.assertEqual(code, 200, "warm-up pump: %s %r" % (code, body))
-            self.lab.wait("the warm-up session to end (idle_linger 0s)",
+            self.lab.wait("the warm-up session to end (idle_linger 2s)",
                           lambda: not self.sessions("A").get("sessions")
                           and not self.sessions("B").get("sessions"), 20)
             base = {n: self.process(n) for n in ("A", "B")}
@@ -307,12 +328,12 @@ resource = "bulk"
 
     def test_2_pause_20s_past_a_12s_idle_timeout_resets_and_frees(self):
         self.check_pause_past_timeout(12, 20, '\n[session]\nidle_timeout = "12s"\n'
-                                              'keepalive = "4s"\nidle_linger = "0s"\n')
+                                              'keepalive = "4s"\nidle_linger = "2s"\n')
 
     def test_3_pause_45s_at_default_timeouts_resets_and_frees(self):
-        # idle_timeout and keepalive at their defaults (30 s, 10 s); no linger, so the
+        # idle_timeout and keepalive at their defaults (30 s, 10 s); a short linger, so the
         # warm-up session ends at once.
-        self.check_pause_past_timeout(30, 45, '\n[session]\nidle_linger = "0s"\n')
+        self.check_pause_past_timeout(30, 45, '\n[session]\nidle_linger = "2s"\n')
 
     # --- 4: parallel streams under loss ---------------------------------------------------------
     def parallel_fetches(self, k, timeout=120):
