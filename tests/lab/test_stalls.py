@@ -144,6 +144,24 @@ resource = "bulk"
     def process(self, n):
         return self.lab.status("host" + n).get("process", {})
 
+    def settled_process(self, timeout=20):
+        """Both nodes' process counters once open fds and actors have not changed for 2 s."""
+        def counts():
+            p = {n: self.process(n) for n in ("A", "B")}
+            return p, {n: (num(p[n].get("openFds")), num(p[n].get("runningActors")))
+                       for n in p}
+        deadline = time.monotonic() + timeout
+        last, key = counts()
+        since = time.monotonic()
+        while time.monotonic() - since < 2.0:
+            if time.monotonic() > deadline:
+                self.fail("fds/actors did not settle within %ds: %r" % (timeout, last))
+            time.sleep(0.25)
+            now, k = counts()
+            if k != key:
+                last, key, since = now, k, time.monotonic()
+        return last
+
     def sessions(self, n):
         return self.lab.status("host" + n).get("sessions", {})
 
@@ -265,7 +283,9 @@ resource = "bulk"
             self.lab.wait("the warm-up session to end (idle_linger 2s)",
                           lambda: not self.sessions("A").get("sessions")
                           and not self.sessions("B").get("sessions"), 20)
-            base = {n: self.process(n) for n in ("A", "B")}
+            # A closed session's ICE agent is released asynchronously (TURN allocations are
+            # deleted with a round trip): the baseline is what the counts settle at.
+            base = self.settled_process()
             base_actors = {n: [a.get("name") for a in
                                self.lab.status("host" + n).get("actors", []) or []]
                            for n in ("A", "B")}
