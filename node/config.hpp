@@ -12,6 +12,7 @@
 
 #include "actors/common/endpoint.hpp"
 #include "actors/common/log.hpp"
+#include "actors/ice/interface_filter.hpp"
 
 namespace p2proxy {
 
@@ -60,6 +61,8 @@ struct node_config {
   // [ice]
   std::vector<endpoint> stun;
   std::vector<turn_config> turn;
+  std::vector<std::string> interfaces; // empty: every interface
+  std::vector<std::string> exclude = default_interface_excludes();
   // [session]
   std::chrono::milliseconds idle_linger{30000};
   std::chrono::milliseconds connect_timeout{20000}; // ICE + handshake

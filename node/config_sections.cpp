@@ -8,10 +8,19 @@
 #include <fmt/format.h>
 
 #include "actors/common/log.hpp"
+#include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/quic/quic_connection.hpp"
 
 namespace p2proxy::config_detail {
+
+namespace {
+
+/// session.idle_timeout's upper bound: below ICE's own limit for a silent
+/// pair, so the session's setting, not ICE, decides when silence ends it.
+constexpr std::chrono::milliseconds max_idle_timeout{45000};
+
+} // namespace
 
 void reader::read(const toml::table& root, node_config& cfg) {
   check_keys(root, "",
@@ -47,6 +56,12 @@ void reader::read(const toml::table& root, node_config& cfg) {
                          text));
       cfg.congestion_control = text;
     }
+    if (cfg.idle_timeout > max_idle_timeout)
+      fail(line_of(*t), "session.idle_timeout",
+           fmt::format("must be at most {} s: ICE gives up a path whose "
+                       "checks go unanswered for {} s",
+                       max_idle_timeout.count() / 1000,
+                       ice_pair_silence_limit.count()));
     if (cfg.keepalive >= cfg.idle_timeout)
       fail(line_of(*t), "session.keepalive",
            "must be shorter than session.idle_timeout, or the session ends "
@@ -190,7 +205,26 @@ std::string reader::read_token_file(const toml::node& n) {
 void reader::read_ice(const toml::table* t, node_config& cfg) {
   if (t == nullptr)
     return;
-  check_keys(*t, "ice", {"stun", "turn"});
+  check_keys(*t, "ice", {"stun", "turn", "interfaces", "exclude"});
+  auto patterns = [&](const char* key) {
+    std::vector<std::string> out;
+    auto name = fmt::format("ice.{}", key);
+    auto& arr = array_of(*t->get(key), name,
+                         "a list of strings like [\"eth0\", \"wl*\", "
+                         "\"10.0.0.0/8\"]");
+    for (size_t i = 0; i < arr.size(); ++i) {
+      auto item = fmt::format("{}[{}]", name, i + 1);
+      auto text = string_of(arr[i], item, "an interface name or an address");
+      if (auto why = interface_pattern_error(text); !why.empty())
+        fail(line_of(arr[i]), item, why);
+      out.push_back(std::move(text));
+    }
+    return out;
+  };
+  if (t->get("interfaces") != nullptr)
+    cfg.interfaces = patterns("interfaces");
+  if (t->get("exclude") != nullptr)
+    cfg.exclude = patterns("exclude");
   if (auto n = t->get("stun")) {
     auto& arr = array_of(*n, "ice.stun",
                          "a list of strings like [\"198.18.0.10:3478\"]");

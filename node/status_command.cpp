@@ -166,6 +166,10 @@ std::string describe_node(const admin::NodeStatus& n) {
               : fmt::format("{} {} -> {} {}", x.local_candidate_type(),
                             x.local_address(), x.remote_candidate_type(),
                             x.remote_address());
+        // The first entry is the initial pair; later ones are changes.
+        if (auto n = x.path_history_size(); n > 1)
+          path += fmt::format(" ({} change{}, last: {})", n - 1,
+                              n > 2 ? "s" : "", x.path_history(n - 1).reason());
         t.add({x.peer(), or_dash(x.state()), path,
                fmt::format("{:.1f} ms", x.rtt_ms()),
                std::to_string(x.bytes_sent()),

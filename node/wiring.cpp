@@ -17,6 +17,8 @@ node_settings make_node_settings(const node_config& cfg) {
   ns.signal.backoff_max = cfg.backoff_max;
   ns.signal.lookup_timeout = cfg.lookup_timeout;
   ns.ice.stun = cfg.stun;
+  ns.ice.interfaces = cfg.interfaces;
+  ns.ice.exclude = cfg.exclude;
   for (auto& t : cfg.turn)
     ns.ice.turn.push_back(ice_turn_server{t.server, t.user, t.password});
   ns.session.idle_linger = cfg.idle_linger;

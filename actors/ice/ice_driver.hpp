@@ -28,6 +28,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/common/endpoint.hpp"
+#include "actors/ice/interface_filter.hpp"
 
 namespace p2proxy {
 
@@ -40,6 +41,12 @@ inline uint64_t steady_clock_ns() {
       .count());
 }
 
+/// How long libnice 0.1.21's keepalive checks go unanswered before it
+/// reports the selected pair "failed" (fixed in libnice). A session's silence
+/// limit (session.idle_timeout) must stay below it, or ICE ends sessions
+/// that QUIC would keep.
+inline constexpr std::chrono::seconds ice_pair_silence_limit{50};
+
 struct ice_turn_server {
   endpoint server;
   std::string user;
@@ -49,11 +56,19 @@ struct ice_turn_server {
 struct ice_settings {
   std::vector<endpoint> stun;
   std::vector<ice_turn_server> turn;
-  bool consent_freshness = true;
+  /// The selected pair's keepalives are STUN binding requests the peer
+  /// answers (every 4-6 s; libnice fails the pair after 50 s without an
+  /// answer, ice_pair_silence_limit), not unanswered indications.
+  bool consent_checks = true;
   /// Host candidates only on these IP addresses when not empty. libnice never
   /// gathers on loopback by itself, so same-host tests pass {"127.0.0.1"}; a
   /// machine whose only interface is loopback falls back to it anyway.
   std::vector<std::string> local_addresses;
+  /// Otherwise each agent gathers on the machine's addresses that match
+  /// `interfaces` (all when empty) and no pattern of `exclude`
+  /// (actors/ice/interface_filter.hpp), listed when it opens.
+  std::vector<std::string> interfaces;
+  std::vector<std::string> exclude = default_interface_excludes();
   /// Connectivity-check pacing, 0 = libnice's default (first retransmission
   /// after 500 ms, 3 retransmissions). Tests shorten it so that a dead pair
   /// fails fast.

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 
+#include <fmt/ranges.h>
 #include <nice/debug.h>
 
 #include "actors/actors.hpp"
@@ -184,14 +185,21 @@ nice_driver::create_agent(bool controlling, caf::actor owner, uint64_t tag) {
 void nice_driver::open(const core_ptr& c) {
   if (c->closed_hint.load() || quitting_)
     return; // closed before it ever opened
-  auto flags = static_cast<NiceAgentOption>(
-    NICE_AGENT_OPTION_ICE_TRICKLE
-    | (settings_.consent_freshness ? NICE_AGENT_OPTION_CONSENT_FRESHNESS : 0));
+  // Not libnice's consent-freshness option: in libnice 0.1.21 it ends a
+  // pair after a fixed 10 s without an answer (two or three lost checks
+  // under load, or any pause of the peer longer than that). Its keepalive
+  // checks instead are the same STUN binding requests every 4-6 s, answered
+  // by the peer, but a pair fails only after 50 s without an answer; the
+  // session's own silence limit (QUIC's idle timeout, session.idle_timeout)
+  // decides first (docs/sessions.md, "Stalls").
+  auto flags = static_cast<NiceAgentOption>(NICE_AGENT_OPTION_ICE_TRICKLE);
   c->agent = nice_agent_new_full(ctx_, NICE_COMPATIBILITY_RFC5245, flags);
   // ice-tcp off: QUIC over an ICE-TCP pair would stack two congestion
   // controllers; TURN over TCP still works with it off.
   g_object_set(c->agent, "controlling-mode", gboolean{c->controlling},
-               "ice-tcp", FALSE, "upnp", gboolean{settings_.upnp}, nullptr);
+               "ice-tcp", FALSE, "upnp", gboolean{settings_.upnp},
+               "keepalive-conncheck", gboolean{settings_.consent_checks},
+               nullptr);
   if (settings_.idle_timeout_ms > 0)
     g_object_set(c->agent, "idle-timeout", guint{settings_.idle_timeout_ms},
                  nullptr);
@@ -207,7 +215,23 @@ void nice_driver::open(const core_ptr& c) {
     g_object_set(c->agent, "stun-server", stun.host.c_str(), "stun-server-port",
                  guint{stun.port}, nullptr);
   }
-  for (auto& ip : settings_.local_addresses) {
+  auto local = settings_.local_addresses;
+  if (local.empty()) {
+    // The rules are applied to the interfaces there are now: one that came
+    // or went since the last agent is judged like the others.
+    auto chosen = choose_interfaces(list_interfaces(), settings_.interfaces,
+                                    settings_.exclude);
+    for (auto& a : chosen.used)
+      local.push_back(a.ip);
+    if (local.empty()) {
+      log::info(subject,
+                "agent {}: no interface passes [ice] interfaces/exclude ({} "
+                "skipped); uses loopback",
+                c->tag, chosen.skipped.size());
+      local = {"127.0.0.1", "::1"};
+    }
+  }
+  for (auto& ip : local) {
     NiceAddress addr;
     nice_address_init(&addr);
     if (nice_address_set_from_string(&addr, ip.c_str()))
@@ -259,8 +283,7 @@ void nice_driver::connect_signals(const core_ptr& c) {
          g_free(sdp);
          if (text.rfind("a=", 0) == 0)
            text.erase(0, 2);
-         log::emit(log::level::trace, subject, "agent {} gathers {}", c.tag,
-                   text);
+         log::debug(subject, "agent {} gathers {}", c.tag, text);
          c.emit(ice_cand_atom::value, c.tag, std::move(text));
        })));
   using done_fn = void (*)(NiceAgent*, guint, gpointer);
@@ -494,6 +517,22 @@ void nice_driver::close(agent_core& c) {
 namespace p2proxy {
 
 std::shared_ptr<ice_driver> make_nice_driver(const ice_settings& settings) {
+  if (settings.local_addresses.empty()) {
+    // What [ice] interfaces/exclude give on this machine now (each agent
+    // looks again when it opens).
+    auto chosen = choose_interfaces(list_interfaces(), settings.interfaces,
+                                    settings.exclude);
+    std::string skipped;
+    for (auto& [a, why] : chosen.skipped)
+      skipped += fmt::format("{}{} {} ({})", skipped.empty() ? "" : ", ",
+                             a.name, a.ip, why);
+    log::info(
+      ice_detail::subject,
+      "gathers on interfaces: {}; skips: {}; rules: interfaces [{}], "
+      "exclude [{}]",
+      describe_interfaces(chosen.used), skipped.empty() ? "none" : skipped,
+      fmt::join(settings.interfaces, ", "), fmt::join(settings.exclude, ", "));
+  }
   return std::make_shared<ice_detail::nice_driver>(settings);
 }
 

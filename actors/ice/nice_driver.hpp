@@ -24,6 +24,12 @@
 // - shutdown() closes the agents left, waits (bounded) for libnice to release
 //   them, quits the loop and joins the thread. It is idempotent and called by
 //   the destructor; call it after the actors owning agents are gone.
+// - Each agent gathers on the addresses [ice] interfaces/exclude choose
+//   among the machine's at that moment (interface_filter.hpp), given to
+//   libnice as its local addresses; the driver logs the choice at start.
+// - The selected pair's keepalives are answered STUN checks
+//   (keepalive-conncheck), not libnice's consent freshness, whose fixed
+//   10 s expiry ended sessions in short stalls (docs/sessions.md).
 // - libnice's own debug output is on only at log level trace.
 #pragma once
 

@@ -125,6 +125,10 @@ struct agent_core {
   sockaddr_storage direct_to{};
   socklen_t direct_to_len = 0;
   bool gso_failed = false; // the kernel refused GSO once: libnice from then
+  /// direct_fd's send buffer (as the kernel counts it) less the room kept
+  /// for libnice's own datagrams (STUN checks and their answers): data
+  /// waits, or is dropped like UDP, once the queue reaches it. Guarded.
+  int direct_data_limit = 0;
 
   // --- GLib thread only ---
   NiceAgent* agent = nullptr;

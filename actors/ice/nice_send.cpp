@@ -1,6 +1,8 @@
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <sys/ioctl.h>
 
 #include <cerrno>
 #include <cstring>
@@ -26,6 +28,23 @@ enum class direct_result { sent, dropped, refused };
 /// arrives while the ICE thread is busy overflows it, and QUIC sees the
 /// drops as loss (5 % in the lab at 2.3 Gbit/s).
 constexpr int socket_buffer_bytes = 4 * 1024 * 1024;
+
+/// Send-buffer room data never takes on a direct pair: libnice's STUN
+/// checks and answers share the socket, and a full buffer would drop them
+/// (EAGAIN) while data keeps it full. A send batch (at most 256 datagrams,
+/// under 400 KiB as the kernel counts them) fits in it, so a check always
+/// finds half of it free.
+constexpr int stun_headroom_bytes = 1024 * 1024;
+
+/// How much of the send buffer data may fill: SO_SNDBUF (the kernel's own
+/// count, overhead included) less stun_headroom_bytes; 0 when unknown.
+int data_limit(int fd) {
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) != 0)
+    return 0;
+  return got > 2 * stun_headroom_bytes ? got - stun_headroom_bytes : got / 2;
+}
 
 /// Grows the socket's buffers to socket_buffer_bytes: beyond the sysctl
 /// limit when the process may (CAP_NET_ADMIN), else up to it. Says so once
@@ -123,6 +142,7 @@ void nice_driver::select_direct(agent_core& c, const NiceCandidate& remote) {
       c.direct_to_len = remote.addr.s.addr.sa_family == AF_INET6
                           ? sizeof(sockaddr_in6)
                           : sizeof(sockaddr_in);
+      c.direct_data_limit = data_limit(fd);
       fd = -1;
       direct = true;
     }
@@ -142,6 +162,21 @@ void nice_driver::send(agent_core& c, const std::vector<std::string>& xs) {
     return; // not open yet, or closed: dropped like UDP
   size_t i = 0;
   size_t dropped = 0;
+  if (c.direct_fd >= 0 && c.direct_data_limit > 0) {
+    // Data leaves the last part of the send buffer to STUN: a batch that
+    // finds the queue that full is dropped like UDP (QUIC's congestion
+    // control sees the loss) instead of crowding out the checks.
+    int queued = 0;
+    if (::ioctl(c.direct_fd, SIOCOUTQ, &queued) == 0
+        && queued >= c.direct_data_limit) {
+      c.send_drops += xs.size();
+      log::emit(log::level::trace, subject,
+                "agent {} drops {} datagrams: {} bytes queued, the rest is "
+                "kept for STUN",
+                c.tag, xs.size(), queued);
+      return;
+    }
+  }
   while (c.direct_fd >= 0 && i < xs.size()) {
     // A run: datagrams as large as the first, then maybe one smaller.
     size_t seg = xs[i].size();

@@ -159,32 +159,47 @@ std::string metrics_text(node_supervisor_actor* self,
   auto& sl = ns.sessions();
   prometheus_writer w;
   std::map<std::pair<std::string, std::string>, uint64_t> by_state_path;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> bytes_by_path;
+  // By path type (direct, relay, none) and class: the pair's most
+  // translated candidate type (host < srflx < prflx < relay).
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
+    bytes_by_path;
+  std::map<std::string, uint64_t> path_changes{sl.path_changes_closed().begin(),
+                                               sl.path_changes_closed().end()};
   for (auto& s : sl.sessions()) {
     auto path = s.local_candidate_type() == "relay"
                     || s.remote_candidate_type() == "relay"
                   ? std::string{"relay"}
                 : s.local_candidate_type().empty() ? std::string{"none"}
                                                    : std::string{"direct"};
+    std::string cls = "none";
+    for (auto t : {"host", "srflx", "prflx", "relay"})
+      if (s.local_candidate_type() == t || s.remote_candidate_type() == t)
+        cls = t;
     ++by_state_path[{s.state(), path}];
-    bytes_by_path[path].first += s.bytes_sent();
-    bytes_by_path[path].second += s.bytes_received();
+    bytes_by_path[{path, cls}].first += s.bytes_sent();
+    bytes_by_path[{path, cls}].second += s.bytes_received();
+    for (auto& change : s.path_history())
+      ++path_changes[change.reason()];
   }
   for (auto& [k, n] : by_state_path)
     w.gauge("p2proxy_sessions", "Peer sessions by state and path type",
             static_cast<double>(n), {{"state", k.first}, {"path", k.second}});
   if (by_state_path.empty())
     w.gauge("p2proxy_sessions", "Peer sessions by state and path type", 0);
-  for (auto& [path, b] : bytes_by_path) {
+  for (auto& [k, b] : bytes_by_path) {
     w.counter("p2proxy_session_bytes_total",
               "Bytes carried by open sessions, by direction and path type",
               static_cast<double>(b.first),
-              {{"direction", "out"}, {"path", path}});
+              {{"direction", "out"}, {"path", k.first}, {"class", k.second}});
     w.counter("p2proxy_session_bytes_total",
               "Bytes carried by open sessions, by direction and path type",
               static_cast<double>(b.second),
-              {{"direction", "in"}, {"path", path}});
+              {{"direction", "in"}, {"path", k.first}, {"class", k.second}});
   }
+  for (auto& [reason, n] : path_changes)
+    w.counter("p2proxy_session_path_changes_total",
+              "Changes of sessions' selected candidate pair, by reason",
+              static_cast<double>(n), {{"reason", reason}});
   for (auto& [reason, n] : sl.open_failures())
     w.counter("p2proxy_session_open_failures_total",
               "Sessions that failed to open, by reason", static_cast<double>(n),

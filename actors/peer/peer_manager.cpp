@@ -170,6 +170,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       auto& st = self->state;
       admin::SessionStatus row;
       if (row.ParseFromString(final_row)) {
+        for (auto& change : row.path_history())
+          ++st.path_changes_closed[change.reason()];
         st.recently_closed.push_back(std::move(row));
         while (st.recently_closed.size() > 16)
           st.recently_closed.pop_front();
@@ -231,6 +233,8 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       list->set_opened(st.opened);
       list->set_accepted(st.accepted);
       list->set_glare_resolved(st.glare_resolved);
+      for (auto& [k, v] : st.path_changes_closed)
+        (*list->mutable_path_changes_closed())[k] = v;
       for (auto& row : st.recently_closed)
         *list->add_recently_closed() = row;
       auto pending = std::make_shared<size_t>(st.peers.size());

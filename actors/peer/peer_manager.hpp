@@ -60,6 +60,7 @@ struct peer_manager_state {
   std::map<std::string, caf::error> last_reason; // why the last session ended
   std::map<std::string, uint64_t> open_failures; // by open_failure_label
   std::deque<admin::SessionStatus> recently_closed;
+  std::map<std::string, uint64_t> path_changes_closed; // ended sessions'
   uint64_t next_session = 0;
   uint64_t opened = 0, accepted = 0, glare_resolved = 0;
   bool stopping = false;

@@ -58,6 +58,36 @@ bool session_transition_allowed(session_state from, session_state to) {
   return false;
 }
 
+std::string candidate_pair::text() const {
+  return fmt::format("{} {} -> {} {}", local_type, local_addr, remote_type,
+                     remote_addr);
+}
+
+namespace {
+
+/// "198.18.0.3:6000" -> "198.18.0.3", "[2001:db8::1]:5" -> "[2001:db8::1]".
+std::string host_of(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  return colon == std::string::npos ? addr : addr.substr(0, colon);
+}
+
+} // namespace
+
+std::string path_change_reason(const candidate_pair& from,
+                               const candidate_pair& to) {
+  if (from.empty())
+    return "initial";
+  if (from.relayed() && !to.relayed())
+    return "upgrade";
+  if (!from.relayed() && to.relayed())
+    return "fallback";
+  bool same_hosts = host_of(from.local_addr) == host_of(to.local_addr)
+                    && host_of(from.remote_addr) == host_of(to.remote_addr);
+  if (same_hosts && !(from == to))
+    return "rebinding";
+  return "switch";
+}
+
 admin::SessionStatus session_status(const peer_session_state& st) {
   admin::SessionStatus s;
   s.set_peer(st.args.peer);
@@ -83,6 +113,13 @@ admin::SessionStatus session_status(const peer_session_state& st) {
   if (st.state == session_state::lingering)
     s.set_linger_deadline(rfc3339(st.linger_deadline));
   s.set_close_reason(st.close_reason);
+  for (auto& c : st.path_history) {
+    auto* row = s.add_path_history();
+    row->set_time(rfc3339(c.time));
+    row->set_from(c.from);
+    row->set_to(c.to);
+    row->set_reason(c.reason);
+  }
   return s;
 }
 
@@ -167,6 +204,30 @@ void start_quic(peer_session_actor* self) {
   flush(self);
 }
 
+/// ICE selected a pair: the status shows it, the path history records the
+/// change. QUIC needs no word of it: the agent sends on whatever pair is
+/// selected, and QUIC's own path (the one the handshake saw) stays.
+void on_selected_pair(peer_session_actor* self, candidate_pair to) {
+  auto& st = self->state;
+  candidate_pair from{st.local_type, st.local_addr, st.remote_type,
+                      st.remote_addr};
+  if (from == to)
+    return;
+  auto reason = path_change_reason(from, to);
+  if (!from.empty())
+    log::info(subject, "{} (session {}) moves to {} ({}; was {})", st.args.peer,
+              st.args.session_id, to.text(), reason, from.text());
+  st.path_history.push_back(path_change{std::chrono::system_clock::now(),
+                                        from.empty() ? "" : from.text(),
+                                        to.text(), std::move(reason)});
+  while (st.path_history.size() > max_path_history)
+    st.path_history.pop_front();
+  st.local_type = std::move(to.local_type);
+  st.local_addr = std::move(to.local_addr);
+  st.remote_type = std::move(to.remote_type);
+  st.remote_addr = std::move(to.remote_addr);
+}
+
 /// The ICE agent's state: a path starts QUIC, a failure ends the session.
 void on_ice_state(peer_session_actor* self, const std::string& state) {
   auto& st = self->state;
@@ -183,10 +244,16 @@ void on_ice_state(peer_session_actor* self, const std::string& state) {
                                st.local_candidates, st.remote_candidates)),
         true);
     else
-      close_session(self,
-                    make_error(ec::session_lost,
-                               "ICE consent lost: the peer stopped answering"),
-                    false);
+      // Past the setup only ICE's own limit for a silent pair gets here
+      // (ice_pair_silence_limit, above session.idle_timeout): QUIC's idle
+      // timeout normally ends a silent session first.
+      close_session(
+        self,
+        make_error(ec::session_lost,
+                   fmt::format("ICE consent lost: the peer answered no check "
+                               "for {} s",
+                               ice_pair_silence_limit.count())),
+        false);
   }
 }
 
@@ -359,11 +426,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     [=](ice_pair_atom, uint64_t, const std::string& ltype,
         const std::string& laddr, const std::string& rtype,
         const std::string& raddr) {
-      auto& st = self->state;
-      st.local_type = ltype;
-      st.local_addr = laddr;
-      st.remote_type = rtype;
-      st.remote_addr = raddr;
+      on_selected_pair(self, candidate_pair{ltype, laddr, rtype, raddr});
     },
     [=](ice_state_atom, uint64_t, const std::string& state) {
       on_ice_state(self, state);

@@ -157,6 +157,39 @@ struct session_stream {
   std::optional<preamble_reader> opening;
 };
 
+/// A selected candidate pair as the ICE agent reports it.
+struct candidate_pair {
+  std::string local_type, local_addr, remote_type, remote_addr;
+  bool empty() const {
+    return local_type.empty();
+  }
+  bool relayed() const {
+    return local_type == "relay" || remote_type == "relay";
+  }
+  /// "host 198.18.1.2:5000 -> srflx 198.18.0.3:6000"
+  std::string text() const;
+  bool operator==(const candidate_pair& o) const {
+    return local_type == o.local_type && local_addr == o.local_addr
+           && remote_type == o.remote_type && remote_addr == o.remote_addr;
+  }
+};
+
+/// Why the selected pair went from `from` to `to`: "initial" (the first),
+/// "upgrade" (relayed to direct), "fallback" (direct to relayed),
+/// "rebinding" (the same candidates' ends at another port of the same
+/// address: a NAT mapped anew) or "switch" (ICE chose another pair).
+std::string path_change_reason(const candidate_pair& from,
+                               const candidate_pair& to);
+
+/// One change of the selected pair, for the status (pathHistory).
+struct path_change {
+  std::chrono::system_clock::time_point time;
+  std::string from, to, reason;
+};
+
+/// The newest changes a session keeps.
+inline constexpr size_t max_path_history = 32;
+
 struct peer_session_state {
   static inline const char* name = "peer_session";
 
@@ -177,6 +210,7 @@ struct peer_session_state {
   std::chrono::system_clock::time_point linger_deadline;
   // ICE facts for the status.
   std::string local_type, local_addr, remote_type, remote_addr;
+  std::deque<path_change> path_history; // oldest first, bounded
   uint64_t local_candidates = 0, remote_candidates = 0;
 };
 

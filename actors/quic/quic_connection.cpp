@@ -49,6 +49,7 @@ connection::connection(bool server, const identity& me,
   };
   binding_.ref.user_data = this;
   binding_.expected_peer = std::move(expected_peer);
+  last_heard_ = now;
   init_path();
   tls_ = quic_tls::make_session(server_, cred_, &binding_);
   if (!server_)
@@ -73,7 +74,14 @@ bool connection::closed() const {
 quic_time connection::expiry() const {
   if (conn_ == nullptr || closed_)
     return UINT64_MAX;
-  return ngtcp2_conn_get_expiry(conn_);
+  return std::min(ngtcp2_conn_get_expiry(conn_), silence_deadline());
+}
+
+quic_time connection::silence_deadline() const {
+  auto limit = static_cast<quic_time>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.idle_timeout)
+      .count());
+  return limit > 0 ? last_heard_ + limit : UINT64_MAX;
 }
 
 quic_stats connection::stats() const {

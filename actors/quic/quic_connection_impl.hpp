@@ -276,6 +276,13 @@ private:
 
   quic_stats stats_;
   uint64_t lost_in_closed_streams_ = 0;
+  /// When a packet from the peer was last accepted. The session's silence
+  /// limit counts from here: ngtcp2 also restarts its idle timer when it
+  /// sends the first ack-eliciting packet after a receive (RFC 9000
+  /// 10.1), so a keepalive PING sent into a silence would stretch that
+  /// silence by up to the keepalive interval.
+  quic_time last_heard_ = 0;
+  quic_time silence_deadline() const;
 };
 
 } // namespace p2proxy::quic_detail

@@ -54,6 +54,8 @@ void connection::receive(const uint8_t* data, size_t size, quic_time now) {
   }
   if (rv != 0)
     on_error(rv);
+  else
+    last_heard_ = std::max(last_heard_, now);
   flush();
 }
 
@@ -77,6 +79,11 @@ void connection::write(quic_time now, std::vector<std::string>& out,
 void connection::on_expiry(quic_time now) {
   if (depth_ > 0 || conn_ == nullptr || closed_)
     return;
+  if (now >= silence_deadline()) {
+    on_error(NGTCP2_ERR_IDLE_CLOSE); // silent, as ngtcp2's own
+    flush();
+    return;
+  }
   int rv;
   {
     call_guard g{depth_};

@@ -474,6 +474,28 @@ TEST_F(quic_pair, idle_timeout_fires_on_virtual_time_when_the_peer_goes_quiet) {
   EXPECT_EQ(ca->expiry(), UINT64_MAX);
 }
 
+TEST_F(quic_pair, a_keepalive_ping_does_not_stretch_the_silence_limit) {
+  connect();
+  pipe.run_for(10'000 * ms);
+  ASSERT_FALSE(a.closed_reason);
+  // The last thing a hears is stream data (ack-eliciting). ngtcp2 restarts
+  // its idle timer when it sends the first ack-eliciting packet after such
+  // a receive: the keepalive PING 1 s into the silence would move the end
+  // to 4 s. The connection ends 3 s after it last heard b.
+  auto id = ca->open_stream();
+  ASSERT_GE(id, 0);
+  b.reply_bytes = 1000;
+  a.send(id, 1000, true, 5);
+  ASSERT_TRUE(pipe.run_until([&] { return a.received_all(id, 1000); }));
+  pipe.b_frozen = true;
+  auto silent_since = pipe.now;
+  ASSERT_TRUE(pipe.run_until([&] { return a.closed_reason.has_value(); }));
+  EXPECT_NE(a.closed_reason->find("idle timeout"), std::string::npos)
+    << *a.closed_reason;
+  EXPECT_LE(pipe.now - silent_since, 3000 * ms + 50 * ms);
+  EXPECT_GE(pipe.now - silent_since, 3000 * ms - 1000 * ms);
+}
+
 TEST_F(quic_pair, one_percent_loss_still_delivers_everything_intact) {
   pipe.loss = 0.01;
   connect();
