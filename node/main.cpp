@@ -372,8 +372,11 @@ int main(int argc, char** argv) {
   auto netcheck = app.add_subcommand(
     "netcheck", "what this host's network allows (UDP, NAT mapping, "
                 "relays), with the help of the configured signaling server");
-  netcheck->add_option("--config", netcheck_config, "the node's TOML "
-                       "configuration")->required();
+  netcheck
+    ->add_option("--config", netcheck_config,
+                 "the node's TOML "
+                 "configuration")
+    ->required();
   netcheck->add_flag("--json", netcheck_json, "print a JSON document");
 
   std::string demo_dir;

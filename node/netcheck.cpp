@@ -57,8 +57,8 @@ login_outcome probe_login(const node_config& nc,
   };
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto connector = spawn_connector(sys, std::chrono::seconds(10),
-                                   max_signal_frame);
+  auto connector
+    = spawn_connector(sys, std::chrono::seconds(10), max_signal_frame);
   auto link = sys.spawn(signal_link, lc, id, connector, caf::actor{});
   caf::scoped_actor self{sys};
   auto deadline = std::chrono::steady_clock::now() + login_deadline;
@@ -76,8 +76,7 @@ login_outcome probe_login(const node_config& nc,
       break;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      out.error = fmt::format("no login within {} s",
-                              login_deadline.count());
+      out.error = fmt::format("no login within {} s", login_deadline.count());
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -185,14 +184,13 @@ void classify(netcheck_result& r) {
                                                : "endpoint-dependent";
     bool two_hosts = false;
     for (auto a : answered)
-      two_hosts = two_hosts
-                  || a->server.host != answered.front()->server.host;
-    r.mapping_note
-      = two_hosts ? "seen by two server addresses: both address- and "
-                    "port-dependent mapping show"
-                  : "seen by two ports of one server address: a NAT that "
-                    "maps per destination address only would look "
-                    "endpoint-independent";
+      two_hosts = two_hosts || a->server.host != answered.front()->server.host;
+    r.mapping_note = two_hosts
+                       ? "seen by two server addresses: both address- and "
+                         "port-dependent mapping show"
+                       : "seen by two ports of one server address: a NAT that "
+                         "maps per destination address only would look "
+                         "endpoint-independent";
   } else if (r.udp == "works") {
     r.mapping_note = "only one server port answered (the server needs "
                      "--stun-ports P1,P2)";
@@ -215,15 +213,12 @@ void classify(netcheck_result& r) {
   bool me_unknown = r.mapping == "unknown" && !me_public;
   r.paths.clear();
   auto add = [&](const char* peer, bool direct, bool maybe, bool peer_tcp) {
-    std::string path;
-    if (r.udp != "works")
-      path = relayed(peer_tcp);
-    else if (direct)
+    bool udp = r.udp == "works";
+    std::string path = relayed(peer_tcp);
+    if (udp && direct)
       path = "direct";
-    else if (maybe)
-      path = "direct if the mapping allows it, else " + relayed(peer_tcp);
-    else
-      path = relayed(peer_tcp);
+    else if (udp && maybe)
+      path = "direct if the mapping allows it, else " + path;
     r.paths.push_back({peer, path});
   };
   add("public (no NAT)", true, false, false);
@@ -278,9 +273,8 @@ int run_netcheck(const std::string& config_path, bool json,
       r.ipv6 = "untested";
     } else {
       auto v6 = stun_bindings({probes.front()}, AF_INET6, stun_timeout);
-      r.ipv6 = !v6.answers.empty() && v6.answers.front().answered
-                 ? "works"
-                 : "no-answer";
+      r.ipv6 = !v6.answers.empty() && v6.answers.front().answered ? "works"
+                                                                  : "no-answer";
     }
   }
   std::vector<ice_turn_server> turn;

@@ -17,8 +17,8 @@ namespace p2proxy {
 /// What the probes found, as printed (human text or JSON).
 struct netcheck_result {
   std::string signal_server;
-  std::string signal_error; // empty: the probe login worked
-  std::string observed;     // the TCP address the server saw
+  std::string signal_error;        // empty: the probe login worked
+  std::string observed;            // the TCP address the server saw
   std::string udp = "unknown";     // works | blocked | unknown
   std::string mapping = "unknown"; // endpoint-independent | ...-dependent
   std::string mapping_note;        // how much the probes could tell
@@ -27,10 +27,10 @@ struct netcheck_result {
   bool behind_nat = false;
   std::vector<stun_binding_answer> stun;
   std::vector<std::string> ipv6_addresses; // global ones on this host
-  std::string ipv6 = "unavailable"; // works | no-answer | unavailable |
-                                    // untested (server without IPv6)
-  std::string relay_source;         // "server", "config" or empty: none
-  std::string relay_expires;        // RFC 3339; empty: no expiry
+  std::string ipv6 = "unavailable";        // works | no-answer | unavailable |
+                                           // untested (server without IPv6)
+  std::string relay_source;                // "server", "config" or empty: none
+  std::string relay_expires;               // RFC 3339; empty: no expiry
   std::vector<turn_check> relay;
   struct expectation {
     std::string peer;

@@ -35,11 +35,11 @@ std::string netcheck_json(const netcheck_result& r) {
   auto add = [&](const std::string& key, const std::string& value) {
     fmt::format_to(std::back_inserter(out), "  {}: {},\n", q(key), value);
   };
-  add("signal", fmt::format("{{\"server\": {}, \"ok\": {}, \"error\": {}, "
-                            "\"observedAddress\": {}}}",
-                            q(r.signal_server),
-                            r.signal_error.empty() ? "true" : "false",
-                            q(r.signal_error), q(r.observed)));
+  add("signal",
+      fmt::format("{{\"server\": {}, \"ok\": {}, \"error\": {}, "
+                  "\"observedAddress\": {}}}",
+                  q(r.signal_server), r.signal_error.empty() ? "true" : "false",
+                  q(r.signal_error), q(r.observed)));
   add("udp", q(r.udp));
   add("mapping", q(r.mapping));
   add("mappingNote", q(r.mapping_note));
@@ -64,20 +64,19 @@ std::string netcheck_json(const netcheck_result& r) {
   std::string servers = "[";
   for (size_t i = 0; i < r.relay.size(); ++i) {
     auto& t = r.relay[i];
-    fmt::format_to(std::back_inserter(servers),
-                   "{}{{\"server\": {}, \"transport\": {}, \"reachable\": {}, "
-                   "\"allocated\": {}, \"relayedAddress\": {}, \"rttMs\": "
-                   "{:.1f}, \"errorCode\": {}, \"error\": {}}}",
-                   i > 0 ? ", " : "", q(t.server.to_string()),
-                   t.tcp ? "\"tcp\"" : "\"udp\"",
-                   t.reachable ? "true" : "false",
-                   t.allocated ? "true" : "false", q(t.relayed), t.rtt_ms,
-                   t.error_code, q(t.error));
+    fmt::format_to(
+      std::back_inserter(servers),
+      "{}{{\"server\": {}, \"transport\": {}, \"reachable\": {}, "
+      "\"allocated\": {}, \"relayedAddress\": {}, \"rttMs\": "
+      "{:.1f}, \"errorCode\": {}, \"error\": {}}}",
+      i > 0 ? ", " : "", q(t.server.to_string()), t.tcp ? "\"tcp\"" : "\"udp\"",
+      t.reachable ? "true" : "false", t.allocated ? "true" : "false",
+      q(t.relayed), t.rtt_ms, t.error_code, q(t.error));
   }
   add("relay", fmt::format("{{\"available\": {}, \"source\": {}, "
                            "\"credentialsExpire\": {}, \"servers\": {}]}}",
-                           relay_works(r) ? "true" : "false",
-                           q(r.relay_source), q(r.relay_expires), servers));
+                           relay_works(r) ? "true" : "false", q(r.relay_source),
+                           q(r.relay_expires), servers));
   std::string paths = "[";
   for (size_t i = 0; i < r.paths.size(); ++i)
     fmt::format_to(std::back_inserter(paths),
@@ -92,11 +91,11 @@ std::string netcheck_text(const netcheck_result& r) {
   auto line = [&](const std::string& label, const std::string& text) {
     fmt::format_to(std::back_inserter(out), "{:<28}{}\n", label, text);
   };
-  line("signal server",
-       r.signal_error.empty()
-         ? fmt::format("{}: logged in (seen as {})", r.signal_server,
-                       r.observed)
-         : fmt::format("{}: {}", r.signal_server, r.signal_error));
+  line(
+    "signal server",
+    r.signal_error.empty()
+      ? fmt::format("{}: logged in (seen as {})", r.signal_server, r.observed)
+      : fmt::format("{}: {}", r.signal_server, r.signal_error));
   line("UDP", r.udp == "works"     ? "works"
               : r.udp == "blocked" ? "blocked (no STUN answer)"
                                    : "unknown (no STUN server to ask)");
@@ -107,9 +106,9 @@ std::string netcheck_text(const netcheck_result& r) {
   if (!r.public_addresses.empty())
     line("public address",
          fmt::format("{}{}", fmt::join(r.public_addresses, ", "),
-                     r.behind_nat ? fmt::format(" (behind NAT; local {})",
-                                                r.local_address)
-                                  : " (no NAT: the local address)"));
+                     r.behind_nat
+                       ? fmt::format(" (behind NAT; local {})", r.local_address)
+                       : " (no NAT: the local address)"));
   line("mapping", r.mapping_note.empty()
                     ? r.mapping
                     : fmt::format("{} ({})", r.mapping, r.mapping_note));
@@ -120,15 +119,15 @@ std::string netcheck_text(const netcheck_result& r) {
   if (r.relay.empty())
     line("relay", "none configured here or handed out by the server");
   for (auto& t : r.relay) {
-    auto what = t.allocated
-                  ? fmt::format("works, relay {} ({:.1f} ms)", t.relayed,
-                                t.rtt_ms)
-                : t.reachable ? fmt::format("answers ({:.1f} ms) but: {}",
-                                            t.rtt_ms, t.error)
-                              : fmt::format("unreachable: {}", t.error);
-    line(fmt::format("relay {}/{}", t.server.to_string(),
-                     t.tcp ? "TCP" : "UDP"),
-         what);
+    auto what
+      = t.allocated
+          ? fmt::format("works, relay {} ({:.1f} ms)", t.relayed, t.rtt_ms)
+        : t.reachable
+          ? fmt::format("answers ({:.1f} ms) but: {}", t.rtt_ms, t.error)
+          : fmt::format("unreachable: {}", t.error);
+    line(
+      fmt::format("relay {}/{}", t.server.to_string(), t.tcp ? "TCP" : "UDP"),
+      what);
   }
   if (!r.relay_expires.empty())
     line("", fmt::format("(credentials from the server, valid until {})",

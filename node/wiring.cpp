@@ -8,9 +8,8 @@
 
 namespace p2proxy {
 
-provided_servers::snapshot
-servers_from_login(const signal::IceServers& servers,
-                   const std::string& server_host) {
+provided_servers::snapshot servers_from_login(const signal::IceServers& servers,
+                                              const std::string& server_host) {
   provided_servers::snapshot out;
   auto parse = [&](const std::string& text, endpoint& ep) {
     // ":PORT" names the signaling server's own host.
@@ -55,18 +54,17 @@ node_settings make_node_settings(const node_config& cfg) {
   // What the signaling server hands out fills the kinds [ice] leaves empty.
   ns.ice.provided = std::make_shared<provided_servers>();
   ns.signal.on_ice_servers
-    = [store = ns.ice.provided, server = cfg.signal_server](
-        const signal::IceServers& servers) {
+    = [store = ns.ice.provided,
+       server = cfg.signal_server](const signal::IceServers& servers) {
         auto got = servers_from_login(servers, server.host);
-        log::info("signal_link",
-                  "got {} STUN and {} TURN server(s) from the server{}",
-                  got.stun.size(), got.turn.size(),
-                  servers.expires_unix() == 0
-                    ? std::string{}
-                    : fmt::format(" (TURN credentials valid until {})",
-                                  rfc3339(std::chrono::system_clock::from_time_t(
-                                    static_cast<time_t>(
-                                      servers.expires_unix())))));
+        log::info(
+          "signal_link", "got {} STUN and {} TURN server(s) from the server{}",
+          got.stun.size(), got.turn.size(),
+          servers.expires_unix() == 0
+            ? std::string{}
+            : fmt::format(" (TURN credentials valid until {})",
+                          rfc3339(std::chrono::system_clock::from_time_t(
+                            static_cast<time_t>(servers.expires_unix())))));
         store->set(std::move(got));
       };
   ns.session.idle_linger = cfg.idle_linger;

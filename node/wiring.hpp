@@ -14,8 +14,7 @@ node_settings make_node_settings(const node_config& cfg);
 /// The servers of a login's IceServers; ":PORT" entries name
 /// `server_host`, the signaling server's host as the node reaches it.
 /// Malformed entries are skipped with a warning.
-provided_servers::snapshot
-servers_from_login(const signal::IceServers& servers,
-                   const std::string& server_host);
+provided_servers::snapshot servers_from_login(const signal::IceServers& servers,
+                                              const std::string& server_host);
 
 } // namespace p2proxy

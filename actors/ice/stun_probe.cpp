@@ -73,7 +73,7 @@ stun_binding_report stun_bindings(const std::vector<endpoint>& servers,
   struct pending {
     sockaddr_storage to{};
     socklen_t to_len = 0;
-    uint8_t buf[STUN_MAX_MESSAGE_SIZE_IPV6];
+    uint8_t buf[STUN_MAX_MESSAGE_SIZE_IPV6]{};
     size_t len = 0;
     StunMessage msg{};
     clock_type::time_point sent;
@@ -89,8 +89,8 @@ stun_binding_report stun_bindings(const std::vector<endpoint>& servers,
     return report;
   }
   StunAgent agent;
-  stun_agent_init(&agent, STUN_ALL_KNOWN_ATTRIBUTES,
-                  STUN_COMPATIBILITY_RFC5389, STUN_AGENT_USAGE_USE_FINGERPRINT);
+  stun_agent_init(&agent, STUN_ALL_KNOWN_ATTRIBUTES, STUN_COMPATIBILITY_RFC5389,
+                  STUN_AGENT_USAGE_USE_FINGERPRINT);
   auto start = clock_type::now();
   auto deadline = start + timeout;
   for (size_t i = 0; i < servers.size(); ++i) {
@@ -161,8 +161,8 @@ stun_binding_report stun_bindings(const std::vector<endpoint>& servers,
       sockaddr_storage alt{};
       socklen_t alt_len = sizeof(alt);
       if (stun_usage_bind_process(&msg, reinterpret_cast<sockaddr*>(&mapped),
-                                  &mapped_len, reinterpret_cast<sockaddr*>(&alt),
-                                  &alt_len)
+                                  &mapped_len,
+                                  reinterpret_cast<sockaddr*>(&alt), &alt_len)
           == STUN_USAGE_BIND_RETURN_SUCCESS) {
         a.answered = true;
         a.mapped = address_text(reinterpret_cast<sockaddr*>(&mapped));
@@ -177,8 +177,8 @@ stun_binding_report stun_bindings(const std::vector<endpoint>& servers,
       StunTransactionId id;
       stun_message_id(&reqs[i].msg, id);
       stun_agent_forget_transaction(&agent, id);
-      report.answers[i].error = fmt::format(
-        "no answer within {} ms", static_cast<long>(timeout.count()));
+      report.answers[i].error = fmt::format("no answer within {} ms",
+                                            static_cast<long>(timeout.count()));
     }
   ::close(fd);
   return report;
@@ -298,11 +298,10 @@ turn_check turn_allocate(const endpoint& server, bool tcp,
     return out;
   }
   StunAgent agent;
-  stun_agent_init(&agent, STUN_ALL_KNOWN_ATTRIBUTES,
-                  STUN_COMPATIBILITY_RFC5389,
-                  static_cast<StunAgentUsageFlags>(
-                    STUN_AGENT_USAGE_LONG_TERM_CREDENTIALS
-                    | STUN_AGENT_USAGE_USE_FINGERPRINT));
+  stun_agent_init(
+    &agent, STUN_ALL_KNOWN_ATTRIBUTES, STUN_COMPATIBILITY_RFC5389,
+    static_cast<StunAgentUsageFlags>(STUN_AGENT_USAGE_LONG_TERM_CREDENTIALS
+                                     | STUN_AGENT_USAGE_USE_FINGERPRINT));
   auto u = reinterpret_cast<uint8_t*>(const_cast<char*>(user.data()));
   auto pw = reinterpret_cast<uint8_t*>(const_cast<char*>(password.data()));
   uint8_t req_buf[STUN_MAX_MESSAGE_SIZE_IPV6];
@@ -316,11 +315,11 @@ turn_check turn_allocate(const endpoint& server, bool tcp,
   // nonce from the 401; the second proves the credentials (a stale nonce
   // gets one more try).
   for (int round = 0; round < 3; ++round) {
-    auto len = stun_usage_turn_create(
-      &agent, &req, req_buf, sizeof(req_buf),
-      have_previous ? &previous : nullptr,
-      STUN_USAGE_TURN_REQUEST_PORT_NORMAL, -1, -1, u, user.size(), pw,
-      password.size(), STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
+    auto len = stun_usage_turn_create(&agent, &req, req_buf, sizeof(req_buf),
+                                      have_previous ? &previous : nullptr,
+                                      STUN_USAGE_TURN_REQUEST_PORT_NORMAL, -1,
+                                      -1, u, user.size(), pw, password.size(),
+                                      STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
     auto sent = clock_type::now();
     std::string why;
     if (len == 0
@@ -334,18 +333,17 @@ turn_check turn_allocate(const endpoint& server, bool tcp,
     }
     if (!out.reachable) {
       out.reachable = true;
-      out.rtt_ms = std::chrono::duration<double, std::milli>(
-                     clock_type::now() - sent)
-                     .count();
+      out.rtt_ms
+        = std::chrono::duration<double, std::milli>(clock_type::now() - sent)
+            .count();
     }
     sockaddr_storage relay{}, mapped{}, alt{};
     socklen_t relay_len = sizeof(relay), mapped_len = sizeof(mapped),
               alt_len = sizeof(alt);
     uint32_t bandwidth = 0, lifetime = 0;
-    auto rc = stun_usage_turn_process(&answer, &relay, &relay_len, &mapped,
-                                      &mapped_len, &alt, &alt_len, &bandwidth,
-                                      &lifetime,
-                                      STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
+    auto rc = stun_usage_turn_process(
+      &answer, &relay, &relay_len, &mapped, &mapped_len, &alt, &alt_len,
+      &bandwidth, &lifetime, STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
     if (rc == STUN_USAGE_TURN_RETURN_RELAY_SUCCESS
         || rc == STUN_USAGE_TURN_RETURN_MAPPED_SUCCESS) {
       out.allocated = true;
@@ -354,8 +352,8 @@ turn_check turn_allocate(const endpoint& server, bool tcp,
       out.relayed = address_text(reinterpret_cast<sockaddr*>(&relay));
       // Release it at once: lifetime 0.
       auto rlen = stun_usage_turn_create_refresh(
-        &agent, &req, req_buf, sizeof(req_buf), &answer, 0, u, user.size(),
-        pw, password.size(), STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
+        &agent, &req, req_buf, sizeof(req_buf), &answer, 0, u, user.size(), pw,
+        password.size(), STUN_USAGE_TURN_COMPATIBILITY_RFC5766);
       if (rlen > 0)
         ::send(fd, req_buf, rlen, MSG_NOSIGNAL | MSG_DONTWAIT);
       break;

@@ -75,11 +75,10 @@ public:
       }
       ports_.push_back(sockets_[before].port);
     }
-    stun_agent_init(&agent_, STUN_ALL_KNOWN_ATTRIBUTES,
-                    STUN_COMPATIBILITY_RFC5389,
-                    static_cast<StunAgentUsageFlags>(
-                      STUN_AGENT_USAGE_USE_FINGERPRINT
-                      | STUN_AGENT_USAGE_IGNORE_CREDENTIALS));
+    stun_agent_init(
+      &agent_, STUN_ALL_KNOWN_ATTRIBUTES, STUN_COMPATIBILITY_RFC5389,
+      static_cast<StunAgentUsageFlags>(STUN_AGENT_USAGE_USE_FINGERPRINT
+                                       | STUN_AGENT_USAGE_IGNORE_CREDENTIALS));
     thread_ = std::thread{[this] { run(); }};
     return true;
   }
@@ -109,8 +108,7 @@ private:
              ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one,
                             sizeof(one))
                  == 0
-             : ::setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))
-                 == 0;
+             : ::setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0;
     ok = ok && ::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
     if (!ok) {
       why = fmt::format("cannot bind UDP {}: {}",
@@ -180,9 +178,8 @@ private:
       return;
     StunMessage resp;
     if (!stun_agent_init_response(&agent_, &resp, out, sizeof(out), &req)
-        || stun_message_append_xor_addr(&resp,
-                                        STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS,
-                                        &from, mh.msg_namelen)
+        || stun_message_append_xor_addr(
+             &resp, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, &from, mh.msg_namelen)
              != STUN_MESSAGE_RETURN_SUCCESS)
       return;
     auto len = stun_agent_finish_message(&agent_, &resp, nullptr, 0);
@@ -209,7 +206,8 @@ private:
         rc->cmsg_type = IP_PKTINFO;
         rc->cmsg_len = CMSG_LEN(sizeof(pi));
         std::memcpy(CMSG_DATA(rc), &pi, sizeof(pi));
-      } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      } else if (c->cmsg_level == IPPROTO_IPV6
+                 && c->cmsg_type == IPV6_PKTINFO) {
         in6_pktinfo got{};
         std::memcpy(&got, CMSG_DATA(c), sizeof(got));
         in6_pktinfo pi{};
