@@ -13,7 +13,9 @@ test_server_relays (sym x sym):
   - node A restarted with its own [ice] turn (a second coturn on 198.18.0.10 with a static user)
     opens its next session through that one, never through the server's;
   - netcheck from A against a second signaling server whose secret differs from coturn's
-    reports the relay as refusing the credentials (401) in words a user can act on;
+    reports the relay as refusing the credentials (401) in words a user can act on, and the
+    same against a third whose coturn's clock runs two days ahead (libfaketime), for which
+    the minted credentials have expired;
   - netcheck on a symmetric NAT: UDP works, mapping endpoint-dependent, relay available.
 test_netcheck_none_eim / test_netcheck_blocked: netcheck --json on hosts behind no NAT
   (public address = the host's own), an endpoint-independent NAT (the NAT's WAN address, same
@@ -42,6 +44,7 @@ _counter = itertools.count()
 PUB_IP, PUB_IP2 = natlab.PUB_IP, natlab.PUB_IP2
 SIGNAL_ADDR = natlab.SIGNAL_ADDR          # 198.18.0.10:7000
 WRONG_SIGNAL_ADDR = "%s:7001" % PUB_IP2   # a server whose TURN secret is not coturn's
+LATE_SIGNAL_ADDR = "%s:7002" % PUB_IP2    # a server whose coturn's clock is ahead
 STUN_PORTS = "%s:3479,%s:3480" % (PUB_IP, PUB_IP2)
 TURN = "%s:3478" % PUB_IP
 OWN_TURN = "%s:3478" % PUB_IP2            # node A's own [ice] relay (static user)
@@ -53,9 +56,9 @@ NAT_WAN = {"hostA": "198.18.0.2", "hostB": "198.18.0.3"}
 class RelayLab(natlab.NatLab):
     """A NatLab whose relays come from the signaling server."""
 
-    def spawn_coturn(self, name, ip, auth, log):
-        self.lab("spawn", "pub", name, "turnserver", "-n",
-                 "--listening-ip", ip, "--relay-ip", ip, "--listening-port", "3478",
+    def spawn_coturn(self, name, ip, auth, log, port=3478, wrapper=()):
+        self.lab("spawn", "pub", name, *wrapper, "turnserver", "-n",
+                 "--listening-ip", ip, "--relay-ip", ip, "--listening-port", str(port),
                  "--min-port", "49152", "--max-port", "49199", *auth,
                  "--realm", "p2proxy.lab", "--fingerprint", "--no-tls", "--no-dtls",
                  "--no-cli", "--no-rfc5780", "--no-software-attribute",
@@ -67,9 +70,9 @@ class RelayLab(natlab.NatLab):
         def listening():
             if not self.pid_alive(name):
                 raise natlab.LabError("%s exited: %s" % (name, self.tail(log)))
-            r = self.in_ns("pub", ["ss", "-Hlun", "src", "%s:3478" % ip], 10)
+            r = self.in_ns("pub", ["ss", "-Hlun", "src", "%s:%d" % (ip, port)], 10)
             return r.stdout.strip() != ""
-        self.wait("%s on %s:3478" % (name, ip), listening, 15)
+        self.wait("%s on %s:%d" % (name, ip, port), listening, 15)
 
     def tail(self, path, n=30):
         try:
@@ -85,11 +88,11 @@ class RelayLab(natlab.NatLab):
         os.chmod(path, 0o600)
         return path
 
-    def start_signal(self, name, addr, secret_file, admin, stun_ports=STUN_PORTS):
+    def start_signal(self, name, addr, secret_file, admin, stun_ports=STUN_PORTS, turn=TURN):
         self.lab("spawn", "pub", name, self.bin, "signal", "--listen", addr,
                  "--key", os.path.join(self.tmp, name + ".key"), "--admin", admin,
                  "--token-file", self.token_file, "--stun-ports", stun_ports,
-                 "--turn", TURN, "--turn-secret-file", secret_file)
+                 "--turn", turn, "--turn-secret-file", secret_file)
 
         def up():
             if not self.pid_alive(name):
@@ -178,7 +181,9 @@ class Relays(unittest.TestCase):
             self.skipTest(msg)
         if not IS_ROOT:
             unavailable("lab relay tests need root (network namespaces): run them as root")
-        missing = natlab.missing_tools()
+        missing = natlab.missing_tools() + [t for t in ("faketime",)
+                                            if subprocess.run(["which", t],
+                                                              capture_output=True).returncode]
         if missing:
             unavailable("lab tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
         self.bin = natlab.find_binary()
@@ -288,6 +293,23 @@ resource = "%s"
         text = lab.netcheck("hostA", lab.node_config("W", "", server=WRONG_SIGNAL_ADDR),
                             json_out=False)
         self.assertIn("401 Unauthorized: the relay refused the credentials", text)
+
+        # Expired credentials: a coturn whose clock is two days ahead of the server's
+        # (libfaketime) sees the minted expiry (one day) as past.
+        lab.spawn_coturn("turnlate", PUB_IP2, ["--use-auth-secret",
+                                               "--static-auth-secret=lab-rest-secret"],
+                         lab.state_file("coturn-late.log"), port=3490,
+                         wrapper=["faketime", "-f", "+2d"])
+        lab.start_signal("signallate", LATE_SIGNAL_ADDR, lab.write_secret(
+                             "late.secret", "lab-rest-secret"), "127.0.0.1:7073",
+                         stun_ports="%s:3483,%s:3484" % (PUB_IP, PUB_IP2),
+                         turn="%s:3490" % PUB_IP2)
+        res = lab.netcheck("hostA", lab.node_config("L", "", server=LATE_SIGNAL_ADDR))
+        self.assertTrue(res["signal"]["ok"], res["signal"])
+        self.assertFalse(res["relay"]["available"], res["relay"])
+        by = {s["transport"]: s for s in res["relay"]["servers"]}
+        self.assertEqual(by["udp"]["errorCode"], 401, res["relay"])
+        self.assertIn("or they expired", by["udp"]["error"])
 
         # netcheck behind a symmetric NAT, with the right server.
         res = lab.netcheck("hostB", lab.node_config("B", ""))
