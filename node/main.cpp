@@ -23,12 +23,14 @@
 #include "actors/common/log.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/node/node_supervisor.hpp"
+#include "actors/ice/stun_responder.hpp"
 #include "actors/server/name_owners.hpp"
 #include "actors/server/names_policy.hpp"
 #include "actors/server/signal_server.hpp"
 #include "actors/signal/tls_channel.hpp"
 #include "node/config.hpp"
 #include "node/demo.hpp"
+#include "node/netcheck.hpp"
 #include "node/runtime.hpp"
 #include "node/status_command.hpp"
 #include "node/wiring.hpp"
@@ -107,7 +109,61 @@ struct signal_args {
   std::string listen, token_file, admin, admin_token_file, key, cert;
   std::string state_dir, names_file;
   uint32_t login_limit = server_options{}.login_burst;
+  std::vector<std::string> stun, turn;
+  std::string turn_secret_file, stun_ports;
+  uint32_t turn_ttl = 86400;
 };
+
+/// --stun-ports "P1,P2": each a PORT (every address) or HOST:PORT.
+std::vector<endpoint> parse_stun_ports(const std::string& text) {
+  std::vector<endpoint> out;
+  size_t at = 0;
+  while (at <= text.size()) {
+    auto comma = text.find(',', at);
+    auto item = text.substr(at, comma == std::string::npos ? std::string::npos
+                                                           : comma - at);
+    at = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    bool digits = !item.empty()
+                  && item.find_first_not_of("0123456789") == std::string::npos;
+    auto ep = digits && item.size() <= 5
+                ? must_parse_endpoint("--stun-ports", "0.0.0.0:" + item)
+                : must_parse_endpoint("--stun-ports", item);
+    if (digits)
+      ep.host.clear();
+    if (ep.port == 0)
+      throw CLI::ValidationError("--stun-ports", "ports must not be 0");
+    out.push_back(ep);
+  }
+  return out;
+}
+
+/// The relay settings handed to nodes; throws on bad flags or secret file.
+relay_options make_relay_options(const signal_args& args) {
+  relay_options relay;
+  for (auto& s : args.stun)
+    relay.stun.push_back(must_parse_endpoint("--stun", s));
+  for (auto& t : args.turn)
+    relay.turn.push_back(must_parse_endpoint("--turn", t));
+  if (!args.stun_ports.empty())
+    relay.stun_probes = parse_stun_ports(args.stun_ports);
+  // Without --stun the server's own first STUN port is the STUN server.
+  if (relay.stun.empty() && !relay.stun_probes.empty())
+    relay.stun.push_back(relay.stun_probes.front());
+  if (!args.turn_secret_file.empty()) {
+    if (relay.turn.empty())
+      throw CLI::ValidationError("--turn-secret-file",
+                                 "needs --turn HOST:PORT");
+    relay.turn_secret = read_token_file(args.turn_secret_file);
+  } else if (!relay.turn.empty()) {
+    log::warn("signal", "hands out TURN servers without credentials (no "
+                        "--turn-secret-file): nodes need their own [ice] "
+                        "turn user and password");
+  }
+  if (args.turn_ttl < 60)
+    throw CLI::ValidationError("--turn-ttl", "at least 60 seconds");
+  relay.turn_ttl = std::chrono::seconds(args.turn_ttl);
+  return relay;
+}
 
 int cmd_signal(const signal_args& args) {
   server_options opts;
@@ -123,6 +179,7 @@ int cmd_signal(const signal_args& args) {
   try {
     if (!args.token_file.empty())
       opts.token = read_token_file(args.token_file);
+    opts.relay = make_relay_options(args);
     if (!args.admin_token_file.empty())
       admin_token = read_admin_token_file(args.admin_token_file);
     // Checked here to refuse the start with FILE:LINE on stderr; the
@@ -146,6 +203,17 @@ int cmd_signal(const signal_args& args) {
   sigaddset(&hup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   block_stop_signals();
+  std::unique_ptr<stun_responder> stun;
+  if (!opts.relay.stun_probes.empty()) {
+    std::string why;
+    stun = stun_responder::start(opts.relay.stun_probes, why);
+    if (!stun) {
+      fmt::print(stderr, "p2proxy signal: --stun-ports: {}\n", why);
+      return 1;
+    }
+    log::info("signal", "answers STUN binding requests on UDP {}",
+              args.stun_ports);
+  }
   system_config cfg;
   caf::actor_system sys{cfg};
   uint16_t port = 0;
@@ -265,6 +333,23 @@ int main(int argc, char** argv) {
   signal->add_option("--names", sa.names_file,
                      "TOML policy: which node ids may export which name "
                      "(reloaded on SIGHUP)");
+  signal->add_option("--stun", sa.stun,
+                     "HOST:PORT of a STUN server handed to every node "
+                     "(repeatable; default: the first --stun-ports port)");
+  signal->add_option("--turn", sa.turn,
+                     "HOST:PORT of a TURN server handed to every node, UDP "
+                     "and TCP (repeatable)");
+  signal->add_option("--turn-secret-file", sa.turn_secret_file,
+                     "file (mode 0600) holding coturn's static-auth-secret: "
+                     "nodes get short-lived TURN credentials minted for them");
+  signal
+    ->add_option("--turn-ttl", sa.turn_ttl,
+                 "seconds minted TURN credentials stay valid (refreshed at "
+                 "half)")
+    ->capture_default_str();
+  signal->add_option("--stun-ports", sa.stun_ports,
+                     "P1,P2: UDP ports (PORT or HOST:PORT) answering STUN "
+                     "binding requests, for nodes and `p2proxy netcheck`");
 
   std::string config;
   auto node = app.add_subcommand("node", "run a node");
@@ -281,6 +366,18 @@ int main(int argc, char** argv) {
   std::string status_token;
   status->add_option("--token-file", status_token,
                      "file (mode 0600) holding the admin port's bearer token");
+
+  std::string netcheck_config;
+  bool netcheck_json = false;
+  auto netcheck = app.add_subcommand(
+    "netcheck", "what this host's network allows (UDP, NAT mapping, "
+                "relays), with the help of the configured signaling server");
+  netcheck
+    ->add_option("--config", netcheck_config,
+                 "the node's TOML "
+                 "configuration")
+    ->required();
+  netcheck->add_flag("--json", netcheck_json, "print a JSON document");
 
   std::string demo_dir;
   uint16_t demo_port = 17000;
@@ -308,6 +405,8 @@ int main(int argc, char** argv) {
       return run_status_command(status_admin, status_json, status_token);
     if (*demo)
       return run_demo(demo_dir, demo_port);
+    if (*netcheck)
+      return run_netcheck(netcheck_config, netcheck_json, log_level);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -1,8 +1,40 @@
 #include "node/wiring.hpp"
 
+#include <fmt/format.h>
+
+#include "actors/common/log.hpp"
+#include "actors/ice/provided_servers.hpp"
 #include "actors/quic/quic_connection.hpp"
 
 namespace p2proxy {
+
+provided_servers::snapshot servers_from_login(const signal::IceServers& servers,
+                                              const std::string& server_host) {
+  provided_servers::snapshot out;
+  auto parse = [&](const std::string& text, endpoint& ep) {
+    // ":PORT" names the signaling server's own host.
+    auto host = server_host.find(':') != std::string::npos
+                  ? "[" + server_host + "]"
+                  : server_host;
+    auto full = !text.empty() && text.front() == ':' ? host + text : text;
+    std::string why;
+    auto parsed = parse_endpoint(full, why);
+    if (!parsed) {
+      log::warn("signal_link", "ignores ICE server '{}' from the server: {}",
+                text, why);
+      return false;
+    }
+    ep = *parsed;
+    return true;
+  };
+  for (auto& s : servers.stun())
+    if (endpoint ep; parse(s, ep))
+      out.stun.push_back(ep);
+  for (auto& t : servers.turn())
+    if (endpoint ep; parse(t.server(), ep))
+      out.turn.push_back(ice_turn_server{ep, t.user(), t.password()});
+  return out;
+}
 
 node_settings make_node_settings(const node_config& cfg) {
   node_settings ns;
@@ -21,6 +53,22 @@ node_settings make_node_settings(const node_config& cfg) {
   ns.ice.exclude = cfg.exclude;
   for (auto& t : cfg.turn)
     ns.ice.turn.push_back(ice_turn_server{t.server, t.user, t.password});
+  // What the signaling server hands out fills the kinds [ice] leaves empty.
+  ns.ice.provided = std::make_shared<provided_servers>();
+  ns.signal.on_ice_servers
+    = [store = ns.ice.provided,
+       server = cfg.signal_server](const signal::IceServers& servers) {
+        auto got = servers_from_login(servers, server.host);
+        log::info(
+          "signal_link", "got {} STUN and {} TURN server(s) from the server{}",
+          got.stun.size(), got.turn.size(),
+          servers.expires_unix() == 0
+            ? std::string{}
+            : fmt::format(" (TURN credentials valid until {})",
+                          rfc3339(std::chrono::system_clock::from_time_t(
+                            static_cast<time_t>(servers.expires_unix())))));
+        store->set(std::move(got));
+      };
   ns.session.idle_linger = cfg.idle_linger;
   ns.session.connect_timeout = cfg.connect_timeout;
   ns.session.quic.idle_timeout = cfg.idle_timeout;

@@ -53,6 +53,8 @@ struct ice_turn_server {
   std::string password;
 };
 
+class provided_servers; // actors/ice/provided_servers.hpp
+
 struct ice_settings {
   std::vector<endpoint> stun;
   std::vector<ice_turn_server> turn;
@@ -80,6 +82,9 @@ struct ice_settings {
   /// Port mappings through a UPnP IGD router. Off by default: libnice then
   /// holds back every end of gathering by 200 ms and multicasts per agent.
   bool upnp = false;
+  /// Servers the signaling server hands out; used for each kind (STUN,
+  /// TURN) that `stun` / `turn` above leave empty. May be null.
+  std::shared_ptr<provided_servers> provided;
 };
 
 /// Takes an agent's datagrams on the driver's thread instead of as

@@ -7,6 +7,7 @@
 #include <nice/debug.h>
 
 #include "actors/actors.hpp"
+#include "actors/ice/provided_servers.hpp"
 
 namespace p2proxy::ice_detail {
 
@@ -209,9 +210,11 @@ void nice_driver::open(const core_ptr& c) {
   if (settings_.stun_max_retransmissions > 0)
     g_object_set(c->agent, "stun-max-retransmissions",
                  guint{settings_.stun_max_retransmissions}, nullptr);
-  if (!settings_.stun.empty()) {
+  // The node's own [ice] servers, else the signaling server's.
+  auto servers = effective_servers(settings_);
+  if (!servers.stun.empty()) {
     // libnice resolves a host name itself, asynchronously, on this thread.
-    auto& stun = settings_.stun.front();
+    auto& stun = servers.stun.front();
     g_object_set(c->agent, "stun-server", stun.host.c_str(), "stun-server-port",
                  guint{stun.port}, nullptr);
   }
@@ -243,7 +246,7 @@ void nice_driver::open(const core_ptr& c) {
   c->stream = nice_agent_add_stream(c->agent, 1);
   nice_agent_set_local_credentials(c->agent, c->stream, c->ufrag.c_str(),
                                    c->pwd.c_str());
-  for (auto& turn : settings_.turn)
+  for (auto& turn : servers.turn)
     for (auto type : {NICE_RELAY_TYPE_TURN_UDP, NICE_RELAY_TYPE_TURN_TCP})
       if (!nice_agent_set_relay_info(
             c->agent, c->stream, 1, turn.server.host.c_str(), turn.server.port,

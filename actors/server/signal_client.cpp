@@ -9,6 +9,7 @@
 #include "actors/actors.hpp"
 #include "actors/common/log.hpp"
 #include "actors/identity/identity.hpp"
+#include "actors/server/relay_credentials.hpp"
 #include "actors/signal/envelope_checks.hpp"
 #include "actors/signal/tls_channel.hpp"
 #include "proto/admin.pb.h"
@@ -127,6 +128,17 @@ void reject_login(signal_client_actor* self, signal::ErrorCode code,
   close_client(self, code, text, true);
 }
 
+// Minted TURN credentials are pushed again when half their lifetime has
+// passed, so a node always holds ones that outlive the sessions it opens.
+void arm_credential_refresh(signal_client_actor* self) {
+  auto& relay = self->state.opts.relay;
+  if (relay.turn_secret.empty() || relay.turn.empty())
+    return;
+  auto half = std::max<caf::timespan>(std::chrono::seconds(1),
+                                      caf::timespan{relay.turn_ttl} / 2);
+  self->delayed_send(self, half, tick_atom::value, uint64_t{0});
+}
+
 void on_login_accepted(signal_client_actor* self) {
   auto& st = self->state;
   st.logged_in = true;
@@ -139,9 +151,31 @@ void on_login_accepted(signal_client_actor* self) {
   ok->set_node_id(st.node_id);
   ok->set_observed_address(st.peer);
   ok->set_heartbeat_seconds(whole_seconds(st.opts.heartbeat));
+  if (!st.opts.relay.empty())
+    *ok->mutable_ice_servers() = make_ice_servers(
+      st.opts.relay, st.node_id, std::chrono::system_clock::now());
   send_envelope(self, env);
   st.last_frame = self->clock().now();
   arm_timer(self, st.opts.dead_after);
+  arm_credential_refresh(self);
+}
+
+// netcheck's login: the node learns its relays and nothing else happens.
+void answer_probe_login(signal_client_actor* self) {
+  auto& st = self->state;
+  report_attempt(self, true, "");
+  log::info(subject, "node {} checked its network from {}", st.node_id,
+            st.peer);
+  signal::Envelope env;
+  auto ok = env.mutable_login_ok();
+  ok->set_node_id(st.node_id);
+  ok->set_observed_address(st.peer);
+  ok->set_heartbeat_seconds(whole_seconds(st.opts.heartbeat));
+  if (!st.opts.relay.empty())
+    *ok->mutable_ice_servers() = make_ice_servers(
+      st.opts.relay, st.node_id, std::chrono::system_clock::now());
+  send_envelope(self, env);
+  close_client(self, signal::ERROR_UNSPECIFIED, "", false);
 }
 
 void handle_login(signal_client_actor* self, const signal::Envelope& env) {
@@ -174,6 +208,10 @@ void handle_login(signal_client_actor* self, const signal::Envelope& env) {
   st.node_id = login.node_id();
   st.transition_to(state::authorizing);
   ++st.timer_gen; // the login deadline no longer applies
+  if (login.probe_only()) {
+    answer_probe_login(self);
+    return;
+  }
   // await: frames behind the Login wait until the DIRECTORY has us, so a
   // Register or Signal never reaches it before the login does.
   self
@@ -482,6 +520,17 @@ caf::behavior signal_client(signal_client_actor* self, caf::actor directory,
     [=](timeout_atom, uint64_t gen) {
       if (gen == self->state.timer_gen)
         handle_timeout(self);
+    },
+    [=](tick_atom, uint64_t) {
+      auto& st = self->state;
+      if (st.current != state::online)
+        return;
+      signal::Envelope env;
+      *env.mutable_ice_servers() = make_ice_servers(
+        st.opts.relay, st.node_id, std::chrono::system_clock::now());
+      send_envelope(self, env);
+      log::debug(subject, "node {} gets fresh TURN credentials", st.node_id);
+      arm_credential_refresh(self);
     },
     [=](replaced_atom, const std::string& by) {
       auto& st = self->state;

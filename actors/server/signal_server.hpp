@@ -16,6 +16,7 @@
 
 #include "actors/common/endpoint.hpp"
 #include "actors/server/names_policy.hpp"
+#include "actors/server/relay_credentials.hpp"
 #include "actors/signal/tls_channel.hpp"
 
 namespace p2proxy {
@@ -38,6 +39,7 @@ struct server_options {
   /// connections; a newer one evicts its oldest.
   uint32_t max_pending_limited = 8;
   names_options names; // who may export which name (the DIRECTORY's)
+  relay_options relay; // STUN/TURN servers and credentials handed out
 };
 
 /// Per-source login rate limit: a token bucket per remote address holding

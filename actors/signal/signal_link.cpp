@@ -9,6 +9,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/log.hpp"
 #include "actors/signal/link_exports.hpp"
+#include "actors/signal/login_frames.hpp"
 #include "actors/signal/tls_channel.hpp"
 
 namespace p2proxy {
@@ -173,6 +174,10 @@ void on_login_ok(signal_link_actor* self, const signal::LoginOk& ok) {
   record(self, "logged-in", ok.observed_address());
   log::info(subject, "logged in to {} as {} (seen as {})",
             st.cfg.server.to_string(), st.id->node_id(), ok.observed_address());
+  if (ok.has_ice_servers() && st.cfg.on_ice_servers)
+    st.cfg.on_ice_servers(ok.ice_servers());
+  if (st.cfg.probe_only)
+    return;
   send_register(self);
   self->delayed_send(self, st.cfg.heartbeat, tick_atom::value, st.gen);
 }
@@ -293,15 +298,8 @@ void on_frame(signal_link_actor* self, const std::string& payload) {
         go_backoff(self, "the server sent Hello twice");
         return;
       }
-      signal::Envelope out;
-      auto login = out.mutable_login();
-      login->set_node_id(st.id->node_id());
-      login->set_public_key(st.id->public_key());
-      login->set_signature(st.id->sign(bound_login_challenge(
-        st.binding, env.hello().nonce(), st.id->node_id())));
-      login->set_token(st.cfg.token);
-      login->set_client_version(P2PROXY_VERSION);
-      send_envelope(self, out);
+      send_envelope(self, make_login(*st.id, st.binding, env.hello(),
+                                     st.cfg.token, st.cfg.probe_only));
       return;
     }
     case signal::Envelope::kLoginOk:
@@ -339,6 +337,10 @@ void on_frame(signal_link_actor* self, const std::string& payload) {
       return;
     case signal::Envelope::kRegisterResult:
       apply_register_result(st.status, env.register_result());
+      return;
+    case signal::Envelope::kIceServers:
+      if (st.cfg.on_ice_servers)
+        st.cfg.on_ice_servers(env.ice_servers());
       return;
     case signal::Envelope::kPing: {
       signal::Envelope out;

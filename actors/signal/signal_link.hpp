@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -76,6 +77,13 @@ struct signal_link_config {
   std::chrono::milliseconds login_timeout{15000};
   std::vector<std::string> exports;
   uint64_t seed = 0; // backoff jitter
+  /// Called (in the link's actor) with the STUN/TURN servers the server
+  /// hands out at login and with each refresh of its TURN credentials. It
+  /// must only store them (node/wiring.cpp: the ICE driver reads them).
+  std::function<void(const signal::IceServers&)> on_ice_servers;
+  /// `p2proxy netcheck`: log in only to learn the servers; the server does
+  /// not list this login and closes after LoginOk.
+  bool probe_only = false;
 };
 
 enum class link_state {

@@ -683,3 +683,76 @@ TEST(login_rate_limiter, zero_burst_means_no_limit) {
 }
 
 } // namespace
+
+// --- relays handed out at login (proto IceServers) ---------------------------
+
+TEST_F(signal_server_test, login_ok_carries_servers_and_minted_credentials) {
+  opts.relay.stun.push_back(endpoint{"", 3479});
+  opts.relay.turn.push_back(endpoint{"198.18.0.1", 3478});
+  opts.relay.turn_secret = "north";
+  opts.relay.turn_ttl = std::chrono::seconds(3600);
+  auto before = std::chrono::system_clock::now();
+  auto n = online(alice, "10.0.0.1:4000");
+  ASSERT_TRUE(n.last().login_ok().has_ice_servers());
+  auto& servers = n.last().login_ok().ice_servers();
+  ASSERT_EQ(servers.stun_size(), 1);
+  EXPECT_EQ(servers.stun(0), ":3479");
+  ASSERT_EQ(servers.turn_size(), 1);
+  auto& turn = servers.turn(0);
+  EXPECT_EQ(turn.server(), "198.18.0.1:3478");
+  auto expiry = std::chrono::system_clock::to_time_t(before) + 3600;
+  EXPECT_GE(servers.expires_unix(), static_cast<uint64_t>(expiry));
+  EXPECT_LE(servers.expires_unix(), static_cast<uint64_t>(expiry + 5));
+  EXPECT_EQ(turn.user(),
+            fmt::format("{}:{}", servers.expires_unix(), alice.node_id()));
+  EXPECT_EQ(turn.password(), turn_rest_password("north", turn.user()));
+  sched.clock().cancel_all();
+}
+
+TEST_F(signal_server_test, credentials_are_pushed_again_at_half_their_life) {
+  opts.relay.turn.push_back(endpoint{"198.18.0.1", 3478});
+  opts.relay.turn_secret = "north";
+  opts.relay.turn_ttl = std::chrono::seconds(600);
+  opts.dead_after = std::chrono::hours(1); // no heartbeats in this test
+  auto n = online(alice, "10.0.0.1:4000");
+  auto first = n.last().login_ok().ice_servers().turn(0).user();
+  advance(299s);
+  EXPECT_EQ(n.last().msg_case(), signal::Envelope::kLoginOk);
+  advance(1s);
+  ASSERT_EQ(n.last().msg_case(), signal::Envelope::kIceServers);
+  auto& turn = n.last().ice_servers().turn(0);
+  EXPECT_EQ(turn.password(), turn_rest_password("north", turn.user()));
+  EXPECT_NE(turn.user().find(alice.node_id()), std::string::npos);
+  advance(300s);
+  EXPECT_EQ(n.last().msg_case(), signal::Envelope::kIceServers);
+  EXPECT_FALSE(n.rec->closed);
+  sched.clock().cancel_all();
+}
+
+TEST_F(signal_server_test, no_relays_configured_sends_no_ice_servers) {
+  auto n = online(alice, "10.0.0.1:4000");
+  EXPECT_FALSE(n.last().login_ok().has_ice_servers());
+  sched.clock().cancel_all();
+}
+
+TEST_F(signal_server_test, probe_login_answers_and_leaves_the_directory_alone) {
+  opts.relay.stun_probes.push_back(endpoint{"", 3479});
+  opts.relay.stun_probes.push_back(endpoint{"198.18.0.10", 3480});
+  auto running = online(alice, "10.0.0.1:4000");
+  auto probe = connect("10.0.0.1:4001");
+  auto login = login_of(alice, probe.nonce());
+  login.mutable_login()->set_probe_only(true);
+  send(probe, login);
+  ASSERT_EQ(probe.last().msg_case(), signal::Envelope::kLoginOk);
+  auto& servers = probe.last().login_ok().ice_servers();
+  ASSERT_EQ(servers.stun_probes_size(), 2);
+  EXPECT_EQ(servers.stun_probes(0), ":3479");
+  EXPECT_EQ(servers.stun_probes(1), "198.18.0.10:3480");
+  EXPECT_TRUE(probe.rec->closed);
+  // The running node is neither replaced nor moved.
+  EXPECT_FALSE(running.rec->closed);
+  auto status = nodes();
+  ASSERT_EQ(status.nodes_size(), 1);
+  EXPECT_EQ(status.nodes(0).address(), "10.0.0.1:4000");
+  sched.clock().cancel_all();
+}
