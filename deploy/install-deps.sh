@@ -26,6 +26,7 @@ TEST_PKGS=(
   python3 python3-protobuf curl openssl procps iproute2 iptables nftables coturn iperf3 ethtool
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
+  dnsmasq-base bind9-dnsutils
 )
 
 export DEBIAN_FRONTEND=noninteractive
