@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import Lab, free_port, online, run, status, wait_until
+from harness import Lab, http_get, online, run, status, wait_until
 
 
 def free_udp_port():
@@ -326,6 +326,12 @@ class Udp(unittest.TestCase):
             self.assertIn("datagrams_in=10 ", line)
             self.assertIn("datagrams_out=10 ", line)
             self.assertIn("bytes_in=1000 ", line)
+        code, text = http_get(f"http://127.0.0.1:{self.b_admin}/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn('p2proxy_udp_datagrams_total{listener="127.0.0.1:%d",'
+                      'direction="in"}' % self.echo_port, text)
+        self.assertIn('p2proxy_udp_flows{listener="127.0.0.1:%d"}'
+                      % self.echo_port, text)
 
 
 if __name__ == "__main__":
