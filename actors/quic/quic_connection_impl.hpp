@@ -300,8 +300,8 @@ private:
   // QUIC DATAGRAM: flow id prefix + payload, with the time it was queued.
   struct queued_datagram {
     std::string bytes;
-    quic_time at;
-    uint64_t flow;
+    quic_time at = 0;
+    uint64_t flow = 0;
   };
   std::deque<queued_datagram> datagrams_;
   size_t datagram_bytes_ = 0;

@@ -171,13 +171,13 @@ std::string udp_address_text(const std::string& raw) {
   char host[INET6_ADDRSTRLEN] = "?";
   const auto* sa = reinterpret_cast<const sockaddr*>(raw.data());
   if (raw.size() >= sizeof(sockaddr_in) && sa->sa_family == AF_INET) {
-    sockaddr_in in;
+    sockaddr_in in{};
     std::memcpy(&in, raw.data(), sizeof(in));
     inet_ntop(AF_INET, &in.sin_addr, host, sizeof(host));
     return fmt::format("{}:{}", host, ntohs(in.sin_port));
   }
   if (raw.size() >= sizeof(sockaddr_in6) && sa->sa_family == AF_INET6) {
-    sockaddr_in6 in6;
+    sockaddr_in6 in6{};
     std::memcpy(&in6, raw.data(), sizeof(in6));
     inet_ntop(AF_INET6, &in6.sin6_addr, host, sizeof(host));
     return fmt::format("[{}]:{}", host, ntohs(in6.sin6_port));
