@@ -254,6 +254,24 @@ CAF_ADD_ATOM(p2proxy, p2proxy, ice_state_atom, "ice_state")
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_pair_atom, "ice_pair")
 CAF_ADD_ATOM(p2proxy, p2proxy, ice_data_atom, "ice_data")
 
+// --- FLOWS (QUIC DATAGRAMs of a stream's flow; typed handles below) ---------
+// A flow is a stream whose owner also sends and receives datagrams; the
+// flow id on the wire is the stream id, so a flow exists only while its
+// stream does, and only the stream's owner may attach to it.
+CAF_ADD_ATOM(p2proxy, p2proxy, flow_attach_atom, "f_attach")
+CAF_ADD_ATOM(p2proxy, p2proxy, flow_send_atom, "f_send")
+CAF_ADD_ATOM(p2proxy, p2proxy, flow_data_atom, "f_data")
+CAF_ADD_ATOM(p2proxy, p2proxy, flow_drop_atom, "f_drop")
+
+// --- UDP (actors/udp/) -------------------------------------------------------
+// UDP REACTOR -> socket owner: (udp_in_atom, std::vector<std::string> from,
+//   std::vector<std::string> payloads) datagrams its socket received
+//   (udp_reactor.hpp)
+// INTERNAL (UDP LISTENER, UDP EXPORT FLOW): (udp_tick_atom, uint64_t gen)
+//   idle check
+CAF_ADD_ATOM(p2proxy, p2proxy, udp_in_atom, "udp_in")
+CAF_ADD_ATOM(p2proxy, p2proxy, udp_tick_atom, "udp_tick")
+
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------
@@ -322,6 +340,26 @@ using listener_actor = caf::typed_actor<
   caf::replies_to<status_atom>::with<std::string>,
   // Stops accepting; it ends once its channels have.
   caf::reacts_to<stop_atom, std::string>>;
+
+/// FLOW OWNER: a stream owner that also carries datagrams on its stream's
+/// flow (a UDP flow). What the PEER SESSION sends it besides the stream's
+/// messages:
+using flow_owner_actor = caf::typed_actor<
+  // Datagrams of the flow from the peer, in arrival order.
+  caf::reacts_to<flow_data_atom, int64_t, std::vector<std::string>>,
+  // Datagrams of ours it dropped: too big for the path (the first count)
+  // or with datagrams unavailable on the session (the second).
+  caf::reacts_to<flow_drop_atom, int64_t, uint64_t, uint64_t>>;
+
+/// PEER SESSION, its flow interface (a FLOW OWNER holds it beside
+/// session_streams_actor).
+using session_flows_actor = caf::typed_actor<
+  // The sender, owner of stream `id`, takes the datagrams of its flow
+  // (a flow_owner_actor); from anyone else it is ignored.
+  caf::reacts_to<flow_attach_atom, int64_t, caf::actor>,
+  // Datagrams for the flow of stream `id` (sent by its owner only); each
+  // goes alone, or is dropped and reported (flow_drop_atom).
+  caf::reacts_to<flow_send_atom, int64_t, std::vector<std::string>>>;
 
 // PEER MANAGER (untyped: the NODE SUPERVISOR delegates open_atom to it, and
 // its sessions' messages to it carry the PEER SESSION's untyped handle):

@@ -29,6 +29,7 @@ TEST_PKGS=(
   # tests/docker and tests/deb: Docker (started by the tests), compose v1, the base image
   docker.io docker-compose debootstrap
   faketime  # tests/lab/test_relays.py: a coturn whose clock says the credentials expired
+  dnsmasq-base bind9-dnsutils
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)

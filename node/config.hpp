@@ -33,15 +33,18 @@ struct turn_config {
 struct export_config {
   std::string name;
   endpoint target;
-  std::string protocol = "tcp";   // rtsp | http | tcp
+  std::string protocol = "tcp";   // rtsp | http | tcp | udp
   std::vector<std::string> allow; // node ids or "*"; empty = deny all
+  std::chrono::milliseconds udp_idle{60000}; // udp: a silent flow ends
 };
 
 struct listen_config {
   endpoint bind;
-  std::string protocol = "tcp"; // rtsp | http | socks5 | tcp
-  std::string resource;         // required for tcp
-  std::string peer;             // optional pinned node id
+  std::string protocol = "tcp";              // rtsp | http | socks5 | tcp | udp
+  std::string resource;                      // required for tcp and udp
+  std::string peer;                          // optional pinned node id
+  std::chrono::milliseconds udp_idle{60000}; // udp: a silent flow ends
+  uint64_t max_flows = 256;                  // udp: flows at once
 };
 
 struct node_config {

@@ -14,7 +14,7 @@ void reader::read_exports(const toml::table& root, node_config& cfg) {
   for (size_t i = 0; i < arr->size(); ++i) {
     auto key = fmt::format("export[{}]", i + 1);
     auto e = entry_table((*arr)[i], key, "an [[export]] table");
-    check_keys(*e, key, {"name", "target", "protocol", "allow"});
+    check_keys(*e, key, {"name", "target", "protocol", "allow", "udp_idle"});
     export_config x;
     auto name = e->get("name");
     if (name == nullptr)
@@ -31,8 +31,10 @@ void reader::read_exports(const toml::table& root, node_config& cfg) {
               "add target = \"HOST:PORT\" (the service to reach)");
     x.target = endpoint_of(*target, dotted(key, "target"));
     if (auto n = e->get("protocol"))
-      x.protocol
-        = protocol_of(*n, dotted(key, "protocol"), {"rtsp", "http", "tcp"});
+      x.protocol = protocol_of(*n, dotted(key, "protocol"),
+                               {"rtsp", "http", "tcp", "udp"});
+    if (auto n = e->get("udp_idle"))
+      x.udp_idle = duration_of(*n, dotted(key, "udp_idle"), false);
     if (auto n = e->get("allow")) {
       auto akey = dotted(key, "allow");
       auto& list
@@ -53,7 +55,9 @@ void reader::read_listens(const toml::table& root, node_config& cfg) {
   for (size_t i = 0; i < arr->size(); ++i) {
     auto key = fmt::format("listen[{}]", i + 1);
     auto e = entry_table((*arr)[i], key, "a [[listen]] table");
-    check_keys(*e, key, {"bind", "protocol", "resource", "peer"});
+    check_keys(
+      *e, key,
+      {"bind", "protocol", "resource", "peer", "udp_idle", "max_flows"});
     listen_config x;
     auto bind = e->get("bind");
     if (bind == nullptr)
@@ -69,13 +73,23 @@ void reader::read_listens(const toml::table& root, node_config& cfg) {
     }
     if (auto n = e->get("protocol"))
       x.protocol = protocol_of(*n, dotted(key, "protocol"),
-                               {"rtsp", "http", "socks5", "tcp"});
+                               {"rtsp", "http", "socks5", "tcp", "udp"});
     if (auto n = e->get("resource"))
       x.resource = resource_of(*n, dotted(key, "resource"));
-    else if (x.protocol == "tcp")
+    else if (x.protocol == "tcp" || x.protocol == "udp")
       missing(e, dotted(key, "resource"),
-              "a tcp listener carries no resource name of its own; add "
-              "resource = \"NAME\" (an export name)");
+              fmt::format("a {} listener carries no resource name of its "
+                          "own; add resource = \"NAME\" (an export name)",
+                          x.protocol));
+    if (auto n = e->get("udp_idle"))
+      x.udp_idle = duration_of(*n, dotted(key, "udp_idle"), false);
+    if (auto n = e->get("max_flows")) {
+      auto v = n->is_integer() ? n->as_integer()->get() : int64_t{-1};
+      if (v < 1 || v > 65536)
+        fail(line_of(*n), dotted(key, "max_flows"),
+             "must be a whole number from 1 to 65536 (flows at once)");
+      x.max_flows = static_cast<uint64_t>(v);
+    }
     if (auto n = e->get("peer"))
       x.peer = node_id_of(*n, dotted(key, "peer"), false);
     cfg.listens.push_back(std::move(x));

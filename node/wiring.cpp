@@ -79,11 +79,12 @@ node_settings make_node_settings(const node_config& cfg) {
                            ns.session.quic.congestion); // checked on load
   for (auto& ex : cfg.exports)
     ns.exports.push_back(
-      export_entry{ex.name, ex.target, ex.protocol, ex.allow});
+      export_entry{ex.name, ex.target, ex.protocol, ex.allow, ex.udp_idle});
   ns.test_resources = cfg.test_resources;
   for (auto& l : cfg.listens)
-    ns.listeners.push_back(
-      listener_config{l.bind, l.protocol, l.resource, l.peer});
+    ns.listeners.push_back(listener_config{l.bind, l.protocol, l.resource,
+                                           l.peer, l.udp_idle,
+                                           static_cast<size_t>(l.max_flows)});
   if (cfg.admin_enabled) {
     ns.admin = cfg.admin_listen;
     ns.admin_token = cfg.admin_token;

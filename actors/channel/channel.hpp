@@ -136,7 +136,12 @@ struct export_entry {
   endpoint target;
   std::string protocol;
   std::vector<std::string> allow;
+  /// protocol "udp": a flow with no datagram either way this long ends.
+  std::chrono::milliseconds udp_idle{60000};
 };
+
+/// True if `ex`'s allow list names `peer` (a node id) or "*".
+bool export_allows(const export_entry& ex, const std::string& peer);
 
 struct export_channel_args {
   session_streams_actor session;

@@ -22,6 +22,12 @@
 
 namespace p2proxy {
 
+bool export_allows(const export_entry& ex, const std::string& peer) {
+  auto& allow = ex.allow;
+  return std::find(allow.begin(), allow.end(), "*") != allow.end()
+         || std::find(allow.begin(), allow.end(), peer) != allow.end();
+}
+
 namespace channel_detail {
 
 void rewrite_to_local(channel_broker* self, const std::string& bytes,
@@ -60,12 +66,6 @@ void rewrite_to_local(channel_broker* self, const std::string& bytes,
 }
 
 namespace {
-
-bool allowed(const export_entry& ex, const std::string& peer) {
-  auto& allow = ex.allow;
-  return std::find(allow.begin(), allow.end(), "*") != allow.end()
-         || std::find(allow.begin(), allow.end(), peer) != allow.end();
-}
 
 /// Stream bytes that will never be written: consumed, so their credit is
 /// not lost to the session.
@@ -263,7 +263,7 @@ caf::behavior export_channel(channel_broker* self, export_channel_args args) {
   });
   // Nothing reaches a target before the allow list said yes (a stream
   // this node's own listener opened is the operator's own).
-  if (args.local || allowed(args.ex, st.peer))
+  if (args.local || export_allows(args.ex, st.peer))
     connect_target(self, args.ex.target, args.connect_timeout);
   else
     refuse_stream(

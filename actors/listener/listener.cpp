@@ -11,6 +11,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/half_close.hpp"
 #include "actors/common/log.hpp"
+#include "actors/udp/udp_listener.hpp"
 #include "proto/admin.pb.h"
 
 namespace p2proxy {
@@ -130,6 +131,8 @@ caf::expected<listener_actor> start_listener(caf::actor_system& sys,
                                              const listener_config& cfg,
                                              const caf::actor& supervisor,
                                              uint16_t& bound_port) {
+  if (cfg.protocol == "udp")
+    return start_udp_listener(sys, cfg, supervisor, bound_port);
   auto& mm = sys.middleman();
   // Half-closable connections: a client's FIN does not end its channel's
   // other direction (actors/common/half_close.hpp).

@@ -6,6 +6,8 @@
 // yet; the node refuses such a listener at start (docs/listeners.md).
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -23,6 +25,10 @@ struct listener_config {
   std::string protocol = "tcp";
   std::string resource;
   std::string peer;
+  /// protocol "udp" (actors/udp/udp_listener.hpp): a flow with no datagram
+  /// either way this long ends; at most max_flows flows at once.
+  std::chrono::milliseconds udp_idle{60000};
+  size_t max_flows = 256;
 };
 
 /// Binds `cfg.bind` (the bound port is stored in `bound_port`) and serves

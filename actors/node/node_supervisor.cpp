@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <dirent.h>
 #include <fstream>
+#include <cstdlib>
 #include <map>
 #include <unistd.h>
 
@@ -274,6 +275,33 @@ std::string metrics_text(node_supervisor_actor* self,
       if (k.rfind("refused_", 0) == 0)
         w.counter("p2proxy_listener_refused_total",
                   "Client connections a listener refused, by reason", num(v),
+                  {{"listener", bind}, {"reason", k.substr(8)}});
+  }
+  // UDP listeners: flows, datagrams and bytes each way, drops by reason
+  // (per listener; each flow's own counts are in its status row).
+  for (auto& a : ns.actors()) {
+    if (a.name() != "udp_listener")
+      continue;
+    auto& f = a.fields();
+    auto bind = f.count("bind") ? f.at("bind") : std::string{};
+    auto num = [&f](const std::string& k) {
+      return f.count(k) ? std::strtod(f.at(k).c_str(), nullptr) : 0.0;
+    };
+    w.gauge("p2proxy_udp_flows", "Open UDP flows", num("flows"),
+            {{"listener", bind}});
+    for (std::string dir : {"in", "out"}) {
+      w.counter("p2proxy_udp_datagrams_total",
+                "UDP datagrams (in: from clients, out: to clients)",
+                num("datagrams_" + dir),
+                {{"listener", bind}, {"direction", dir}});
+      w.counter("p2proxy_udp_bytes_total",
+                "UDP payload bytes (in: from clients, out: to clients)",
+                num("bytes_" + dir), {{"listener", bind}, {"direction", dir}});
+    }
+    for (auto& [k, v] : f)
+      if (k.rfind("dropped_", 0) == 0)
+        w.counter("p2proxy_udp_dropped_total",
+                  "UDP datagrams dropped, by reason", num(k),
                   {{"listener", bind}, {"reason", k.substr(8)}});
   }
   auto& ps = ns.process();

@@ -109,6 +109,22 @@ admin::SessionStatus session_status(const peer_session_state& st) {
     s.set_cwnd_bytes(q.cwnd);
     s.set_lost_packets(q.lost_packets);
   }
+  if (auto d = st.link ? st.link->datagram_stats() : std::nullopt) {
+    auto* g = s.mutable_datagrams();
+    g->set_sent(d->sent);
+    g->set_received(d->received);
+    g->set_bytes_sent(d->bytes_sent);
+    g->set_bytes_received(d->bytes_received);
+    g->set_dropped_oversize(d->dropped_oversize);
+    g->set_dropped_congestion(d->dropped_congestion);
+    g->set_dropped_expired(d->dropped_expired);
+    g->set_dropped_unavailable(d->dropped_unavailable);
+    g->set_dropped_malformed(d->dropped_malformed);
+    g->set_lost(d->lost);
+    g->set_dropped_backlog(d->dropped_backlog);
+  }
+  if (st.datagrams_unknown_flow > 0)
+    s.mutable_datagrams()->set_dropped_unknown_flow(st.datagrams_unknown_flow);
   s.set_open_streams(static_cast<uint32_t>(st.streams.size()));
   if (st.state == session_state::lingering)
     s.set_linger_deadline(rfc3339(st.linger_deadline));
@@ -500,7 +516,8 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
   };
   // (CAF 0.17's or_else() takes a behavior, not a bare message_handler.)
   const caf::message_handler streams = stream_handlers(self);
-  return life.or_else(caf::behavior{streams});
+  const caf::message_handler flows = flow_handlers(self);
+  return life.or_else(caf::behavior{streams.or_else(caf::behavior{flows})});
 }
 
 } // namespace p2proxy

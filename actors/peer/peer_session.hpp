@@ -155,6 +155,8 @@ struct session_stream {
   bool closed = false;
   /// A peer-opened stream whose StreamOpen is still arriving (no owner yet).
   std::optional<preamble_reader> opening;
+  /// The owner, attached to the stream's flow: it takes its datagrams.
+  flow_owner_actor flow;
 };
 
 /// A selected candidate pair as the ICE agent reports it.
@@ -212,6 +214,9 @@ struct peer_session_state {
   std::string local_type, local_addr, remote_type, remote_addr;
   std::deque<path_change> path_history; // oldest first, bounded
   uint64_t local_candidates = 0, remote_candidates = 0;
+  /// Datagrams from the peer for a flow nobody here attached (no such
+  /// stream, or its owner takes no datagrams): counted and dropped.
+  uint64_t datagrams_unknown_flow = 0;
 };
 
 using peer_session_actor = caf::stateful_actor<peer_session_state>;

@@ -10,7 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
@@ -66,5 +68,19 @@ void read_preamble(peer_session_actor* self, int64_t id, session_stream& s,
 void on_opening_reset(peer_session_actor* self, int64_t id, session_stream& s);
 /// (preamble_timer_atom, id) arrived.
 void on_preamble_timeout(peer_session_actor* self, int64_t id);
+
+// --- peer_session_flows.cpp
+/// Datagrams from the peer, gathered per flow while QUIC's events are
+/// handled, then handed over in one message per flow.
+struct datagram_batch {
+  std::map<int64_t, std::vector<std::string>> by_flow;
+};
+/// One datagram for `flow`: batched if its stream's owner attached to the
+/// flow, else counted (datagrams_unknown_flow) and dropped.
+void route_datagram(peer_session_actor* self, int64_t flow, std::string&& bytes,
+                    datagram_batch& batch);
+void deliver_datagrams(peer_session_actor* self, datagram_batch& batch);
+/// (flow_attach_atom) and (flow_send_atom): what flow owners send.
+caf::message_handler flow_handlers(peer_session_actor* self);
 
 } // namespace p2proxy::peer_session_parts

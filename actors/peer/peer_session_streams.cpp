@@ -146,6 +146,7 @@ bool process_events(peer_session_actor* self) {
   auto& st = self->state;
   bool writable = false;
   data_batch batch;
+  datagram_batch datagrams;
   for (;;) {
     auto evs = st.link->take_events();
     if (evs.empty())
@@ -183,6 +184,9 @@ bool process_events(peer_session_actor* self) {
             writable = true;
           }
           break;
+        case E::datagram:
+          route_datagram(self, ev.id, std::move(ev.bytes), datagrams);
+          break;
         case E::closed:
           if (st.state != session_state::closing
               && st.state != session_state::closed) {
@@ -196,6 +200,7 @@ bool process_events(peer_session_actor* self) {
     }
   }
   deliver(self, batch);
+  deliver_datagrams(self, datagrams);
   return writable;
 }
 

@@ -37,6 +37,9 @@ constexpr int turn_every = 32;
 constexpr size_t coalesce_bytes = 64 * 1024;
 constexpr quic_time coalesce_ns = 1000000;
 constexpr quic_time streaming_ns = 5000000;
+/// Received datagrams waiting for the session to take them; beyond this a
+/// busy session drops new ones (counted) rather than queueing without end.
+constexpr size_t max_waiting_datagrams = 4096;
 
 } // namespace
 
@@ -83,6 +86,7 @@ void quic_link::drop() {
   std::lock_guard<std::mutex> guard{mtx_};
   if (quic_) {
     last_stats_ = quic_->stats();
+    last_dstats_ = quic_->datagram_stats();
     quic_.reset();
   }
   early_.clear();
@@ -271,6 +275,7 @@ std::vector<quic_event> quic_link::take_events() {
   urgent_ = false;
   data_bytes_ = 0;
   hold_until_ = UINT64_MAX;
+  datagrams_waiting_ = 0;
   return std::exchange(events_, {});
 }
 
@@ -316,6 +321,43 @@ void quic_link::on_stream_writable(int64_t id) {
 void quic_link::on_closed(const std::string& reason) {
   quic_event ev{quic_event::closed};
   ev.bytes = reason;
+  urgent_ = true;
+  events_.push_back(std::move(ev));
+}
+
+// --- QUIC DATAGRAM ---------------------------------------------------------
+
+datagram_result quic_link::send_datagram(uint64_t flow, const uint8_t* data,
+                                         size_t size, quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!quic_)
+    return datagram_result::unavailable;
+  return quic_->send_datagram(flow, data, size, monotonic_locked(now));
+}
+
+size_t quic_link::max_datagram_payload(uint64_t flow) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->max_datagram_payload(flow) : 0;
+}
+
+std::optional<quic_datagram_stats> quic_link::datagram_stats() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto st = quic_ ? std::optional{quic_->datagram_stats()} : last_dstats_;
+  if (st)
+    st->dropped_backlog = datagram_backlog_;
+  return st;
+}
+
+// Live media: told at once (urgent), batched only by what arrives before
+// the owner takes the events.
+void quic_link::on_datagram(uint64_t flow, const uint8_t* data, size_t size) {
+  if (datagrams_waiting_ >= max_waiting_datagrams) {
+    ++datagram_backlog_;
+    return;
+  }
+  ++datagrams_waiting_;
+  quic_event ev{quic_event::datagram, static_cast<int64_t>(flow)};
+  ev.bytes.assign(reinterpret_cast<const char*>(data), size);
   urgent_ = true;
   events_.push_back(std::move(ev));
 }

@@ -37,7 +37,16 @@ namespace p2proxy {
 /// What QUIC reported, recorded while ngtcp2 is on the stack and handled by
 /// the session afterwards.
 struct quic_event {
-  enum kind { handshake, open, data, reset, closed_stream, writable, closed };
+  enum kind {
+    handshake,
+    open,
+    data,
+    reset,
+    closed_stream,
+    writable,
+    closed,
+    datagram // a QUIC DATAGRAM: `id` is its flow, `bytes` its payload
+  };
   kind k;
   int64_t id = 0;
   std::string bytes;
@@ -98,6 +107,13 @@ public:
   /// What QUIC reported since the last call.
   std::vector<quic_event> take_events();
 
+  // QUIC DATAGRAM (see quic_connection), locked; unavailable before
+  // start() and after the end. The caller runs transmit() after a batch.
+  datagram_result send_datagram(uint64_t flow, const uint8_t* data, size_t size,
+                                quic_time now);
+  size_t max_datagram_payload(uint64_t flow) const;
+  std::optional<quic_datagram_stats> datagram_stats() const;
+
   // datagram_sink: the ICE thread.
   void on_datagram(const uint8_t* data, size_t size) override;
   void on_datagrams_done() override;
@@ -112,6 +128,7 @@ private:
   void on_stream_closed(int64_t id) override;
   void on_stream_writable(int64_t id) override;
   void on_closed(const std::string& reason) override;
+  void on_datagram(uint64_t flow, const uint8_t* data, size_t size) override;
 
   // With mtx_ held.
   quic_time monotonic_locked(quic_time now);
@@ -144,8 +161,11 @@ private:
   int since_turn_ = 0;    // datagrams received since the last turn; guarded
   bool urgent_ = false;   // guarded: an event not data
   size_t data_bytes_ = 0; // guarded: stream bytes waiting
-  quic_time hold_until_ = UINT64_MAX; // guarded: notify by then
-  quic_time last_notify_ = 0;         // guarded
+  quic_time hold_until_ = UINT64_MAX;              // guarded: notify by then
+  quic_time last_notify_ = 0;                      // guarded
+  std::optional<quic_datagram_stats> last_dstats_; // guarded
+  size_t datagrams_waiting_ = 0;  // guarded: datagram events not yet taken
+  uint64_t datagram_backlog_ = 0; // guarded: dropped, too many waiting
 };
 
 } // namespace p2proxy

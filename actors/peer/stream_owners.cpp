@@ -3,9 +3,11 @@
 #include <memory>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 
 #include "actors/common/error.hpp"
 #include "actors/debug/test_resources.hpp"
+#include "actors/udp/udp_export.hpp"
 
 namespace p2proxy {
 
@@ -18,6 +20,24 @@ stream_handler_factory make_stream_handler(stream_owner_config cfg) {
     for (auto& e : shared->exports)
       if (e.name == r)
         ex = &e; // (the last of equal names, as before)
+    // A UDP flow only to a udp export, and a udp export only as a flow.
+    if (ex != nullptr
+        && (ex->protocol == "udp") != (open.open.protocol() == "udp"))
+      return make_error(ec::protocol_error,
+                        fmt::format("'{}' is a {} export; the stream asked "
+                                    "for {}",
+                                    r, ex->protocol, open.open.protocol()));
+    if (ex != nullptr && ex->protocol == "udp") {
+      udp_export_args a;
+      a.session = caf::actor_cast<session_streams_actor>(session);
+      a.stream_id = open.stream_id;
+      a.peer = std::move(open.peer);
+      a.ex = *ex;
+      a.client_address = open.open.client_address();
+      a.first_bytes = std::move(open.first_bytes);
+      a.peer_fin = open.peer_fin;
+      return spawn_udp_export_flow(session->system(), std::move(a));
+    }
     if (ex != nullptr) {
       export_channel_args a;
       a.session = caf::actor_cast<session_streams_actor>(session);

@@ -147,6 +147,8 @@ ngtcp2_callbacks connection::callbacks() const {
   cb.stream_close = on_stream_close;
   cb.stream_reset = on_stream_reset;
   cb.extend_max_stream_data = on_extend_max_stream_data;
+  cb.recv_datagram = on_recv_datagram;
+  cb.lost_datagram = on_lost_datagram;
   return cb;
 }
 
@@ -186,6 +188,7 @@ ngtcp2_transport_params connection::params() const {
   p.initial_max_streams_uni = 0;
   p.max_idle_timeout = ns(cfg_.idle_timeout);
   p.disable_active_migration = 1;
+  p.max_datagram_frame_size = cfg_.max_datagram_frame_size;
   return p;
 }
 

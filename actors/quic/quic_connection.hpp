@@ -45,6 +45,14 @@ struct quic_settings {
   /// faster than this per round trip (4 MiB: ~80 MB/s at 50 ms).
   size_t stream_send_buffer = 4 * 1024 * 1024;
   congestion_control congestion = congestion_control::bbr;
+  /// QUIC DATAGRAM (RFC 9221): the largest DATAGRAM frame we accept (the
+  /// transport parameter max_datagram_frame_size); 0 turns datagrams off.
+  uint64_t max_datagram_frame_size = 65535;
+  /// Datagrams waiting for the congestion window: at most this many bytes
+  /// (beyond, the oldest are dropped) and for at most this long (then they
+  /// are dropped): live media stays live rather than arriving late.
+  size_t datagram_queue_bytes = 64 * 1024;
+  std::chrono::milliseconds datagram_max_delay{25};
 };
 
 /// What the connection reports to its owner, called from inside
@@ -80,6 +88,31 @@ public:
   /// timeout, peer closed, local close); nothing works after this. Call
   /// write() once more to flush our CONNECTION_CLOSE, if any.
   virtual void on_closed(const std::string& reason) = 0;
+  /// A QUIC DATAGRAM arrived for `flow` (its varint prefix, removed). Never
+  /// retransmitted, possibly reordered; at most once.
+  virtual void on_datagram(uint64_t /*flow*/, const uint8_t* /*data*/,
+                           size_t /*size*/) {}
+};
+
+/// What became of one send_datagram().
+enum class datagram_result {
+  queued,     // on its way (it may still be dropped if it waits too long)
+  too_big,    // larger than max_datagram_payload(): dropped, counted
+  unavailable // no handshake yet, closed, or the peer has no DATAGRAM support
+};
+
+/// QUIC DATAGRAM counters of one connection; bytes are payload bytes.
+struct quic_datagram_stats {
+  uint64_t sent = 0, received = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  uint64_t dropped_oversize = 0;    // larger than the path allows
+  uint64_t dropped_congestion = 0;  // the oldest, when the queue was full
+  uint64_t dropped_expired = 0;     // waited longer than datagram_max_delay
+  uint64_t dropped_unavailable = 0; // not negotiated, not ready, closed
+  uint64_t dropped_malformed = 0;   // received without a valid flow id
+  uint64_t lost = 0;                // sent, then declared lost in flight
+  uint64_t dropped_backlog = 0;     // received, but the owner fell behind
+                                    // (counted by the owner's layer)
 };
 
 struct quic_stats {
@@ -146,6 +179,21 @@ public:
   virtual void close(const std::string& reason) = 0;
   virtual bool closed() const = 0;
   virtual quic_stats stats() const = 0;
+
+  // -- QUIC DATAGRAM (actors/quic/quic_datagrams.cpp) -------------------------
+
+  /// Queues one datagram for `flow` (a varint prefix on the wire). Datagrams
+  /// go out before stream data; one that waits for the congestion window
+  /// longer than datagram_max_delay, or is the oldest when the queue is
+  /// full, is dropped (counted), never delayed further.
+  virtual datagram_result send_datagram(uint64_t flow, const uint8_t* data,
+                                        size_t size, quic_time now)
+    = 0;
+  /// The largest payload a datagram for `flow` can carry on the current
+  /// path (its MTU as probed, the peer's limit); 0 when datagrams are not
+  /// available (yet).
+  virtual size_t max_datagram_payload(uint64_t flow) const = 0;
+  virtual quic_datagram_stats datagram_stats() const = 0;
 };
 
 } // namespace p2proxy

@@ -160,6 +160,10 @@ public:
   void close(const std::string& reason) override;
   bool closed() const override;
   quic_stats stats() const override;
+  datagram_result send_datagram(uint64_t flow, const uint8_t* data, size_t size,
+                                quic_time now) override;
+  size_t max_datagram_payload(uint64_t flow) const override;
+  quic_datagram_stats datagram_stats() const override;
 
 private:
   enum close_state { close_none, close_pending, close_sent };
@@ -207,6 +211,22 @@ private:
                              uint64_t app_error, void* ud, void*);
   static int on_extend_max_stream_data(ngtcp2_conn*, int64_t id, uint64_t,
                                        void* ud, void*);
+
+  // -- QUIC DATAGRAM (quic_datagrams.cpp) -------------------------------------
+
+  /// Writes queued datagrams (before any stream data) into `out`; false
+  /// after a fatal error.
+  bool write_datagrams(quic_time now, std::vector<std::string>& out, size_t max,
+                       size_t quantum, size_t& packets, size_t& bytes);
+  void drop_stale_datagrams(quic_time now);
+  /// Takes datagrams_[i] out of the queue and its byte counts.
+  void unqueue_datagram(size_t i);
+  /// The queue is over its bound: the flow holding the most bytes loses its
+  /// oldest datagram, so one flooding flow cannot crowd out the others.
+  void drop_for_room();
+  static int on_recv_datagram(ngtcp2_conn*, uint32_t flags, const uint8_t* data,
+                              size_t len, void* ud);
+  static int on_lost_datagram(ngtcp2_conn*, uint64_t id, void* ud);
 
   // -- inline: called per packet from every file ------------------------------
 
@@ -283,6 +303,18 @@ private:
   /// silence by up to the keepalive interval.
   quic_time last_heard_ = 0;
   quic_time silence_deadline() const;
+
+  // QUIC DATAGRAM: flow id prefix + payload, with the time it was queued.
+  struct queued_datagram {
+    std::string bytes;
+    quic_time at = 0;
+    uint64_t flow = 0;
+  };
+  std::deque<queued_datagram> datagrams_;
+  size_t datagram_bytes_ = 0;
+  std::unordered_map<uint64_t, size_t> datagram_flow_bytes_; // queued, per flow
+  uint64_t datagram_ids_ = 0;
+  quic_datagram_stats dstats_;
 };
 
 } // namespace p2proxy::quic_detail

@@ -135,6 +135,9 @@ size_t connection::write_packets(quic_time now, std::vector<std::string>& out,
     = std::max<size_t>(ngtcp2_conn_get_send_quantum(conn_), datagram_buffer);
   size_t packets = 0;
   size_t bytes = 0;
+  // Datagrams first: they never wait behind stream data.
+  if (!write_datagrams(now, out, max, quantum, packets, bytes))
+    return packets;
   // Each round either completes a packet, stops, or retires a stream from
   // the ring; the bound only guards against a library surprise. A packet
   // left open by FLAG_MORE is always finished (stream -1, no MORE): ngtcp2

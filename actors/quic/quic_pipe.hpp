@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -36,6 +37,10 @@ public:
   /// answering, as far as its peer can tell.
   bool a_frozen = false;
   bool b_frozen = false;
+  /// The path's largest UDP payload: bigger datagrams are dropped, as a
+  /// router with a smaller MTU and DF set would (QUIC's PMTUD then settles
+  /// below it).
+  size_t mtu = SIZE_MAX;
 
   uint64_t delivered = 0;
   uint64_t dropped = 0;
@@ -124,7 +129,7 @@ private:
       out_.clear();
       c->write(now, out_, batch);
       for (auto& d : out_) {
-        if (loss > 0 && uniform() < loss) {
+        if (d.size() > mtu || (loss > 0 && uniform() < loss)) {
           ++dropped;
           continue;
         }

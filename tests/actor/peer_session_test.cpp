@@ -688,3 +688,92 @@ TEST_F(peer_session_preamble_test, unknown_resource_is_answered_by_name) {
   EXPECT_EQ(res.code(), tunnel::StreamOpenResult::UNKNOWN_RESOURCE);
   EXPECT_EQ(res.text(), "no resource named 'nothing-here' on this node");
 }
+
+namespace {
+
+using dgram_atom = caf::atom_constant<caf::atom("dgram")>;
+
+struct flow_record {
+  int64_t id = -1;
+  std::vector<std::string> got;
+  uint64_t too_big = 0;
+};
+
+/// A FLOW OWNER: opens a stream for `resource`, attaches to its flow,
+/// sends what it is told as datagrams and records what comes back.
+caf::behavior flow_client(caf::event_based_actor* self, caf::actor session,
+                          std::shared_ptr<flow_record> rec,
+                          std::string resource) {
+  self
+    ->request(session, caf::infinite, stream_open_atom::value, caf::actor{self})
+    .then([=](int64_t id) {
+      rec->id = id;
+      tunnel::StreamOpen open;
+      open.set_resource(resource);
+      open.set_protocol("udp");
+      self->send(session, stream_write_atom::value, id,
+                 encode_frame(open.SerializeAsString()), false);
+      self->send(session, flow_attach_atom::value, id, caf::actor{self});
+    });
+  return {
+    [=](dgram_atom, std::vector<std::string>& ds) {
+      self->send(session, flow_send_atom::value, rec->id, std::move(ds));
+    },
+    [=](flow_data_atom, int64_t, std::vector<std::string>& ds) {
+      for (auto& d : ds)
+        rec->got.push_back(std::move(d));
+    },
+    [=](flow_drop_atom, int64_t, uint64_t too_big, uint64_t) {
+      rec->too_big += too_big;
+    },
+    [=](stream_data_atom, int64_t id, const std::string& bytes, bool) {
+      self->send(session, stream_consumed_atom::value, id,
+                 static_cast<uint64_t>(bytes.size()));
+    },
+    [=](stream_credit_atom, int64_t, uint64_t) {},
+    [=](stream_reset_atom, int64_t, uint64_t) {},
+    [=](stream_closed_atom, int64_t) {},
+    [=](session_down_atom, const caf::error&) { self->quit(); },
+  };
+}
+
+} // namespace
+
+TEST_F(peer_session_test, datagrams_for_a_flow_nobody_attached_are_counted) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  auto rec = std::make_shared<flow_record>();
+  auto owner = t.sys.spawn(flow_client, res->session, rec, std::string{"echo"});
+  ASSERT_TRUE(run_until([&] { return rec->id >= 0; }, 1s));
+  // The far end's owner (the echo test resource) takes no datagrams.
+  caf::anon_send(owner, dgram_atom::value,
+                 std::vector<std::string>{"one", "two", "three"});
+  caf::anon_send(owner, dgram_atom::value,
+                 std::vector<std::string>{std::string(5000, 'x')});
+  auto b_dropped = [&] {
+    auto l = sessions(b);
+    return l.sessions_size() == 1
+             ? l.sessions(0).datagrams().dropped_unknown_flow()
+             : 0;
+  };
+  ASSERT_TRUE(run_until([&] { return b_dropped() == 3; }, 2s))
+    << sessions(b).DebugString();
+  EXPECT_EQ(sessions(b).sessions(0).datagrams().received(), 3u);
+  EXPECT_EQ(rec->too_big, 1u); // bigger than any path: dropped, reported
+  EXPECT_EQ(sessions(a).sessions(0).datagrams().sent(), 3u);
+  EXPECT_EQ(sessions(a).sessions(0).datagrams().dropped_oversize(), 1u);
+  // An actor that does not own the stream can neither attach nor send.
+  auto intruder = t.sys.spawn(
+    [](caf::event_based_actor*) -> caf::behavior { return {[](int) {}}; });
+  caf::anon_send(res->session, flow_attach_atom::value, rec->id, intruder);
+  caf::anon_send(res->session, flow_send_atom::value, rec->id,
+                 std::vector<std::string>{"forged"});
+  run_until([] { return false; }, 100ms);
+  EXPECT_EQ(sessions(a).sessions(0).datagrams().sent(), 3u);
+  EXPECT_TRUE(rec->got.empty());
+  caf::anon_send_exit(intruder, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
+  t.run();
+}

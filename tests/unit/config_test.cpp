@@ -211,11 +211,12 @@ TEST(config, unknown_key_in_signal) {
 }
 
 TEST(config, unknown_key_in_an_export) {
-  expect_error(base
-                 + "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.4:554\"\n"
-                   "[[export]]\nname = \"cam2\"\ntraget = \"1.2.3.4:554\"\n",
-               8, "export[2].traget",
-               "unknown key 'traget' (known: name, target, protocol, allow)");
+  expect_error(
+    base
+      + "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.4:554\"\n"
+        "[[export]]\nname = \"cam2\"\ntraget = \"1.2.3.4:554\"\n",
+    8, "export[2].traget",
+    "unknown key 'traget' (known: name, target, protocol, allow, udp_idle)");
 }
 
 TEST(config, missing_signal_server_names_the_signal_table_line) {
@@ -257,7 +258,7 @@ TEST(config, bad_protocol) {
                  + "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.4:554\"\n"
                    "protocol = \"ftp\"\n",
                6, "export[1].protocol",
-               "unknown protocol \"ftp\" (known: rtsp, http, tcp)");
+               "unknown protocol \"ftp\" (known: rtsp, http, tcp, udp)");
 }
 
 TEST(config, socks5_is_a_listen_protocol_but_not_an_export_protocol) {
@@ -382,4 +383,40 @@ TEST_F(config_files, missing_config_file_names_it) {
   } catch (const config_error& e) {
     EXPECT_EQ(std::string{e.what()}.rfind(p + ": ", 0), 0u) << e.what();
   }
+}
+
+TEST(config, udp_export_and_listener_with_their_settings) {
+  auto cfg = parse_node_config(
+    base
+      + "[[export]]\nname = \"dns\"\ntarget = \"127.0.0.1:53\"\n"
+        "protocol = \"udp\"\nallow = [\"*\"]\nudp_idle = \"20s\"\n"
+        "[[listen]]\nbind = \"127.0.0.1:5353\"\nprotocol = \"udp\"\n"
+        "resource = \"dns\"\nudp_idle = \"5s\"\nmax_flows = 16\n"
+        "[[listen]]\nbind = \"127.0.0.1:5354\"\nprotocol = \"udp\"\n"
+        "resource = \"dns\"\n",
+    "node.toml");
+  ASSERT_EQ(cfg.exports.size(), 1u);
+  EXPECT_EQ(cfg.exports[0].protocol, "udp");
+  EXPECT_EQ(cfg.exports[0].udp_idle, std::chrono::seconds(20));
+  ASSERT_EQ(cfg.listens.size(), 2u);
+  EXPECT_EQ(cfg.listens[0].protocol, "udp");
+  EXPECT_EQ(cfg.listens[0].udp_idle, std::chrono::seconds(5));
+  EXPECT_EQ(cfg.listens[0].max_flows, 16u);
+  EXPECT_EQ(cfg.listens[1].udp_idle, std::chrono::seconds(60));
+  EXPECT_EQ(cfg.listens[1].max_flows, 256u);
+}
+
+TEST(config, udp_listen_without_resource) {
+  expect_error(base
+                 + "[[listen]]\nbind = \"127.0.0.1:2222\"\n"
+                   "protocol = \"udp\"\n",
+               3, "listen[1].resource", "a udp listener");
+}
+
+TEST(config, bad_max_flows) {
+  expect_error(base
+                 + "[[listen]]\nbind = \"127.0.0.1:2222\"\n"
+                   "protocol = \"udp\"\nresource = \"dns\"\n"
+                   "max_flows = 0\n",
+               7, "listen[1].max_flows", "from 1 to 65536");
 }
