@@ -174,6 +174,8 @@ void on_login_ok(signal_link_actor* self, const signal::LoginOk& ok) {
   log::info(subject, "logged in to {} as {} (seen as {})",
             st.cfg.server.to_string(), st.id->node_id(), ok.observed_address());
   send_register(self);
+  if (st.sink) // the PEER MANAGER re-validates its cached look-ups
+    self->send(st.sink, online_atom::value);
   self->delayed_send(self, st.cfg.heartbeat, tick_atom::value, st.gen);
 }
 
