@@ -341,6 +341,8 @@ caf::behavior client_channel(channel_broker* self,
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (st.session && dm.source == st.session.address()) {
+      if (st.tunnel == tunnel_state::peer_ready && st.id < 0)
+        return; // the stream open's answer (an error now) decides: retry
       if (!tunnel_up(st) && st.tunnel != tunnel_state::closed)
         refuse(self, make_error(ec::session_lost, "the session ended"),
                open_failure::peer_unreachable);

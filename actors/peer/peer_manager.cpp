@@ -106,11 +106,10 @@ void on_offer(peer_manager_actor* self, const signal::Signal& sig) {
                 sig.offer().pwd());
 }
 
-/// The look-up failed (the signaling server is unreachable): the cached
-/// owners of `name` with a live, ready session, or the look-up's error.
-caf::expected<std::vector<std::string>>
-resolve_offline(peer_manager_actor* self, const std::string& name,
-                const caf::error& err) {
+/// The cached owners of `name` that have a live, ready session (their id
+/// is the one the session's handshake proved).
+std::vector<std::string> live_owners(peer_manager_actor* self,
+                                     const std::string& name) {
   auto& st = self->state;
   std::vector<std::string> live;
   for (auto& id : st.names.get(name, self->clock().now())) {
@@ -118,6 +117,38 @@ resolve_offline(peer_manager_actor* self, const std::string& name,
     if (i != st.peers.end() && i->second.ready)
       live.push_back(id);
   }
+  return live;
+}
+
+/// What the look-up answered: cached and passed on. An empty answer while
+/// a cached owner has a live session (the server restarted and that node
+/// has not registered again yet) keeps the entry and answers that owner.
+std::vector<std::string> resolved(peer_manager_actor* self,
+                                  const std::string& name,
+                                  std::vector<std::string> ids) {
+  auto& st = self->state;
+  if (ids.empty()) {
+    auto live = live_owners(self, name);
+    if (!live.empty()) {
+      ++st.resolved_from_cache;
+      log::info(subject,
+                "resolves '{}' from its cache to {} (live session; the "
+                "server knows no owner yet)",
+                name, live.front());
+      return live;
+    }
+  }
+  st.names.put(name, ids, self->clock().now());
+  return ids;
+}
+
+/// The look-up failed (the signaling server is unreachable): the cached
+/// owners of `name` with a live, ready session, or the look-up's error.
+caf::expected<std::vector<std::string>>
+resolve_offline(peer_manager_actor* self, const std::string& name,
+                const caf::error& err) {
+  auto& st = self->state;
+  auto live = live_owners(self, name);
   if (!live.empty()) {
     ++st.resolved_from_cache;
     log::info(subject,
@@ -148,9 +179,8 @@ void revalidate(peer_manager_actor* self) {
       ->request(st.cfg.link, std::chrono::seconds(10), lookup_atom::value, name)
       .then(
         [=](std::vector<std::string>& ids) {
-          auto& st = self->state;
-          ++st.revalidations;
-          st.names.put(name, std::move(ids), self->clock().now());
+          ++self->state.revalidations;
+          resolved(self, name, std::move(ids));
         },
         [](caf::error&) {}); // kept: the next login or look-up decides
 }
@@ -209,8 +239,7 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
                   lookup_atom::value, name)
         .then(
           [=](std::vector<std::string>& ids) mutable {
-            self->state.names.put(name, ids, self->clock().now());
-            rp.deliver(std::move(ids));
+            rp.deliver(resolved(self, name, std::move(ids)));
           },
           [=](caf::error& err) mutable {
             auto r = resolve_offline(self, name, err);

@@ -22,6 +22,8 @@
 //   authenticate. With none, the look-up's error, saying so. On every
 //   (re-)login (online_atom from the SIGNAL LINK) each cached name is looked
 //   up again: an owner that changed or vanished replaces or drops the entry.
+//   An empty answer does not drop an owner with a live session (after a
+//   server restart, nodes register again one by one): that owner answers.
 // - A session's end is its own (close protocol); the manager forgets it
 //   when it reports its end (failed_atom; or on the down_msg, whichever
 //   comes first) and fails requests still waiting for it, so an open after

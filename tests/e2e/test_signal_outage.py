@@ -128,8 +128,10 @@ class SignalOutage(unittest.TestCase):
         # Logged in again, B re-validated what it had cached.
         wait_until(lambda: "re-validates 1 cached look-up" in self.b.log_text(),
                    10, "B's cache re-validated")
-        rc, body, code = curl(self.http, "/r/web-c/hello.txt")
-        self.assertEqual((rc, code), (0, "200"), body)
+        # Once C has registered again, its resource is found as before.
+        wait_until(lambda: online(self.c_admin), 10, "C logged in again")
+        wait_until(lambda: curl(self.http, "/r/web-c/hello.txt")[2] == "200",
+                   10, "web-c through the server again", step=0.5)
 
     def test_2_twenty_server_restarts_during_downloads_lose_nothing(self):
         before = self.session_b()["sessionId"]
