@@ -67,6 +67,7 @@ CAF_ADD_ATOM(p2proxy, p2proxy, conn_fail_atom, "conn_fail")
 //     link -> sink: (signal_atom, std::string serialized signal::Signal)
 //                   (peer_off_atom, std::string peer, uint64_t session_id,
 //                   std::string text)
+//                   (online_atom) after every LoginOk
 // INTERNAL: (tick_atom, uint64_t gen)       heartbeat tick
 //           (retry_atom, uint64_t gen)      backoff over, connect again
 //           (timeout_atom, uint64_t gen)    connect/login attempt took too long
@@ -127,6 +128,9 @@ CAF_ADD_ATOM(p2proxy, p2proxy, evict_atom, "evict")
 //   (status_atom) -> std::string serialized admin::ActorStatus (its own row)
 //   (lookup_atom, std::string name) -> std::vector<std::string> node ids
 //       delegated to the SIGNAL LINK
+//   (resolve_atom, std::string name) -> the same, delegated to the PEER
+//       MANAGER (cached; answers during a signaling outage)
+//   (online_atom) from the SIGNAL LINK before the PEER MANAGER is its sink
 //   (probe_atom, std::string node_id) -> uint64_t µs, delegated to the LINK
 //   (open_atom, std::string node_id) -> caf::actor session, delegated to
 //       the PEER MANAGER; for this node's own id, to the LOCAL SESSION
@@ -272,6 +276,16 @@ CAF_ADD_ATOM(p2proxy, p2proxy, flow_drop_atom, "f_drop")
 CAF_ADD_ATOM(p2proxy, p2proxy, udp_in_atom, "udp_in")
 CAF_ADD_ATOM(p2proxy, p2proxy, udp_tick_atom, "udp_tick")
 
+// --- look-ups that ride out signaling outages (PEER MANAGER) ----------------
+/// (resolve_atom, std::string name) -> std::vector<std::string> node ids: the
+/// SIGNAL LINK's look-up, cached; while it fails, the cached owners that have
+/// a live session (NODE SUPERVISOR delegates it to the PEER MANAGER; the
+/// client CHANNEL asks it)
+CAF_ADD_ATOM(p2proxy, p2proxy, resolve_atom, "resolve")
+/// SIGNAL LINK -> sink: (online_atom) logged in (again); the PEER MANAGER
+/// re-validates its cached look-ups
+CAF_ADD_ATOM(p2proxy, p2proxy, online_atom, "online")
+
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------
@@ -372,6 +386,8 @@ using session_flows_actor = caf::typed_actor<
 //       from a session as it ends: why (code and text), its last status row
 //   (get_atom) -> std::string serialized admin::SessionList
 //   (status_atom) -> std::string;  (stop_atom, std::string reason)
+//   (resolve_atom, std::string name) -> std::vector<std::string> node ids
+//   (online_atom) from the SIGNAL LINK: logged in again
 // TEST RESOURCES ("echo", "discard", "source") and the DEBUG PUMP's streams
 // are stream owners (stream_owner_actor) and hold a session_streams_actor.
 

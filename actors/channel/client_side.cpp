@@ -202,15 +202,23 @@ bool on_client_timeout(channel_broker* self) {
 
 namespace {
 
+void open_session(channel_broker* self, const std::string& node,
+                  bool may_retry);
+
 /// The session is ready: open a stream and send the StreamOpen preamble,
-/// followed by the sniffed client bytes.
-void open_stream(channel_broker* self, const caf::actor& session) {
+/// followed by the sniffed client bytes. A session that ended before the
+/// stream opened (it closed at the end of its linger, both ends agreeing,
+/// while this open was on its way) is asked for once more: the PEER
+/// MANAGER then starts a new one.
+void open_stream(channel_broker* self, const caf::actor& session,
+                 bool may_retry) {
   auto& st = self->state;
   if (st.tunnel == tunnel_state::closed)
     return;
   st.session = caf::actor_cast<session_streams_actor>(session);
   self->monitor(st.session);
-  transition_to(self, tunnel_state::peer_ready);
+  if (st.tunnel != tunnel_state::peer_ready)
+    transition_to(self, tunnel_state::peer_ready);
   self
     ->request(st.session, std::chrono::seconds(10), stream_open_atom::value,
               caf::actor{self})
@@ -247,24 +255,37 @@ void open_stream(channel_broker* self, const caf::actor& session) {
         transition_to(self, tunnel_state::remote_connecting);
       },
       [=](caf::error& err) {
+        auto& st = self->state;
+        if (st.tunnel == tunnel_state::closed)
+          return;
+        if (may_retry
+            && (is_error(err, ec::session_lost)
+                || err == caf::sec::request_receiver_down)) {
+          self->demonitor(st.session.address());
+          st.session = nullptr;
+          open_session(self, st.peer, false);
+          return;
+        }
         refuse(self, open_error(err, error_text(err)),
                open_failure::peer_unreachable);
       });
 }
 
-void open_session(channel_broker* self, const std::string& node) {
+void open_session(channel_broker* self, const std::string& node,
+                  bool may_retry) {
   auto& st = self->state;
   if (st.tunnel == tunnel_state::closed)
     return;
   st.peer = node;
   self->request(st.supervisor, open_timeout, open_atom::value, node)
-    .then([=](const caf::actor& session) { open_stream(self, session); },
-          [=](caf::error& err) {
-            refuse(self,
-                   open_error(err, fmt::format("cannot reach node {}: {}", node,
-                                               error_text(err))),
-                   open_failure::peer_unreachable);
-          });
+    .then(
+      [=](const caf::actor& session) { open_stream(self, session, may_retry); },
+      [=](caf::error& err) {
+        refuse(self,
+               open_error(err, fmt::format("cannot reach node {}: {}", node,
+                                           error_text(err))),
+               open_failure::peer_unreachable);
+      });
 }
 
 /// Find the exporting node (the listener's pinned peer, or a look-up), then
@@ -274,11 +295,11 @@ void open_tunnel(channel_broker* self) {
   transition_to(self, tunnel_state::connecting_peer);
   self->delayed_send(self, open_timeout, timeout_atom::value, ++st.gen);
   if (!st.peer.empty()) {
-    open_session(self, st.peer);
+    open_session(self, st.peer, true);
     return;
   }
   self
-    ->request(st.supervisor, std::chrono::seconds(10), lookup_atom::value,
+    ->request(st.supervisor, std::chrono::seconds(10), resolve_atom::value,
               st.resource)
     .then(
       [=](const std::vector<std::string>& ids) {
@@ -293,7 +314,7 @@ void open_tunnel(channel_broker* self) {
             open_failure::unknown_resource);
           return;
         }
-        open_session(self, ids.front());
+        open_session(self, ids.front(), true);
       },
       [=](caf::error& err) {
         refuse(self, open_error(err, "look-up failed: " + error_text(err)),
@@ -320,6 +341,8 @@ caf::behavior client_channel(channel_broker* self,
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (st.session && dm.source == st.session.address()) {
+      if (st.tunnel == tunnel_state::peer_ready && st.id < 0)
+        return; // the stream open's answer (an error now) decides: retry
       if (!tunnel_up(st) && st.tunnel != tunnel_state::closed)
         refuse(self, make_error(ec::session_lost, "the session ended"),
                open_failure::peer_unreachable);

@@ -583,6 +583,11 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
       return self->delegate(self->state.link, lookup_atom::value,
                             std::move(name));
     },
+    [=](resolve_atom, std::string& name) {
+      return self->delegate(self->state.manager, resolve_atom::value,
+                            std::move(name));
+    },
+    [=](online_atom) {}, // the PEER MANAGER is not the link's sink yet
     [=](probe_atom, std::string& node) {
       return self->delegate(self->state.link, probe_atom::value,
                             std::move(node));

@@ -3,6 +3,7 @@
 #include <random>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 
 #include "actors/actors.hpp"
 #include "actors/common/error.hpp"
@@ -105,12 +106,92 @@ void on_offer(peer_manager_actor* self, const signal::Signal& sig) {
                 sig.offer().pwd());
 }
 
+/// The cached owners of `name` that have a live, ready session (their id
+/// is the one the session's handshake proved).
+std::vector<std::string> live_owners(peer_manager_actor* self,
+                                     const std::string& name) {
+  auto& st = self->state;
+  std::vector<std::string> live;
+  for (auto& id : st.names.get(name, self->clock().now())) {
+    auto i = st.peers.find(id);
+    if (i != st.peers.end() && i->second.ready)
+      live.push_back(id);
+  }
+  return live;
+}
+
+/// What the look-up answered: cached and passed on. An empty answer while
+/// a cached owner has a live session (the server restarted and that node
+/// has not registered again yet) keeps the entry and answers that owner.
+std::vector<std::string> resolved(peer_manager_actor* self,
+                                  const std::string& name,
+                                  std::vector<std::string> ids) {
+  auto& st = self->state;
+  if (ids.empty()) {
+    auto live = live_owners(self, name);
+    if (!live.empty()) {
+      ++st.resolved_from_cache;
+      log::info(subject,
+                "resolves '{}' from its cache to {} (live session; the "
+                "server knows no owner yet)",
+                name, live.front());
+      return live;
+    }
+  }
+  st.names.put(name, ids, self->clock().now());
+  return ids;
+}
+
+/// The look-up failed (the signaling server is unreachable): the cached
+/// owners of `name` with a live, ready session, or the look-up's error.
+caf::expected<std::vector<std::string>>
+resolve_offline(peer_manager_actor* self, const std::string& name,
+                const caf::error& err) {
+  auto& st = self->state;
+  auto live = live_owners(self, name);
+  if (!live.empty()) {
+    ++st.resolved_from_cache;
+    log::info(subject,
+              "resolves '{}' from its cache to {} (live session; the "
+              "look-up failed: {})",
+              name, live.front(), error_text(err));
+    return live;
+  }
+  auto code = ec::unspecified;
+  for (auto c : {ec::not_online, ec::link_down, ec::timeout})
+    if (is_error(err, c))
+      code = c;
+  return make_error(code, fmt::format("{}; no live session to a node known "
+                                      "to export '{}'",
+                                      error_text(err), name));
+}
+
+/// Logged in again: look every cached name up anew.
+void revalidate(peer_manager_actor* self) {
+  auto& st = self->state;
+  auto names = st.names.names(self->clock().now());
+  if (names.empty())
+    return;
+  log::info(subject, "re-validates {} cached look-up{}", names.size(),
+            names.size() == 1 ? "" : "s");
+  for (auto& name : names)
+    self
+      ->request(st.cfg.link, std::chrono::seconds(10), lookup_atom::value, name)
+      .then(
+        [=](std::vector<std::string>& ids) {
+          ++self->state.revalidations;
+          resolved(self, name, std::move(ids));
+        },
+        [](caf::error&) {}); // kept: the next login or look-up decides
+}
+
 } // namespace
 
 caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.next_session = st.cfg.seed ? st.cfg.seed : std::random_device{}();
+  st.names = name_cache{st.cfg.name_cache_size, st.cfg.name_cache_ttl};
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     auto a = st.by_addr.find(dm.source);
@@ -151,6 +232,25 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       i->second.waiting.push_back(rp);
       return rp;
     },
+    [=](resolve_atom, const std::string& name) {
+      auto rp = self->make_response_promise();
+      self
+        ->request(self->state.cfg.link, std::chrono::seconds(10),
+                  lookup_atom::value, name)
+        .then(
+          [=](std::vector<std::string>& ids) mutable {
+            rp.deliver(resolved(self, name, std::move(ids)));
+          },
+          [=](caf::error& err) mutable {
+            auto r = resolve_offline(self, name, err);
+            if (r)
+              rp.deliver(std::move(*r));
+            else
+              rp.deliver(r.error());
+          });
+      return rp;
+    },
+    [=](online_atom) { revalidate(self); },
     [=](ready_atom, uint64_t session_id) {
       auto& st = self->state;
       auto a = st.by_addr.find(
@@ -190,6 +290,15 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       st.last_reason[a->second] = why;
       if (i != st.peers.end() && !i->second.ready && !st.stopping)
         ++st.open_failures[open_failure_label(why)];
+      // An ending session is never handed out again: an open from now on
+      // (e.g. an owner whose held open failed as the session closed) starts
+      // a new one. The down_msg that follows finds nothing left to do.
+      if (i != st.peers.end()
+          && i->second.session.address()
+               == caf::actor_cast<caf::actor_addr>(self->current_sender())) {
+        fail_waiting(i->second, why);
+        st.peers.erase(i);
+      }
     },
     [=](signal_atom, const std::string& serialized) {
       auto& st = self->state;
@@ -267,6 +376,9 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       f["opened"] = std::to_string(st.opened);
       f["accepted"] = std::to_string(st.accepted);
       f["glare_resolved"] = std::to_string(st.glare_resolved);
+      f["name_cache"] = std::to_string(st.names.size());
+      f["resolved_from_cache"] = std::to_string(st.resolved_from_cache);
+      f["revalidations"] = std::to_string(st.revalidations);
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& reason) {

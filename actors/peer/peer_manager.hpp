@@ -14,8 +14,20 @@
 //   (reason "glare") and adopts the peer's as controlled; the higher node
 //   ignores the peer's offer (the peer stops that session itself). Requests
 //   waiting on the losing session move to the winner.
-// - A session's end is its own (close protocol); the manager forgets it on
-//   the down_msg and fails requests still waiting for it.
+// - resolve(name): the SIGNAL LINK's look-up, whose answer is cached
+//   (name_cache.hpp). While the look-up fails (the signaling server is
+//   unreachable), the cached owners of the name that have a live, ready
+//   session answer instead: a session's peer id is the one its QUIC
+//   handshake proved, so the cache never leads to a node it did not
+//   authenticate. With none, the look-up's error, saying so. On every
+//   (re-)login (online_atom from the SIGNAL LINK) each cached name is looked
+//   up again: an owner that changed or vanished replaces or drops the entry.
+//   An empty answer does not drop an owner with a live session (after a
+//   server restart, nodes register again one by one): that owner answers.
+// - A session's end is its own (close protocol); the manager forgets it
+//   when it reports its end (failed_atom; or on the down_msg, whichever
+//   comes first) and fails requests still waiting for it, so an open after
+//   that starts a new session.
 #pragma once
 
 #include <deque>
@@ -29,6 +41,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/peer/name_cache.hpp"
 #include "actors/peer/peer_session.hpp"
 
 namespace p2proxy {
@@ -40,6 +53,9 @@ struct peer_manager_config {
   stream_handler_factory handler;
   session_settings settings;
   uint64_t seed = 0; // session ids
+  /// Resolved names kept for signaling outages (name_cache.hpp).
+  size_t name_cache_size = 128;
+  std::chrono::milliseconds name_cache_ttl{std::chrono::minutes(10)};
 };
 
 struct peer_manager_state {
@@ -63,6 +79,8 @@ struct peer_manager_state {
   std::map<std::string, uint64_t> path_changes_closed; // ended sessions'
   uint64_t next_session = 0;
   uint64_t opened = 0, accepted = 0, glare_resolved = 0;
+  name_cache names{128, std::chrono::minutes(10)};
+  uint64_t resolved_from_cache = 0, revalidations = 0;
   bool stopping = false;
 };
 

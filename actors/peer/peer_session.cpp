@@ -190,13 +190,9 @@ void finish(peer_session_actor* self) {
   st.link->drop();
   self->send(st.args.manager, failed_atom::value, st.args.session_id,
              st.close_error, session_status(st).SerializeAsString());
+  end_close_handshake(self); // after the manager heard: they open anew
   self->quit(caf::exit_reason::normal);
 }
-
-/// Both ends linger, but the controlling end decides: the controlled end
-/// waits this much longer, so a stream the controlling end opens in the last
-/// moment of its linger is not met by the controlled end closing at once.
-constexpr auto linger_grace = std::chrono::seconds(5);
 
 void start_quic(peer_session_actor* self) {
   auto& st = self->state;
@@ -324,18 +320,6 @@ void close_session(peer_session_actor* self, const caf::error& why,
   finish(self);
 }
 
-void start_linger(peer_session_actor* self) {
-  auto& st = self->state;
-  transition_to(self, session_state::lingering);
-  ++st.linger_gen;
-  auto linger = st.args.settings.idle_linger;
-  if (!st.args.controlling)
-    linger += linger_grace;
-  st.linger_deadline = std::chrono::system_clock::now() + linger;
-  log::debug(subject, "{} lingers for {} ms", st.args.peer, linger.count());
-  self->delayed_send(self, linger, linger_atom::value, st.linger_gen);
-}
-
 ec code_of_text_reason(const std::string& reason) {
   auto has = [&](const char* x) { return reason.find(x) != std::string::npos; };
   if (has("ICE failed"))
@@ -357,6 +341,7 @@ void on_ready(peer_session_actor* self) {
   log::info(subject, "{} (session {}) is ready via {} {} -> {} {}",
             st.args.peer, st.args.session_id, st.local_type, st.local_addr, rt,
             st.remote_addr);
+  open_control_stream(self);
   self->send(st.args.manager, ready_atom::value, st.args.session_id);
   if (st.streams.empty()) {
     transition_to(self, session_state::ready);
@@ -472,14 +457,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       st.link->on_expiry(now_ns(self));
       flush(self);
     },
-    [=](linger_atom, uint64_t gen) {
-      auto& st = self->state;
-      if (gen != st.linger_gen || st.state != session_state::lingering)
-        return; // a stream opened meanwhile: stale
-      auto ms = st.args.settings.idle_linger.count();
-      auto text = fmt::format("idle for {} ms after its last stream", ms);
-      close_session(self, make_error(ec::unspecified, std::move(text)), true);
-    },
+    [=](linger_atom, uint64_t gen) { on_linger_timer(self, gen); },
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen == st.connect_gen)
@@ -508,6 +486,13 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
           / 1000000);
       (*as.mutable_fields())["io_driven"]
         = self->state.link->io_driven() ? "yes" : "no";
+      (*as.mutable_fields())["close_handshake"] = fmt::format(
+        "{} linger_ms={} proposals={} accepts={} refusals={} rejects={} "
+        "cancels={} held={}",
+        to_string(self->state.close.ph), self->state.close.linger.count(),
+        self->state.close.proposals, self->state.close.accepts,
+        self->state.close.refusals, self->state.close.rejects,
+        self->state.close.cancels, self->state.close.held.size());
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& reason) {

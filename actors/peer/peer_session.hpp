@@ -22,6 +22,9 @@
 // - ready → lingering when the last stream ends (or at once when ready has
 //   no stream); lingering → ready when a stream opens, which bumps the
 //   linger generation so the pending linger timer is ignored (atomic cancel).
+// - lingering → closing only through the close handshake both ends agree
+//   on (session_close.hpp: propose, accept or reject, cancel by a stream);
+//   the linger is the opener's, sent on the control stream.
 // - closing: a CONNECTION_CLOSE is written, owners hear (session_down_atom),
 //   the ICE agent is closed; then closed, and the actor quits.
 // - Before QUIC exists (connecting_ice) there is nothing to close politely:
@@ -66,6 +69,7 @@
 #include "actors/ice/ice_driver.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/peer/quic_link.hpp"
+#include "actors/peer/session_close.hpp"
 #include "actors/quic/quic_connection.hpp"
 #include "proto/admin.pb.h"
 #include "proto/tunnel.pb.h"
@@ -210,6 +214,7 @@ struct peer_session_state {
   caf::error close_error;   // why it ended: a p2proxy code and its text
   std::string close_reason; // the text, for the status
   std::chrono::system_clock::time_point linger_deadline;
+  close_handshake close; // session_close.cpp
   // ICE facts for the status.
   std::string local_type, local_addr, remote_type, remote_addr;
   std::deque<path_change> path_history; // oldest first, bounded

@@ -71,10 +71,7 @@ void on_peer_stream(peer_session_actor* self, int64_t id) {
   s.opening.emplace(st.args.settings.max_preamble);
   self->delayed_send(self, st.args.settings.preamble_timeout,
                      preamble_timer_atom::value, id);
-  if (st.state == session_state::lingering) {
-    ++st.linger_gen; // cancels the pending linger timer
-    transition_to(self, session_state::ready);
-  }
+  linger_stream_opened(self);
 }
 
 void read_preamble(peer_session_actor* self, int64_t id, session_stream& s,

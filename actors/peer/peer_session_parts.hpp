@@ -1,5 +1,5 @@
 // The PEER SESSION's steps shared by its source files; not an interface
-// (only actors/peer/peer_session*.cpp include it).
+// (only actors/peer/peer_session*.cpp and session_close.cpp include it).
 //
 // - peer_session.cpp: the life cycle: ICE and signaling, the QUIC
 //   handshake, timers, close, status.
@@ -7,6 +7,7 @@
 //   bytes between owners and QUIC.
 // - peer_session_opening.cpp: a peer-opened stream until its owner exists:
 //   reading its StreamOpen, spawning the owner once, or refusing it.
+// - session_close.cpp: the linger and the close handshake.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,9 @@
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/message_handler.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include "actors/common/error.hpp"
 #include "actors/peer/peer_session.hpp"
@@ -82,5 +85,38 @@ void route_datagram(peer_session_actor* self, int64_t flow, std::string&& bytes,
 void deliver_datagrams(peer_session_actor* self, datagram_batch& batch);
 /// (flow_attach_atom) and (flow_send_atom): what flow owners send.
 caf::message_handler flow_handlers(peer_session_actor* self);
+
+// --- session_close.cpp (the linger and the close handshake)
+/// The handshake finished: the opener opens the control stream and sends
+/// its SessionHello (the session's linger).
+void open_control_stream(peer_session_actor* self);
+/// The peer opened stream `id`: true if it is the control stream (then it
+/// is not a stream for owners).
+bool on_control_open(peer_session_actor* self, int64_t id);
+/// Bytes for stream `id`: true if they were the control stream's.
+bool on_control_data(peer_session_actor* self, int64_t id,
+                     const std::string& bytes);
+/// Hands QUIC what the control stream still has to send (from flush()).
+void write_control(peer_session_actor* self);
+/// (linger_atom, gen) arrived: propose the close if still idle.
+void on_linger_timer(peer_session_actor* self, uint64_t gen);
+/// A stream opened (either side): lingering ends, a handshake in progress
+/// is called off.
+void linger_stream_opened(peer_session_actor* self);
+/// True while a local open must wait (this side accepted a close).
+bool holds_opens(const peer_session_state& st);
+/// Holds a local open until the handshake is resolved.
+caf::typed_response_promise<int64_t> hold_open(peer_session_actor* self,
+                                               const caf::actor& owner);
+/// Opens a stream for a local owner (stream_open_atom, or a held open).
+caf::expected<int64_t> open_owned_stream(peer_session_actor* self,
+                                         const caf::actor& owner);
+/// The session ends: fail the held opens (their owners open again).
+void end_close_handshake(peer_session_actor* self);
+/// True if this side accepted a close: the peer's CONNECTION_CLOSE is the
+/// agreed end, not a loss.
+bool close_agreed(const peer_session_state& st);
+/// The end reported for an agreed close.
+caf::error agreed_close_error(const peer_session_state& st);
 
 } // namespace p2proxy::peer_session_parts

@@ -54,6 +54,8 @@ void deliver(peer_session_actor* self, data_batch& batch) {
   for (auto id : batch.order) {
     auto& [bytes, fin] = batch.by_stream[id];
     auto i = st.streams.find(id);
+    if (on_control_data(self, id, bytes))
+      continue;
     if (i != st.streams.end() && fin)
       i->second.peer_fin = true;
     if (i != st.streams.end() && i->second.opening)
@@ -96,6 +98,7 @@ void flush(peer_session_actor* self) {
   // Feed streams fairly: each stream with pending data gets one turn. One
   // that QUIC took less from (its send buffer is full) is fed again on its
   // writable event.
+  write_control(self);
   size_t turns = st.send_order.size();
   for (size_t t = 0; t < turns && !st.send_order.empty(); ++t) {
     auto id = st.send_order.front();
@@ -161,7 +164,8 @@ bool process_events(peer_session_actor* self) {
             on_ready(self);
           break;
         case E::open:
-          on_peer_stream(self, ev.id);
+          if (!on_control_open(self, ev.id))
+            on_peer_stream(self, ev.id);
           break;
         case E::data:
           batch.add(ev.id, std::move(ev.bytes), ev.fin);
@@ -179,7 +183,7 @@ bool process_events(peer_session_actor* self) {
           stream_gone(self, ev.id);
           break;
         case E::writable:
-          if (st.streams.count(ev.id)) {
+          if (st.streams.count(ev.id) || ev.id == st.close.control_id) {
             st.send_order.push_back(ev.id);
             writable = true;
           }
@@ -190,7 +194,9 @@ bool process_events(peer_session_actor* self) {
         case E::closed:
           if (st.state != session_state::closing
               && st.state != session_state::closed) {
-            auto why = make_error(code_of_text_reason(ev.bytes), ev.bytes);
+            auto why = close_agreed(st)
+                         ? agreed_close_error(st)
+                         : make_error(code_of_text_reason(ev.bytes), ev.bytes);
             st.link->drop(); // nothing more to write
             close_session(self, why, false);
             return false;
@@ -238,28 +244,31 @@ void on_owner_down(peer_session_actor* self, const caf::actor_addr& who) {
     }
 }
 
+caf::expected<int64_t> open_owned_stream(peer_session_actor* self,
+                                         const caf::actor& owner) {
+  auto& st = self->state;
+  if (st.state != session_state::ready && st.state != session_state::lingering)
+    return make_error(
+      ec::session_lost,
+      fmt::format("session to {} is {}", st.args.peer, to_string(st.state)));
+  auto id = st.link->open_stream();
+  if (id < 0)
+    return make_error(ec::unspecified,
+                      "the peer allows no more streams right now");
+  linger_stream_opened(self);
+  auto& s = st.streams[id];
+  s.owner = caf::actor_cast<stream_owner_actor>(owner);
+  self->monitor(owner);
+  grant_credit(self, id, s);
+  return id;
+}
+
 caf::message_handler stream_handlers(peer_session_actor* self) {
   return {
     [=](stream_open_atom, const caf::actor& owner) -> caf::result<int64_t> {
-      auto& st = self->state;
-      if (st.state != session_state::ready
-          && st.state != session_state::lingering)
-        return make_error(ec::session_lost,
-                          fmt::format("session to {} is {}", st.args.peer,
-                                      to_string(st.state)));
-      auto id = st.link->open_stream();
-      if (id < 0)
-        return make_error(ec::unspecified,
-                          "the peer allows no more streams right now");
-      if (st.state == session_state::lingering) {
-        ++st.linger_gen; // atomic cancel of the pending linger timer
-        transition_to(self, session_state::ready);
-      }
-      auto& s = st.streams[id];
-      s.owner = caf::actor_cast<stream_owner_actor>(owner);
-      self->monitor(owner);
-      grant_credit(self, id, s);
-      return id;
+      if (holds_opens(self->state))
+        return hold_open(self, owner); // this side accepted a close
+      return open_owned_stream(self, owner);
     },
     [=](stream_write_atom, int64_t id, std::string& bytes, bool fin) {
       auto& st = self->state;

@@ -179,6 +179,8 @@ void on_login_ok(signal_link_actor* self, const signal::LoginOk& ok) {
   if (st.cfg.probe_only)
     return;
   send_register(self);
+  if (st.sink) // the PEER MANAGER re-validates its cached look-ups
+    self->send(st.sink, online_atom::value);
   self->delayed_send(self, st.cfg.heartbeat, tick_atom::value, st.gen);
 }
 

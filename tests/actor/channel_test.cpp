@@ -105,6 +105,9 @@ caf::behavior fake_supervisor(caf::event_based_actor*,
     [=](lookup_atom, const std::string&) {
       return std::vector<std::string>{"node-b"};
     },
+    [=](resolve_atom, const std::string&) {
+      return std::vector<std::string>{"node-b"};
+    },
     [=](open_atom, const std::string&) -> caf::result<caf::actor> {
       if (rec->open_error)
         return rec->open_error;

@@ -110,7 +110,8 @@ protected:
   std::shared_ptr<test::fake_ice_network> net
     = std::make_shared<test::fake_ice_network>();
   std::shared_ptr<fake_directory> dir = std::make_shared<fake_directory>();
-  std::deque<node> nodes; // stable references on push_back
+  std::deque<node> nodes;          // stable references on push_back
+  caf::timespan next_linger = 30s; // the next make_node's idle_linger
 
   /// A node; `claim` makes its link pretend to be another node id.
   node& make_node(const std::string& name, std::string claim = {},
@@ -127,7 +128,8 @@ protected:
     sc.test_resources = true;
     cfg.handler = make_stream_handler(sc);
     cfg.settings.connect_timeout = 20s;
-    cfg.settings.idle_linger = 30s;
+    cfg.settings.idle_linger
+      = std::chrono::duration_cast<std::chrono::milliseconds>(next_linger);
     cfg.seed = std::hash<std::string>{}(name) << 8;
     n.manager = t.sys.spawn(peer_manager, cfg);
     caf::anon_send(n.link, attach_atom::value, n.manager);
@@ -739,6 +741,18 @@ caf::behavior flow_client(caf::event_based_actor* self, caf::actor session,
 
 } // namespace
 
+// --- the close handshake (actors/peer/session_close.cpp) --------------------
+
+namespace {
+
+std::string echo_frame() {
+  tunnel::StreamOpen open;
+  open.set_resource("echo");
+  return encode_frame(open.SerializeAsString());
+}
+
+} // namespace
+
 TEST_F(peer_session_test, datagrams_for_a_flow_nobody_attached_are_counted) {
   auto& a = make_node("a");
   auto& b = make_node("b");
@@ -776,4 +790,214 @@ TEST_F(peer_session_test, datagrams_for_a_flow_nobody_attached_are_counted) {
   caf::anon_send_exit(intruder, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
   t.run();
+}
+
+class close_handshake_test : public peer_session_test {
+protected:
+  /// The session's close_handshake status field ("" once it is gone).
+  std::string hs(caf::actor session) {
+    caf::scoped_actor self{t.sys};
+    self->send(session, status_atom::value);
+    t.run();
+    std::string out;
+    self->receive(
+      [&](const std::string& s) {
+        admin::ActorStatus as;
+        as.ParseFromString(s);
+        auto i = as.fields().find("close_handshake");
+        if (i != as.fields().end())
+          out = i->second;
+      },
+      caf::after(std::chrono::seconds(0)) >> [] {});
+    return out;
+  }
+
+  bool phase_is(caf::actor session, const std::string& phase) {
+    return hs(session).rfind(phase + " ", 0) == 0;
+  }
+
+  /// Like run_until, in 1 ms steps: the handshake's moments are milliseconds
+  /// apart.
+  template <class F>
+  bool step_until(F done, caf::timespan limit) {
+    caf::timespan spent{0};
+    t.run();
+    while (!done() && spent < limit) {
+      t.advance(1ms);
+      spent += 1ms;
+    }
+    return done();
+  }
+
+  /// A stream to the peer's echo resource: its preamble and `text` with a
+  /// FIN go out as soon as the stream is open (at once unless it is held).
+  std::shared_ptr<client_record> echo(caf::actor session,
+                                      const std::string& text) {
+    auto rec = std::make_shared<client_record>();
+    auto client = t.sys.spawn(stream_client, session, rec);
+    t.run();
+    if (rec->id >= 0) {
+      caf::anon_send(client, send_atom::value, echo_frame() + text, true);
+      t.run();
+    } else {
+      held.push_back({client, rec, text});
+    }
+    return rec;
+  }
+
+  /// Writes to the held streams that opened meanwhile.
+  void write_opened() {
+    for (auto i = held.begin(); i != held.end();)
+      if (i->rec->id >= 0) {
+        caf::anon_send(i->client, send_atom::value, echo_frame() + i->text,
+                       true);
+        i = held.erase(i);
+      } else {
+        ++i;
+      }
+    t.run();
+  }
+
+  struct held_client {
+    caf::actor client;
+    std::shared_ptr<client_record> rec;
+    std::string text;
+  };
+  std::vector<held_client> held;
+
+  std::string reason(node& n) {
+    auto list = sessions(n);
+    return list.recently_closed_size() > 0
+             ? list.recently_closed(list.recently_closed_size() - 1)
+                 .close_reason()
+             : "";
+  }
+};
+
+TEST_F(close_handshake_test,
+       the_openers_linger_is_the_sessions_and_both_agree) {
+  next_linger = 30s;
+  auto& a = make_node("a");
+  next_linger = 300s; // b's own value is not used: a opened the session
+  auto& b = make_node("b");
+  auto sa = open_and_wait(a, b)->session;
+  ASSERT_TRUE(sa);
+  auto sb = open_and_wait(b, a)->session;
+  ASSERT_TRUE(sb);
+  EXPECT_NE(hs(sb).find("linger_ms=30000"), std::string::npos) << hs(sb);
+  t.advance(29s);
+  t.run();
+  ASSERT_EQ(sessions(a).sessions_size(), 1);
+  ASSERT_EQ(sessions(b).sessions_size(), 1);
+  // Closed by agreement at the linger's end, on both sides, with no grace.
+  ASSERT_TRUE(run_until(
+    [&] {
+      return sessions(a).sessions_size() == 0
+             && sessions(b).sessions_size() == 0;
+    },
+    1500ms));
+  EXPECT_NE(reason(a).find("both ends agreed"), std::string::npos) << reason(a);
+  EXPECT_NE(reason(b).find("both ends agreed"), std::string::npos) << reason(b);
+}
+
+TEST_F(close_handshake_test, a_stream_at_the_proposal_is_refused_and_lives) {
+  net->delay = 50ms;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto sa = open_and_wait(a, b)->session;
+  auto sb = open_and_wait(b, a)->session;
+  ASSERT_TRUE(sa && sb);
+  ASSERT_TRUE(step_until([&] { return phase_is(sa, "proposing"); }, 31s))
+    << hs(sa);
+  // The peer opens a stream in the instant the proposal leaves: it is on
+  // its way when the proposal arrives, so the peer refuses.
+  auto rec = echo(sb, "from b");
+  ASSERT_TRUE(run_until([&] { return rec->closed; }, 5s)) << rec->open_error;
+  EXPECT_NE(rec->received.find("from b"), std::string::npos);
+  EXPECT_NE(hs(sb).find("refusals=1"), std::string::npos) << hs(sb);
+  EXPECT_NE(hs(sa).find("proposals=1"), std::string::npos) << hs(sa);
+  EXPECT_EQ(sessions(a).sessions_size(), 1);
+  EXPECT_EQ(sessions(b).sessions_size(), 1);
+  // Idle again: the next linger closes it by agreement.
+  ASSERT_TRUE(run_until([&] { return sessions(a).sessions_size() == 0; }, 32s));
+  EXPECT_NE(reason(a).find("both ends agreed"), std::string::npos) << reason(a);
+}
+
+TEST_F(close_handshake_test, a_stream_during_the_handshake_cancels_it) {
+  net->delay = 50ms;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto sa = open_and_wait(a, b)->session;
+  auto sb = open_and_wait(b, a)->session;
+  ASSERT_TRUE(sa && sb);
+  ASSERT_TRUE(step_until([&] { return phase_is(sa, "proposing"); }, 31s));
+  // The proposer opens a stream 10 ms later: its proposal is off.
+  t.advance(10ms);
+  auto x = echo(sa, "from a");
+  EXPECT_TRUE(phase_is(sa, "none")) << hs(sa);
+  // The peer accepted before that stream reached it; an open it makes now
+  // is held, and opens once the proposer's stream arrives.
+  ASSERT_TRUE(step_until([&] { return phase_is(sb, "accepted"); }, 100ms))
+    << hs(sb);
+  auto y = echo(sb, "from b");
+  EXPECT_EQ(y->id, -1) << "held while accepted";
+  EXPECT_NE(hs(sb).find("held=1"), std::string::npos) << hs(sb);
+  ASSERT_TRUE(run_until(
+    [&] {
+      write_opened();
+      return x->closed && y->closed;
+    },
+    5s))
+    << x->open_error << " / " << y->open_error;
+  EXPECT_NE(x->received.find("from a"), std::string::npos);
+  EXPECT_NE(y->received.find("from b"), std::string::npos);
+  EXPECT_EQ(sessions(a).sessions_size(), 1);
+  EXPECT_EQ(sessions(b).sessions_size(), 1);
+}
+
+TEST_F(close_handshake_test, an_open_held_by_an_agreed_close_fails_to_reopen) {
+  net->delay = 50ms;
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto sa = open_and_wait(a, b)->session;
+  auto sb = open_and_wait(b, a)->session;
+  ASSERT_TRUE(sa && sb);
+  ASSERT_TRUE(step_until([&] { return phase_is(sb, "accepted"); }, 31s));
+  auto y = echo(sb, "from b");
+  // The proposer saw no stream: it closes; the held open fails as
+  // session_lost, and the next open starts a new session.
+  ASSERT_TRUE(run_until([&] { return !y->open_error.empty(); }, 2s));
+  EXPECT_NE(y->open_error.find("open a new one"), std::string::npos)
+    << y->open_error;
+  EXPECT_NE(reason(b).find("both ends agreed"), std::string::npos) << reason(b);
+  auto again = open_and_wait(b, a);
+  ASSERT_TRUE(again->session) << again->error;
+  EXPECT_NE(again->session, sb);
+  auto z = echo(again->session, "again");
+  ASSERT_TRUE(run_until([&] { return z->closed; }, 5s)) << z->open_error;
+  EXPECT_NE(z->received.find("again"), std::string::npos);
+}
+
+TEST_F(close_handshake_test, crossing_proposals_close_once_by_the_openers) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto sa = open_and_wait(a, b)->session;
+  auto sb = open_and_wait(b, a)->session;
+  ASSERT_TRUE(sa && sb);
+  // Both lingers started in the same instant (no delay yet): both propose
+  // at once, and each proposal is on its way when the other's leaves.
+  net->delay = 50ms;
+  ASSERT_TRUE(step_until([&] { return phase_is(sa, "proposing"); }, 31s));
+  EXPECT_TRUE(phase_is(sb, "proposing")) << hs(sb);
+  // The opener's stands: b drops its own and accepts.
+  ASSERT_TRUE(step_until([&] { return phase_is(sb, "accepted"); }, 60ms))
+    << hs(sb);
+  ASSERT_TRUE(run_until(
+    [&] {
+      return sessions(a).sessions_size() == 0
+             && sessions(b).sessions_size() == 0;
+    },
+    1s));
+  EXPECT_NE(reason(a).find("both ends agreed"), std::string::npos) << reason(a);
+  EXPECT_NE(reason(b).find("both ends agreed"), std::string::npos) << reason(b);
 }

@@ -138,8 +138,9 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def node(self, name, exports=(), token=None, extra=""):
-        """Writes NAME.toml and starts the node; returns (proc, admin port)."""
+    def node(self, name, exports=(), token=None, extra="", signal_extra=""):
+        """Writes NAME.toml and starts the node; returns (proc, admin port).
+        signal_extra: more lines for the [signal] table."""
         admin = free_port()
         ex = "".join(
             f'\n[[export]]\nname = "{e}"\ntarget = "127.0.0.1:9"\n'
@@ -147,6 +148,7 @@ class Lab:
         cfg = (f'[node]\nkey = "{name}.key"\n'
                f'[signal]\nserver = "127.0.0.1:{self.signal_port}"\n'
                f'token = "{token if token is not None else self.token}"\n'
+               f'{signal_extra}'
                f'[admin]\nlisten = "127.0.0.1:{admin}"\n{extra}{ex}')
         path = os.path.join(self.dir, f"{name}.toml")
         with open(path, "w") as f:

@@ -6,7 +6,7 @@ node B's rtsp listener, and ffprobe / ffmpeg as the clients.
   ffmpeg -> B's rtsp listener -> session -> A's export channel -> RTSP server
 
 Both nodes linger 2 s after a session's last channel ([session]
-idle_linger = "2s"; the accepting side waits 5 s longer, docs/sessions.md),
+idle_linger = "2s"; both sides agree on the close, docs/sessions.md),
 so the end of a session is observable within the test.
 
 1. play, close: the channels end on both nodes, the session ends after the
@@ -42,7 +42,7 @@ from harness import Lab, free_port, online, status, wait_until
 from test_rtsp import SERVER, SYS_PYTHON, have_gst_rtsp
 
 LINGER = "2s"
-# The accepting node waits 5 s longer than the linger; both must be done
+# The close handshake follows the linger within a round trip; both must be done
 # well within this (bounded waits, generous for a loaded machine).
 SESSION_END_TIMEOUT = 40
 CYCLES = 200
