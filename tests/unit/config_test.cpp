@@ -383,3 +383,19 @@ TEST_F(config_files, missing_config_file_names_it) {
     EXPECT_EQ(std::string{e.what()}.rfind(p + ": ", 0), 0u) << e.what();
   }
 }
+
+TEST(config, signal_server_may_list_a_clusters_servers) {
+  auto cfg = parse_node_config(
+    "[signal]\nserver = [\"a.example:7000\", \"198.18.0.2:7001\"]\n",
+    "test.toml");
+  ASSERT_EQ(cfg.signal_servers.size(), 2u);
+  EXPECT_EQ(cfg.signal_servers[0].host, "a.example");
+  EXPECT_EQ(cfg.signal_servers[1].port, 7001);
+  EXPECT_EQ(cfg.signal_server.host, "a.example"); // the first
+  auto one = parse_node_config("[signal]\nserver = \"b:7000\"\n", "test.toml");
+  ASSERT_EQ(one.signal_servers.size(), 1u);
+  EXPECT_EQ(one.signal_server.host, "b");
+  expect_error("[signal]\nserver = []\n", 2, "signal.server", "empty");
+  expect_error("[signal]\nserver = [\"a:7000\", \"b\"]\n", 2,
+               "signal.server[2]", "");
+}
