@@ -30,6 +30,9 @@ std::string owner_key(const std::string& name) {
 std::string channel_of(const std::string& instance) {
   return prefix + "inst:" + instance;
 }
+const std::string policy_key = prefix + "policy";
+// Every server listens here: "P" says the names policy in Redis changed.
+const std::string all_channel = prefix + "all";
 
 // Refreshes a presence only if it is ours or gone (Redis restarted or the
 // key expired); otherwise answers who holds the node now.
@@ -155,13 +158,68 @@ void connect(cluster_actor* self) {
   set_link(self, cluster_metrics::connecting);
   st.ping_sent.reset();
   st.loop->connect(st.opts.redis.host, st.opts.redis.port, st.opts.redis.db,
-                   channel_of(st.opts.instance));
+                   {channel_of(st.opts.instance), all_channel});
   self->delayed_send(self, st.opts.connect_timeout, timeout_atom::value,
                      st.gen);
 }
 
-void on_message(cluster_actor* self, const std::string& payload) {
+// Reads the names policy from Redis and hands it to the DIRECTORY, flat:
+// name, "id,id,...", name, ... Entries that make no sense are dropped.
+void read_policy(cluster_actor* self) {
+  command(self, {"HGETALL", policy_key}, [=](const redis_reply& r) {
+    if (r.kind != redis_reply::array)
+      return; // an error: the next link up or change reads it again
+    std::vector<std::string> flat;
+    for (size_t i = 0; i + 1 < r.items.size(); i += 2) {
+      auto& name = r.items[i];
+      std::vector<std::string> ids;
+      std::string rest = r.items[i + 1];
+      bool bad = name.empty() || name.size() > 255;
+      while (!bad && !rest.empty()) {
+        auto comma = rest.find(',');
+        auto id = rest.substr(0, comma);
+        rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+        bad = !looks_like_node_id(id);
+        ids.push_back(id);
+      }
+      if (bad || ids.empty()) {
+        garbage(self, policy_key + " " + name, r.items[i + 1]);
+        continue;
+      }
+      flat.push_back(name);
+      flat.push_back(r.items[i + 1]);
+    }
+    self->send(self->state.directory, policy_atom::value, std::move(flat));
+  });
+}
+
+// Replaces the policy in Redis with this server's (from its --names file)
+// and tells every server to read it.
+void write_policy(cluster_actor* self) {
   auto& st = self->state;
+  if (!st.own_policy)
+    return;
+  command(self, {"MULTI"});
+  command(self, {"DEL", policy_key});
+  if (!st.own_policy->empty()) {
+    std::vector<std::string> argv{"HSET", policy_key};
+    argv.insert(argv.end(), st.own_policy->begin(), st.own_policy->end());
+    command(self, std::move(argv));
+  }
+  command(self, {"EXEC"});
+  command(self, {"PUBLISH", all_channel, "P"});
+}
+
+void on_message(cluster_actor* self, const std::string& channel,
+                const std::string& payload) {
+  auto& st = self->state;
+  if (channel == all_channel) {
+    if (payload == "P")
+      read_policy(self);
+    else
+      garbage(self, all_channel, payload);
+    return;
+  }
   auto nl = payload.find('\n');
   if (payload.size() < 2 || nl == std::string::npos) {
     garbage(self, channel_of(st.opts.instance), payload);
@@ -318,8 +376,9 @@ caf::behavior cluster(cluster_actor* self, cluster_options opts,
   cb.link = [me](bool up, const std::string& why) {
     caf::anon_send(me, redis_link_atom::value, up, why);
   };
-  cb.message = [me](std::string payload) {
-    caf::anon_send(me, redis_msg_atom::value, std::move(payload));
+  cb.message = [me](std::string channel, std::string payload) {
+    caf::anon_send(me, redis_msg_atom::value, std::move(channel),
+                   std::move(payload));
   };
   st.loop = std::make_shared<redis_loop>(std::move(cb));
   log::info(subject, "instance {} uses Redis at {}", st.opts.instance,
@@ -341,6 +400,10 @@ caf::behavior cluster(cluster_actor* self, cluster_options opts,
         st.ever_up = true;
         ping(self); // the latency is known at once
         resync(self);
+        if (st.own_policy)
+          write_policy(self); // Redis may have lost it; all read it again
+        else
+          read_policy(self);
         return;
       }
       if (st.link == cluster_metrics::down)
@@ -403,8 +466,13 @@ caf::behavior cluster(cluster_actor* self, cluster_options opts,
         log::debug(subject, "Redis answered an error: {}", r.str);
       then(r);
     },
-    [=](redis_msg_atom, const std::string& payload) {
-      on_message(self, payload);
+    [=](redis_msg_atom, const std::string& channel,
+        const std::string& payload) { on_message(self, channel, payload); },
+    [=](policy_atom, std::vector<std::string>& flat) {
+      // This server's --names file: it becomes the cluster's policy.
+      self->state.own_policy = std::move(flat);
+      if (self->state.link == cluster_metrics::up)
+        write_policy(self);
     },
     [=](login_atom, const std::string& id) {
       auto& st = self->state;

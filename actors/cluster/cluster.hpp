@@ -11,9 +11,13 @@
 //                       look-up filters it by presence);
 //   owner:<name>     -> the node id owning the name (the first to register
 //                       it, unless the operator's policy says otherwise);
+//   policy           -> hash: name -> "id,id,..." the operator's names
+//                       policy, written by the servers started with
+//                       --names (at every link up and SIGHUP);
 //   channel inst:<instance id>: envelopes for nodes held by that instance
 //                       ("R" to "\n" envelope) and take-overs ("K" id "\n"
-//                       new instance).
+//                       new instance);
+//   channel all:        "P": the policy changed, every server reads it.
 // Values it cannot make sense of (not a node id, not an instance id, an
 // envelope that does not parse) are ignored and logged once each, never
 // trusted.
@@ -111,6 +115,9 @@ struct cluster_state {
   std::map<uint64_t, std::function<void(const redis_reply&)>> pending;
   // The PING in flight, if any (sent at).
   std::optional<std::chrono::steady_clock::time_point> ping_sent;
+  // The names policy of this server's --names file (flat: name, "id,id"),
+  // written to Redis at every link up; unset without a file.
+  std::optional<std::vector<std::string>> own_policy;
   // Garbage already logged (key and value), so it is logged once.
   std::set<std::string> garbage_logged;
 

@@ -37,9 +37,9 @@ struct redis_loop::impl {
   watch cmd;
   watch sub;
   link state = link::idle;
-  bool selected = false;   // SELECT (or PING) answered
-  bool subscribed = false; // SUBSCRIBE confirmed
-  std::string channel;
+  bool selected = false; // SELECT (or PING) answered
+  size_t subscribed = 0; // channels whose SUBSCRIBE was confirmed
+  std::vector<std::string> channels;
 
   void post(std::function<void()> task) {
     {
@@ -201,12 +201,13 @@ void on_subscribed(redisAsyncContext* ac, void* r, void*) {
     return;
   std::string kind(reply->element[0]->str, reply->element[0]->len);
   if (kind == "subscribe") {
-    self->subscribed = true;
+    ++self->subscribed;
     self->maybe_up();
-  } else if (kind == "message"
+  } else if (kind == "message" && reply->element[1]->type == REDIS_REPLY_STRING
              && reply->element[2]->type == REDIS_REPLY_STRING) {
     if (self->cb.message)
       self->cb.message(
+        std::string(reply->element[1]->str, reply->element[1]->len),
         std::string(reply->element[2]->str, reply->element[2]->len));
   }
 }
@@ -238,7 +239,7 @@ void redis_loop::impl::start(const std::string& host, uint16_t port, int db) {
   teardown("reconnecting", false);
   state = link::connecting;
   selected = false;
-  subscribed = false;
+  subscribed = 0;
   if (!open(cmd, host, port) || !open(sub, host, port)) {
     teardown("cannot connect to Redis at " + host + ":" + std::to_string(port)
                + ": " + std::strerror(errno),
@@ -250,12 +251,19 @@ void redis_loop::impl::start(const std::string& host, uint16_t port, int db) {
     redisAsyncCommand(cmd.ac, on_select, nullptr, "SELECT %d", db);
   else
     redisAsyncCommand(cmd.ac, on_select, nullptr, "PING");
-  redisAsyncCommand(sub.ac, on_subscribed, nullptr, "SUBSCRIBE %b",
-                    channel.data(), channel.size());
+  std::vector<const char*> args{"SUBSCRIBE"};
+  std::vector<size_t> lens{9};
+  for (auto& c : channels) {
+    args.push_back(c.data());
+    lens.push_back(c.size());
+  }
+  redisAsyncCommandArgv(sub.ac, on_subscribed, nullptr,
+                        static_cast<int>(args.size()), args.data(),
+                        lens.data());
 }
 
 void redis_loop::impl::maybe_up() {
-  if (state != link::connecting || !selected || !subscribed)
+  if (state != link::connecting || !selected || subscribed < channels.size())
     return;
   state = link::up;
   if (cb.link)
@@ -371,10 +379,10 @@ redis_loop::~redis_loop() {
 }
 
 void redis_loop::connect(const std::string& host, uint16_t port, int db,
-                         const std::string& channel) {
+                         const std::vector<std::string>& channels) {
   auto p = impl_.get();
-  impl_->post([p, host, port, db, channel] {
-    p->channel = channel;
+  impl_->post([p, host, port, db, channels] {
+    p->channels = channels;
     p->start(host, port, db);
   });
 }

@@ -47,8 +47,8 @@ public:
   struct callbacks {
     /// The link came up (true) or went down (false, with why).
     std::function<void(bool up, const std::string& why)> link;
-    /// A message published on the subscribed channel.
-    std::function<void(std::string payload)> message;
+    /// A message published on one of the subscribed channels.
+    std::function<void(std::string channel, std::string payload)> message;
   };
 
   explicit redis_loop(callbacks cb);
@@ -58,10 +58,10 @@ public:
   redis_loop& operator=(const redis_loop&) = delete;
 
   /// Drops any current link, then connects both connections to host:port,
-  /// SELECTs `db` and SUBSCRIBEs to `channel`; link(true) follows once all
+  /// SELECTs `db` and SUBSCRIBEs to `channels`; link(true) follows once all
   /// of it worked, link(false, why) if any of it failed.
   void connect(const std::string& host, uint16_t port, int db,
-               const std::string& channel);
+               const std::vector<std::string>& channels);
 
   /// Drops the link (link(false, why) follows if it was not down yet).
   void disconnect(const std::string& why);

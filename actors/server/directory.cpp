@@ -58,6 +58,36 @@ bool claim(directory_state& st, const std::string& id,
   return true;
 }
 
+// The policy as the CLUSTER carries it: name, "id,id,...", name, ...
+std::vector<std::string> flatten(const names_policy& policy) {
+  std::vector<std::string> flat;
+  for (auto& [name, ids] : policy.allowed) {
+    flat.push_back(name);
+    std::string joined;
+    for (auto& id : ids)
+      joined += (joined.empty() ? "" : ",") + id;
+    flat.push_back(std::move(joined));
+  }
+  return flat;
+}
+
+names_policy unflatten(const std::vector<std::string>& flat) {
+  names_policy policy;
+  for (size_t i = 0; i + 1 < flat.size(); i += 2) {
+    std::vector<std::string> ids;
+    std::string rest = flat[i + 1];
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      ids.push_back(rest.substr(0, comma));
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    policy.allowed[flat[i]] = std::move(ids);
+  }
+  return policy;
+}
+
 void push_result(directory_actor* self, const std::string& id) {
   auto& st = self->state;
   auto& e = st.nodes.at(id);
@@ -306,6 +336,8 @@ caf::behavior directory_impl(directory_actor* self, names_options opts,
       }
       log::info(subject, "reloaded the names policy: {} name(s) from {}",
                 st.policy.allowed.size(), st.opts.policy_file);
+      if (st.cluster)
+        self->send(st.cluster, policy_atom::value, flatten(st.policy));
       for (auto& [id, e] : st.nodes)
         if (!e.requested.empty())
           push_result(self, id);
@@ -356,6 +388,19 @@ caf::behavior directory_impl(directory_actor* self, names_options opts,
         .then([=](bool delivered) mutable { rp.deliver(delivered); },
               [=](caf::error&) mutable { rp.deliver(false); });
       return rp;
+    },
+    // The cluster's policy, from Redis (the CLUSTER checked every id).
+    [=](policy_atom, const std::vector<std::string>& flat) {
+      auto& st = self->state;
+      auto policy = unflatten(flat);
+      if (policy.allowed == st.policy.allowed)
+        return;
+      st.policy = std::move(policy);
+      log::info(subject, "applies the cluster's names policy: {} name(s)",
+                st.policy.allowed.size());
+      for (auto& [id, e] : st.nodes)
+        if (!e.requested.empty())
+          push_result(self, id);
     },
     // From another server, through the CLUSTER.
     [=](deliver_atom, const std::string& to, std::string& envelope) {

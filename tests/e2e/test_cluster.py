@@ -8,7 +8,8 @@ knows server 2 only. Asserted, as a user would check them:
 - a look-up and a session cross the servers: B finds A's export and a
   SHA-256-checked transfer runs over the session (offer, answer and
   candidates went through Redis);
-- a squatter on server 2 cannot take the name A owns through server 1;
+- a squatter on server 2 cannot take the name A owns through server 1,
+  unless the names policy in Redis lets it (applied by both servers);
 - server 1 killed: A is online on server 2 within 5 s, the session between
   A and B is the same one and still carries data byte-exact;
 - Redis restarted: both servers say so in their status, drop no node, come
@@ -183,6 +184,27 @@ class Cluster(unittest.TestCase):
         e = wait_until(refused, 10, "the squatter's 'cam' refused")
         self.assertEqual(e["registrationError"], "NAME_TAKEN")
         self.assertEqual(list(e["owners"]), [self.a_id])
+        self.assertEqual(self.lookup(self.b_admin, "cam"), [self.a_id])
+        # The operator's names policy lives in Redis: once it lets the
+        # squatter export 'cam' too, both servers apply it (and ignore an
+        # entry that lists no node id).
+        q_id = online(q_admin)["nodeId"]
+        self.redis.cli("HSET", "p2proxy:policy", "cam",
+                       f"{self.a_id},{q_id}", "junk", "not-a-node-id")
+        self.redis.cli("PUBLISH", "p2proxy:all", "P")
+
+        def registered():
+            e = {x["name"]: x for x in status(q_admin)["exports"]}["cam"]
+            return e["registration"] == "registered"
+        wait_until(registered, 10, "the squatter's 'cam' allowed by the policy")
+        self.assertEqual(self.lookup(self.b_admin, "cam"),
+                         sorted([self.a_id, q_id]))
+        self.assertIn("p2proxy:policy junk",
+                      self.servers[0].log_text() + self.servers[1].log_text())
+        # Policy gone: the name is A's again (its owner in Redis).
+        self.redis.cli("DEL", "p2proxy:policy")
+        self.redis.cli("PUBLISH", "p2proxy:all", "P")
+        wait_until(refused, 10, "the squatter's 'cam' refused again")
         self.assertEqual(self.lookup(self.b_admin, "cam"), [self.a_id])
         q.stop()
 
