@@ -183,7 +183,9 @@ void read_policy(cluster_actor* self) {
         ids.push_back(id);
       }
       if (bad || ids.empty()) {
-        garbage(self, policy_key + " " + name, r.items[i + 1]);
+        auto key = policy_key;
+        key.append(" ").append(name);
+        garbage(self, key, r.items[i + 1]);
         continue;
       }
       flat.push_back(name);
