@@ -286,6 +286,34 @@ CAF_ADD_ATOM(p2proxy, p2proxy, resolve_atom, "resolve")
 /// re-validates its cached look-ups
 CAF_ADD_ATOM(p2proxy, p2proxy, online_atom, "online")
 
+// --- CLUSTER (actors/cluster/cluster.hpp): the DIRECTORY's link to Redis ----
+// directory -> cluster: (login_atom, std::string id), (logout_atom, id),
+//   (exports_atom, std::string id, std::vector<std::string> accepted),
+//   (owners_atom, std::string id, std::vector<std::string> claim,
+//    std::vector<std::string> read) -> std::vector<std::string> owners,
+//   (claim_atom, std::string name, std::string id),
+//   (lookup_atom, std::string name) -> std::vector<std::string> node ids,
+//   (route_atom, std::string to, std::string envelope) -> bool delivered
+//   (delegated by the DIRECTORY), (status_atom), (stop_atom, reason),
+//   (policy_atom, std::vector<std::string> flat) this server's --names
+//   policy (name, "id,id,...", name, ...) to keep in Redis
+// cluster -> directory: (policy_atom, std::vector<std::string> flat) the
+//   cluster's policy, read from Redis: apply it
+// cluster -> directory: (deliver_atom, std::string to, std::string envelope)
+//   from another server, (replaced_atom, std::string id, std::string by)
+//   the node logged in on another server instance.
+// REDIS LOOP -> cluster: (redis_link_atom, bool up, std::string why),
+//   (redis_msg_atom, std::string channel, std::string payload),
+//   (redis_reply_atom, uint64_t tag,
+//   int32_t kind, std::string str, int64_t number, std::vector<std::string>
+//   items, std::string present ('1'/'0' per item)).
+CAF_ADD_ATOM(p2proxy, p2proxy, owners_atom, "owners")
+CAF_ADD_ATOM(p2proxy, p2proxy, claim_atom, "claim")
+CAF_ADD_ATOM(p2proxy, p2proxy, policy_atom, "policy")
+CAF_ADD_ATOM(p2proxy, p2proxy, redis_link_atom, "r_link")
+CAF_ADD_ATOM(p2proxy, p2proxy, redis_msg_atom, "r_msg")
+CAF_ADD_ATOM(p2proxy, p2proxy, redis_reply_atom, "r_reply")
+
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------

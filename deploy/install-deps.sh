@@ -17,6 +17,7 @@ BUILD_PKGS=(
   libfmt-dev libtomlplusplus-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
   libnetfilter-queue-dev
+  libhiredis-dev
   clang-format clang-tidy
 )
 # tests/fuzz: libFuzzer and the sanitizer runtimes come with Debian's clang;
@@ -24,6 +25,7 @@ BUILD_PKGS=(
 FUZZ_PKGS=(clang libclang-rt-14-dev llvm)
 TEST_PKGS=(
   python3 python3-protobuf curl openssl procps iproute2 iptables nftables coturn iperf3 ethtool
+  redis-server redis-tools
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly ffmpeg
   # tests/docker and tests/deb: Docker (started by the tests), compose v1, the base image

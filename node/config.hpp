@@ -52,7 +52,9 @@ struct node_config {
   // [node]
   std::string key_file = "node.key"; // relative paths: to the config file
   // [signal]
-  endpoint signal_server;
+  endpoint signal_server; // the first of signal_servers
+  /// server = "HOST:PORT" or a list of a cluster's servers (docs/cluster.md).
+  std::vector<endpoint> signal_servers;
   std::string server_id;     // pinned server key id; empty: trust on first use
   std::string token;         // from token or token_file
   bool token_inline = false; // token = "..." (not token_file)

@@ -142,7 +142,18 @@ void reader::read_signal(const toml::table* t, node_config& cfg) {
   auto server = t->get("server");
   if (server == nullptr)
     missing(t, "signal.server", "add server = \"HOST:PORT\" under [signal]");
-  cfg.signal_server = endpoint_of(*server, "signal.server");
+  if (auto list = server->as_array()) {
+    if (list->empty())
+      fail(line_of(*server), "signal.server",
+           "the list is empty; give one server or several, like "
+           "[\"a.example:7000\", \"b.example:7000\"]");
+    for (size_t i = 0; i < list->size(); ++i)
+      cfg.signal_servers.push_back(
+        endpoint_of((*list)[i], fmt::format("signal.server[{}]", i + 1)));
+  } else {
+    cfg.signal_servers.push_back(endpoint_of(*server, "signal.server"));
+  }
+  cfg.signal_server = cfg.signal_servers.front();
   if (auto n = t->get("server_id")) {
     cfg.server_id = string_of(*n, "signal.server_id",
                               "a server id (`p2proxy id --key server.key`)");

@@ -108,6 +108,7 @@ void forward_reloads(const caf::actor& server, const std::atomic<bool>& done) {
 struct signal_args {
   std::string listen, token_file, admin, admin_token_file, key, cert;
   std::string state_dir, names_file;
+  std::string redis; // redis://HOST:PORT[/DB]: one of a cluster
   uint32_t login_limit = server_options{}.login_burst;
   std::vector<std::string> stun, turn;
   std::string turn_secret_file, stun_ports;
@@ -172,6 +173,18 @@ int cmd_signal(const signal_args& args) {
     = args.state_dir.empty() ? default_state_dir(args.key) : args.state_dir;
   opts.names.policy_file = args.names_file;
   opts.listen = must_parse_endpoint("--listen", args.listen);
+  if (!args.redis.empty()) {
+    std::string why;
+    auto redis = parse_redis_url(args.redis, why);
+    if (!redis)
+      throw CLI::ValidationError("--redis",
+                                 fmt::format("'{}': {}", args.redis, why));
+    cluster_options copts;
+    copts.redis = *redis;
+    copts.instance = new_instance_id();
+    copts.heartbeat = opts.heartbeat;
+    opts.cluster = copts;
+  }
   std::optional<endpoint> admin_ep;
   if (!args.admin.empty())
     admin_ep = must_parse_endpoint("--admin", args.admin);
@@ -184,7 +197,8 @@ int cmd_signal(const signal_args& args) {
       admin_token = read_admin_token_file(args.admin_token_file);
     // Checked here to refuse the start with FILE:LINE on stderr; the
     // DIRECTORY reads both again when it starts.
-    name_owners{opts.names.state_dir}.load();
+    if (!opts.cluster)
+      name_owners{opts.names.state_dir}.load();
     if (!args.names_file.empty())
       names_policy::load(args.names_file);
     bool created = false;
@@ -194,6 +208,11 @@ int cmd_signal(const signal_args& args) {
     opts.tls = std::make_shared<tls_server_credentials>(key, args.cert);
     log::info("signal", "has server id {} (key {}{}{})", opts.tls->id(),
               args.key, args.cert.empty() ? "" : ", certificate ", args.cert);
+    if (opts.cluster)
+      log::info("signal",
+                "is instance {} of the cluster on Redis at {} (every server "
+                "of a cluster must have this same key)",
+                opts.cluster->instance, opts.cluster->redis.to_string());
   } catch (const std::exception& e) {
     fmt::print(stderr, "p2proxy signal: {}\n", e.what());
     return 1;
@@ -350,6 +369,10 @@ int main(int argc, char** argv) {
   signal->add_option("--stun-ports", sa.stun_ports,
                      "P1,P2: UDP ports (PORT or HOST:PORT) answering STUN "
                      "binding requests, for nodes and `p2proxy netcheck`");
+  signal->add_option("--redis", sa.redis,
+                     "redis://HOST:PORT[/DB]: run as one server of a cluster "
+                     "sharing presence, name owners and routes in this Redis "
+                     "(docs/cluster.md); every server needs the same --key");
 
   std::string config;
   auto node = app.add_subcommand("node", "run a node");

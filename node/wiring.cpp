@@ -39,6 +39,8 @@ provided_servers::snapshot servers_from_login(const signal::IceServers& servers,
 node_settings make_node_settings(const node_config& cfg) {
   node_settings ns;
   ns.signal.server = cfg.signal_server;
+  if (cfg.signal_servers.size() > 1)
+    ns.signal.servers = cfg.signal_servers;
   ns.signal.trust.pinned_id = cfg.server_id;
   // Trust on first use keeps the server's id beside the node key.
   ns.signal.trust.store_path = cfg.key_file + ".server_id";

@@ -20,10 +20,21 @@
 //   RegisterResult, since its answers may have changed;
 // - lookups answer the online nodes that registered the name and may export
 //   it, node ids sorted, so answers are stable.
+//
+// In a cluster (clustered_directory, --redis) it spawns a CLUSTER
+// (actors/cluster/cluster.hpp) and keeps it informed of logins, logouts and
+// accepted exports; the name owners then live in Redis (its name_owners
+// is a memory-only cache of the owners last seen, used while Redis is
+// unreachable), look-ups add the nodes of the other servers, Signals to a
+// node not held here go through the CLUSTER, and envelopes or take-overs
+// from other servers come back from it:
+//   (deliver_atom, std::string to, std::string envelope)
+//   (replaced_atom, std::string id, std::string by)
 #pragma once
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,6 +42,7 @@
 #include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/cluster/cluster.hpp"
 #include "actors/server/name_owners.hpp"
 #include "actors/server/names_policy.hpp"
 #include "proto/signal.pb.h"
@@ -45,6 +57,7 @@ struct directory_state {
     std::vector<std::string> requested; // as the last Register listed them
     std::vector<std::string> exports;   // accepted ones: sorted, unique
     std::set<std::string> refused;      // as last answered, to log changes
+    uint64_t register_gen = 0; // the Register waiting for Redis's owners
   };
 
   names_options opts;
@@ -52,6 +65,8 @@ struct directory_state {
   name_owners owners;
   std::map<std::string, entry> nodes;                   // by node id
   std::map<std::string, std::set<std::string>> by_name; // export -> ids
+  caf::actor cluster; // invalid without --redis
+  std::shared_ptr<cluster_metrics> cluster_stats;
 
   /// Removes `id` and its exports from the index.
   void erase(const std::string& id);
@@ -71,5 +86,12 @@ using directory_actor = caf::stateful_actor<directory_state>;
 /// ec::bad_config (the caller checks both beforehand to report it). Ends on
 /// (stop_atom, reason).
 caf::behavior directory(directory_actor* self, names_options opts);
+
+/// The same for a server in a cluster: sys.spawn(clustered_directory,
+/// names, cluster_options{...}, metrics). The owners live in Redis, so
+/// names.state_dir is not used.
+caf::behavior clustered_directory(directory_actor* self, names_options opts,
+                                  cluster_options copts,
+                                  std::shared_ptr<cluster_metrics> metrics);
 
 } // namespace p2proxy

@@ -56,6 +56,8 @@ struct server_metrics {
   /// Connections the server ended: failed logins, rate limits, protocol
   /// errors, timeouts and replaced logins (not the node's own close).
   std::atomic<uint64_t> dropped_connections{0};
+  /// The cluster's figures (docs/cluster.md); null without --redis.
+  std::shared_ptr<cluster_metrics> cluster;
   /// Failed logins by the signal::ErrorCode sent for them.
   std::array<std::atomic<uint64_t>, 16> login_failures{};
 

@@ -20,6 +20,7 @@
 #include "actors/common/error.hpp"
 #include "actors/common/frame_codec.hpp"
 #include "actors/common/log.hpp"
+#include "actors/server/cluster_status.hpp"
 #include "actors/server/directory.hpp"
 #include "actors/server/signal_client.hpp"
 #include "actors/signal/frame_conn.hpp"
@@ -294,6 +295,8 @@ admin::ServerStatus make_status(signal_server_broker* self,
   (*self_status->mutable_fields())["pending_logins"]
     = std::to_string(st.pending);
   (*self_status->mutable_fields())["listen"] = st.opts.listen.to_string();
+  if (m.cluster)
+    fill_cluster_status(*m.cluster, *status.mutable_cluster());
   return status;
 }
 
@@ -335,6 +338,8 @@ std::string to_prometheus(const server_metrics& m, size_t online) {
                  "# TYPE p2proxy_signal_nodes_online gauge\n"
                  "p2proxy_signal_nodes_online {}\n",
                  online);
+  if (m.cluster)
+    out += cluster_prometheus(*m.cluster);
   return out;
 }
 
@@ -347,7 +352,10 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
   st.limiter = login_rate_limiter{st.opts.login_burst, st.opts.login_window};
   st.started = std::chrono::system_clock::now();
   st.doorman = self->add_doorman(listen_fd);
-  st.directory = self->spawn(directory, st.opts.names);
+  st.directory = st.opts.cluster
+                   ? self->spawn(clustered_directory, st.opts.names,
+                                 *st.opts.cluster, st.metrics->cluster)
+                   : self->spawn(directory, st.opts.names);
   self->monitor(st.directory);
   self->delayed_send(self, report_period, tick_atom::value, uint64_t{0});
   self->set_down_handler([=](const caf::down_msg& dm) {
@@ -536,6 +544,11 @@ caf::expected<caf::actor> start_signal_server(caf::actor_system& sys,
   auto effective = opts;
   effective.listen.port = bound_port;
   auto metrics = std::make_shared<server_metrics>();
+  if (effective.cluster) {
+    metrics->cluster = std::make_shared<cluster_metrics>();
+    metrics->cluster->instance = effective.cluster->instance;
+    metrics->cluster->redis = effective.cluster->redis.to_string();
+  }
   auto server
     = sys.middleman().spawn_broker(signal_server_impl, fd, effective, metrics);
   log::info(subject,

@@ -14,6 +14,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/cluster/cluster.hpp"
 #include "actors/common/endpoint.hpp"
 #include "actors/server/names_policy.hpp"
 #include "actors/server/relay_credentials.hpp"
@@ -40,6 +41,8 @@ struct server_options {
   uint32_t max_pending_limited = 8;
   names_options names; // who may export which name (the DIRECTORY's)
   relay_options relay; // STUN/TURN servers and credentials handed out
+  /// Set with --redis: the server is one of a cluster (docs/cluster.md).
+  std::optional<cluster_options> cluster;
 };
 
 /// Per-source login rate limit: a token bucket per remote address holding

@@ -1,6 +1,8 @@
 #include "actors/signal/signal_link.hpp"
 
+#include <algorithm>
 #include <cassert>
+#include <random>
 
 #include <caf/all.hpp>
 #include <gnutls/crypto.h>
@@ -22,45 +24,6 @@ constexpr const char* subject = "signal_link";
 using clock_type = std::chrono::system_clock;
 
 } // namespace
-
-const char* to_string(link_state s) {
-  switch (s) {
-    case link_state::idle:
-      return "idle";
-    case link_state::connecting:
-      return "connecting";
-    case link_state::logging_in:
-      return "logging-in";
-    case link_state::online:
-      return "online";
-    case link_state::backoff:
-      return "backoff";
-    case link_state::stopped:
-      return "stopped";
-  }
-  return "?";
-}
-
-bool link_transition_allowed(link_state from, link_state to) {
-  using s = link_state;
-  if (to == s::stopped)
-    return from != s::stopped;
-  switch (from) {
-    case s::idle:
-      return to == s::connecting;
-    case s::connecting:
-      return to == s::logging_in || to == s::backoff;
-    case s::logging_in:
-      return to == s::online || to == s::backoff;
-    case s::online:
-      return to == s::backoff;
-    case s::backoff:
-      return to == s::connecting;
-    case s::stopped:
-      return false;
-  }
-  return false;
-}
 
 namespace {
 
@@ -125,8 +88,18 @@ void drop_connection(signal_link_actor* self) {
   }
 }
 
+/// With several servers: the next attempt goes to the next one in turn.
+void next_server(signal_link_actor* self) {
+  auto& st = self->state;
+  if (st.cfg.servers.size() < 2)
+    return;
+  st.server_index = (st.server_index + 1) % st.cfg.servers.size();
+  st.cfg.server = st.cfg.servers[st.server_index];
+}
+
 void begin_connect(signal_link_actor* self) {
   auto& st = self->state;
+  st.status.set_server(st.cfg.server.to_string());
   ++st.gen;
   transition_to(self, link_state::connecting);
   st.status.set_next_attempt("");
@@ -153,12 +126,16 @@ void go_backoff(signal_link_actor* self, const std::string& why,
     delay = delay_override;
   transition_to(self, link_state::backoff);
   st.status.set_next_attempt(rfc3339(clock_type::now() + delay));
+  auto lost = st.cfg.server.to_string();
+  next_server(self);
+  auto next = st.cfg.server.to_string();
+  auto to = next == lost ? std::string{} : " to " + next;
   if (was_online)
-    log::warn(subject, "lost {}: {}; reconnects in {} ms",
-              st.cfg.server.to_string(), why, delay.count());
+    log::warn(subject, "lost {}: {}; reconnects{} in {} ms", lost, why, to,
+              delay.count());
   else
-    log::warn(subject, "failed to reach {}: {}; retries in {} ms",
-              st.cfg.server.to_string(), why, delay.count());
+    log::warn(subject, "failed to reach {}: {}; retries{} in {} ms", lost, why,
+              to, delay.count());
   self->delayed_send(self, delay, retry_atom::value, st.gen);
 }
 
@@ -383,6 +360,12 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
   st.connector = std::move(connector);
   st.sink = std::move(sink);
   st.retry = backoff{st.cfg.backoff_first, st.cfg.backoff_max, st.cfg.seed};
+  if (!st.cfg.servers.empty()) {
+    // Shuffled per node, so that a fleet spreads over the servers.
+    std::mt19937_64 rng{st.cfg.seed};
+    std::shuffle(st.cfg.servers.begin(), st.cfg.servers.end(), rng);
+    st.cfg.server = st.cfg.servers.front();
+  }
   st.status.set_server(st.cfg.server.to_string());
   st.status.set_state(to_string(st.state));
   registrations_pending(st.status, st.cfg.exports);

@@ -64,7 +64,14 @@
 namespace p2proxy {
 
 struct signal_link_config {
+  /// The server connected to (or tried) now; with `servers` set, the link
+  /// keeps it pointing at the current one.
   endpoint server;
+  /// Every server of a cluster ([signal] server = [...]); empty: `server`
+  /// alone. The link shuffles them (by `seed`) and tries them in turn: each
+  /// failed attempt or lost link moves to the next, after the usual
+  /// backoff delay (docs/cluster.md).
+  std::vector<endpoint> servers;
   /// Which server key ids the link logs in to (actors/signal/server_trust).
   server_trust trust;
   std::string token;
@@ -111,7 +118,8 @@ struct signal_link_state {
   std::string binding; // its TLS channel binding, which the Login signs
 
   link_state state = link_state::idle;
-  uint64_t gen = 0; // attempt generation, for timers and conn tags
+  size_t server_index = 0; // into cfg.servers
+  uint64_t gen = 0;        // attempt generation, for timers and conn tags
   backoff retry;
   caf::actor_clock::time_point last_rx;
   uint64_t ping_seq = 0;

@@ -3,6 +3,7 @@
 #include "actors/signal/signal_link.hpp"
 
 #include <map>
+#include <set>
 
 #include <gtest/gtest.h>
 
@@ -100,10 +101,12 @@ protected:
 
   /// Starts the link pinning `pinned` (or, when empty, trusting on first use
   /// with `store`).
-  void start(const std::string& pinned, const std::string& store) {
+  void start(const std::string& pinned, const std::string& store,
+             std::vector<endpoint> servers = {}) {
     connector = t.sys.spawn(fake_connector, world);
     signal_link_config cfg;
     cfg.server = endpoint{"127.0.0.1", 7000};
+    cfg.servers = std::move(servers);
     cfg.trust.pinned_id = pinned;
     cfg.trust.store_path = store;
     cfg.token = "secret";
@@ -773,4 +776,45 @@ TEST_F(signal_link_trust_test, a_certificate_verified_by_host_name_is_trusted) {
   t.run();
   EXPECT_EQ(state(), "logging-in");
   EXPECT_FALSE(std::filesystem::exists(store));
+}
+
+TEST_F(signal_link_test, several_servers_are_tried_in_turn_and_failed_over) {
+  caf::anon_send(link, stop_atom::value, std::string{"restart"});
+  caf::anon_send_exit(connector, caf::exit_reason::user_shutdown);
+  t.run();
+  world->connects.clear();
+  start(world->server_key_id, "",
+        {endpoint{"198.18.0.1", 7000}, endpoint{"198.18.0.2", 7000},
+         endpoint{"198.18.0.3", 7000}});
+  ASSERT_EQ(world->connects.size(), 1u);
+  std::set<std::string> seen{world->connects[0].host};
+  auto conn = log_in();
+  EXPECT_EQ(state(), "online");
+  // The server goes away: the next one is asked within the backoff's first
+  // step (at most backoff_first, 1 s).
+  caf::anon_send(conns[conn], conn_down_atom::value,
+                 std::string{"peer closed the connection"});
+  t.run();
+  EXPECT_EQ(state(), "backoff");
+  t.advance(std::chrono::milliseconds(1000));
+  ASSERT_EQ(world->connects.size(), 2u);
+  EXPECT_EQ(seen.count(world->connects[1].host), 0u);
+  seen.insert(world->connects[1].host);
+  // A failed attempt moves on to the third, then back to the first.
+  caf::anon_send(link, conn_fail_atom::value, world->connects[1].tag,
+                 std::string{"connection refused"});
+  t.run();
+  t.advance(std::chrono::milliseconds(2000));
+  ASSERT_EQ(world->connects.size(), 3u);
+  EXPECT_EQ(seen.count(world->connects[2].host), 0u);
+  seen.insert(world->connects[2].host);
+  EXPECT_EQ(seen.size(), 3u);
+  caf::anon_send(link, conn_fail_atom::value, world->connects[2].tag,
+                 std::string{"connection refused"});
+  t.run();
+  t.advance(std::chrono::milliseconds(4000));
+  ASSERT_EQ(world->connects.size(), 4u);
+  EXPECT_EQ(world->connects[3].host, world->connects[0].host);
+  // The status names the server being tried.
+  EXPECT_EQ(status().server(), world->connects[3].host + ":7000");
 }

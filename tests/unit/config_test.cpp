@@ -420,3 +420,19 @@ TEST(config, bad_max_flows) {
                    "max_flows = 0\n",
                7, "listen[1].max_flows", "from 1 to 65536");
 }
+
+TEST(config, signal_server_may_list_a_clusters_servers) {
+  auto cfg = parse_node_config(
+    "[signal]\nserver = [\"a.example:7000\", \"198.18.0.2:7001\"]\n",
+    "test.toml");
+  ASSERT_EQ(cfg.signal_servers.size(), 2u);
+  EXPECT_EQ(cfg.signal_servers[0].host, "a.example");
+  EXPECT_EQ(cfg.signal_servers[1].port, 7001);
+  EXPECT_EQ(cfg.signal_server.host, "a.example"); // the first
+  auto one = parse_node_config("[signal]\nserver = \"b:7000\"\n", "test.toml");
+  ASSERT_EQ(one.signal_servers.size(), 1u);
+  EXPECT_EQ(one.signal_server.host, "b");
+  expect_error("[signal]\nserver = []\n", 2, "signal.server", "empty");
+  expect_error("[signal]\nserver = [\"a:7000\", \"b\"]\n", 2,
+               "signal.server[2]", "");
+}
