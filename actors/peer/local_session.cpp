@@ -28,6 +28,9 @@ struct local_end {
   uint64_t in_flight = 0; // written to the partner, not yet consumed by it
   bool fin_sent = false;  // this end wrote its FIN
   bool gone = false;      // its owner ended (after its FIN)
+  /// The owner, once it attached to the stream's flow (UDP): its partner's
+  /// datagrams go to it.
+  caf::actor flow;
 };
 
 struct local_session_state {
@@ -246,6 +249,31 @@ caf::behavior local_session(local_session_actor* self,
         return;
       p->second.in_flight -= std::min(p->second.in_flight, n);
       grant_credit(self, p->first, p->second);
+    },
+    // --- flows (UDP): one end's datagrams are its partner's, in process
+    [=](flow_attach_atom, int64_t id, const caf::actor& owner) {
+      auto& st = self->state;
+      auto i = st.ends.find(id);
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (i == st.ends.end() || !owner || i->second.owner_addr != sender
+          || owner.address() != sender)
+        return; // not its stream: nothing to attach
+      i->second.flow = owner;
+    },
+    [=](flow_send_atom, int64_t id, std::vector<std::string>& datagrams) {
+      auto& st = self->state;
+      auto i = st.ends.find(id);
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (i == st.ends.end() || !i->second.flow
+          || i->second.flow.address() != sender)
+        return;
+      auto p = st.ends.find(i->second.partner);
+      if (p != st.ends.end() && p->second.flow)
+        self->send(p->second.flow, flow_data_atom::value, p->first,
+                   std::move(datagrams));
+      else // its partner takes no datagrams (yet): dropped, reported
+        self->send(i->second.flow, flow_drop_atom::value, id, uint64_t{0},
+                   static_cast<uint64_t>(datagrams.size()));
     },
     [=](stream_reset_atom, int64_t id, uint64_t code) {
       auto& st = self->state;

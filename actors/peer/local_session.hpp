@@ -7,7 +7,9 @@
 // connects the target as for a remote peer), and joins the two owners: one
 // owner's writes are the other's data, consumed bytes come back as credit,
 // a reset or an owner that ends early resets the other end, and when both
-// ends have sent their FIN both hear (stream_closed_atom).
+// ends have sent their FIN both hear (stream_closed_atom). A UDP flow's
+// datagrams (flow_attach_atom, flow_send_atom) pass the same way, in
+// process.
 //
 // The NODE SUPERVISOR spawns one at start, monitors it, answers (open_atom,
 // this node's id) with it (delegated as (get_atom) -> caf::actor), and stops

@@ -34,6 +34,7 @@ stream_handler_factory make_stream_handler(stream_owner_config cfg) {
       a.peer = std::move(open.peer);
       a.ex = *ex;
       a.client_address = open.open.client_address();
+      a.local = open.local;
       a.first_bytes = std::move(open.first_bytes);
       a.peer_fin = open.peer_fin;
       return spawn_udp_export_flow(session->system(), std::move(a));

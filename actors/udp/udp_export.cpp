@@ -82,7 +82,7 @@ caf::behavior udp_export_flow(udp_export_actor* self, udp_export_args args) {
   if (!st.args.first_bytes.empty())
     self->send(st.args.session, stream_consumed_atom::value, id,
                static_cast<uint64_t>(st.args.first_bytes.size()));
-  if (!export_allows(st.args.ex, st.args.peer)) {
+  if (!st.args.local && !export_allows(st.args.ex, st.args.peer)) {
     log::warn(subject, "denies node {} the udp export '{}'", st.args.peer,
               st.args.ex.name);
     answer(

@@ -32,6 +32,9 @@ struct udp_export_args {
   /// Stream bytes after the StreamOpen (a UDP flow sends none): consumed.
   std::string first_bytes;
   bool peer_fin = false;
+  /// Opened by this node's own listener (LOCAL SESSION): the allow list,
+  /// which names remote nodes, does not apply.
+  bool local = false;
 };
 
 stream_owner_actor spawn_udp_export_flow(caf::actor_system& sys,

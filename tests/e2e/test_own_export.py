@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import subprocess
+import socket
 import sys
+import threading
 import unittest
 
 from harness import Lab, free_port, http_get, online, status, wait_until
@@ -54,6 +56,32 @@ def curl(url, timeout=30, binary=False):
             r.stderr.decode(errors="replace"), r.returncode)
 
 
+class UdpEcho:
+    """A UDP echo server on loopback (a thread), until close()."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        while not self.stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            self.sock.sendto(data, addr)
+
+    def close(self):
+        self.stop = True
+        self.t.join(timeout=5)
+        self.sock.close()
+
+
 class OwnExport(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -62,6 +90,8 @@ class OwnExport(unittest.TestCase):
         lab.start_server()
         cls.web = WebServer(lab)
         cls.tcp_port, cls.http_port = free_port(), free_port()
+        cls.echo = UdpEcho()
+        cls.udp_port = free_port()
         # The allow list names some other node only: O's own listeners are
         # O's operator's own, not a remote peer.
         other = "a" * 52
@@ -72,7 +102,12 @@ class OwnExport(unittest.TestCase):
             f'[[listen]]\nbind = "127.0.0.1:{cls.tcp_port}"\n'
             f'protocol = "tcp"\nresource = "home"\n'
             f'[[listen]]\nbind = "127.0.0.1:{cls.http_port}"\n'
-            f'protocol = "http"\n'))
+            f'protocol = "http"\n'
+            f'[[export]]\nname = "echo-udp"\n'
+            f'target = "127.0.0.1:{cls.echo.port}"\nprotocol = "udp"\n'
+            f'allow = ["{other}"]\n'
+            f'[[listen]]\nbind = "127.0.0.1:{cls.udp_port}"\n'
+            f'protocol = "udp"\nresource = "echo-udp"\n'))
         wait_until(lambda: online(cls.o_admin), 15, "O online")
         wait_until(lambda: {e["name"]: e["registration"] for e in
                             status(cls.o_admin)["exports"]}.get("home")
@@ -83,6 +118,7 @@ class OwnExport(unittest.TestCase):
     def tearDownClass(cls):
         cls.lab.close()
         cls.web.close()
+        cls.echo.close()
 
     def test_1_own_clients_reach_the_own_export_without_a_session(self):
         before = status(self.o_admin)
@@ -119,6 +155,24 @@ class OwnExport(unittest.TestCase):
     def test_4_a_name_nobody_exports_is_still_refused_clearly(self):
         out, err, rc = curl(f"http://127.0.0.1:{self.http_port}/r/nothing/x")
         self.assertIn("no online node exports 'nothing'", out)
+
+    def test_6_own_udp_export_serves_its_own_udp_listener(self):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(0.5)
+        try:
+            got = 0
+            for i in range(200):
+                msg = b"datagram %d " % i + os.urandom(i % 1000)
+                c.sendto(msg, ("127.0.0.1", self.udp_port))
+                try:
+                    if c.recvfrom(65535)[0] == msg:
+                        got += 1
+                except socket.timeout:
+                    pass
+            # In process, nothing is lost but what waits while the flow opens.
+            self.assertGreaterEqual(got, 195)
+        finally:
+            c.close()
 
     def test_5_served_while_the_signaling_server_is_down(self):
         self.lab.server.stop()
