@@ -78,6 +78,26 @@ def missing_tools():
     return [t for t in TOOLS if shutil.which(t) is None]
 
 
+def require_lab(test, what, tools=(), missing=()):
+    """What every lab test checks first: root, the lab's tools (and `tools`,
+    and the names in `missing` its caller found absent), the p2proxy binary.
+    A gap skips `test` with what to do, or fails it under CI=true, where
+    the lab must run. Returns the binary's absolute path."""
+    def unavailable(msg):
+        if os.environ.get("CI", "").lower() == "true":
+            test.fail(msg + " (CI=true: this is a failure, not a skip)")
+        test.skipTest(msg)
+    if os.geteuid() != 0:
+        unavailable("%s need root (network namespaces): run them as root" % what)
+    gaps = missing_tools() + [t for t in tools if shutil.which(t) is None] + list(missing)
+    if gaps:
+        unavailable("tools missing: %s (run deploy/install-deps.sh)" % " ".join(gaps))
+    b = find_binary()
+    if not b:
+        unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
+    return os.path.abspath(b)
+
+
 def expected_direct(nat_a, nat_b):
     """Issue #5: direct where both sides map endpoint-independently or one side is public."""
     return "none" in (nat_a, nat_b) or (nat_a == "eim" and nat_b == "eim")

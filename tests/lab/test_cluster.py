@@ -31,8 +31,6 @@ import unittest
 import natlab
 from natlab import NODE_ADMIN, PUB_IP, PUB_IP2, TURN, TURN_PASS, TURN_USER
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 SERVERS = ["%s:7000" % PUB_IP2, "%s:7000" % PUB_IP]
 ADMINS = ["127.0.0.1:7071", "127.0.0.1:7072"]  # pub's loopback
 REDIS_PORT = 6379  # pub's own loopback: nothing else listens there
@@ -42,19 +40,7 @@ _counter = itertools.count()
 
 class ClusterLab(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("the cluster lab test needs root (network namespaces)")
-        missing = [t for t in natlab.TOOLS + ("redis-server", "redis-cli")
-                   if shutil.which(t) is None]
-        if missing:
-            unavailable("tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        binary = natlab.find_binary()
-        if not binary:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
+        binary = natlab.require_lab(self, "cluster lab tests", ("redis-server", "redis-cli"))
         prefix = "tc%d-%d" % (os.getpid() % 100000, next(_counter))
         self.lab = natlab.NatLab(binary, prefix, "eim", "eim", log_level="info")
         self.addCleanup(self.lab.down)

@@ -31,8 +31,6 @@ import unittest
 
 import natlab
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 HOSTA_IP = "198.18.1.2"
 MIB = 1 << 20
 _counter = itertools.count()
@@ -46,19 +44,7 @@ def num(v):
 
 class Interfaces(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("lab interface tests need root (network namespaces): run them as root")
-        missing = natlab.missing_tools()
-        if missing:
-            unavailable("lab tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        b = natlab.find_binary()
-        if not b:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
-        self.bin = os.path.abspath(b)
+        self.bin = natlab.require_lab(self, "lab interface tests")
         self.t0 = time.monotonic()
 
     def note(self, msg):

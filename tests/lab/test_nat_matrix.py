@@ -26,27 +26,13 @@ import unittest
 
 import natlab
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 SUBSET = ("none", "eim", "sym")
 _counter = itertools.count()
 
 
 class NatMatrix(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("lab NAT matrix tests need root (network namespaces): run them as root")
-        missing = natlab.missing_tools()
-        if missing:
-            unavailable("lab tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        self.bin = natlab.find_binary()
-        if not self.bin:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
-        self.bin = os.path.abspath(self.bin)
+        self.bin = natlab.require_lab(self, "lab NAT matrix tests")
 
     def note(self, msg):
         sys.stderr.write("  [%s] %s\n" % (self._testMethodName, msg))

@@ -29,7 +29,6 @@ Needs root; not root: skips, except under CI=true, where it fails.
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -37,8 +36,6 @@ import unittest
 
 import natlab
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 _counter = itertools.count()
 
 PUB_IP, PUB_IP2 = natlab.PUB_IP, natlab.PUB_IP2
@@ -175,21 +172,7 @@ level = "%s"
 
 class Relays(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("lab relay tests need root (network namespaces): run them as root")
-        missing = natlab.missing_tools() + [t for t in ("faketime",)
-                                            if subprocess.run(["which", t],
-                                                              capture_output=True).returncode]
-        if missing:
-            unavailable("lab tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        self.bin = natlab.find_binary()
-        if not self.bin:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
-        self.bin = os.path.abspath(self.bin)
+        self.bin = natlab.require_lab(self, "lab relay tests", ("faketime",))
 
     def make_lab(self, nat_a, nat_b):
         prefix = "tr%d-%d" % (os.getpid() % 100000, next(_counter))

@@ -29,7 +29,6 @@ every test skips, except under CI=true, where they fail.
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,8 +37,6 @@ import unittest
 import natlab
 import stallprobe
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PROBE = os.path.join(natlab.HERE, "stallprobe.py")
 BULK_ADDR = "127.0.0.1:9002"    # stallprobe serve on hostA, exported as `bulk`
 LISTEN_ADDR = "127.0.0.1:9000"  # node B's listener for `bulk`
@@ -57,19 +54,7 @@ def num(v):
 
 class Stalls(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("lab stall tests need root (network namespaces): run them as root")
-        missing = natlab.missing_tools()
-        if missing:
-            unavailable("lab tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        b = natlab.find_binary()
-        if not b:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
-        self.bin = os.path.abspath(b)
+        self.bin = natlab.require_lab(self, "lab stall tests")
         self.t0 = time.monotonic()
         self.stopped = None
 

@@ -8,16 +8,13 @@ Needs root (network namespaces); skips without it, fails under CI=true."""
 import itertools
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 import unittest
 
-from natlab import NatLab, LabError, PY, find_binary, TOOLS
+import natlab
+from natlab import NatLab, PY
 
-IS_ROOT = os.geteuid() == 0
-IN_CI = os.environ.get("CI", "").lower() == "true"
 _counter = itertools.count()
 
 DNS_ADDR = ("127.0.0.1", 5353)    # dnsmasq in hostA
@@ -129,18 +126,7 @@ resource = "echo"
 
 class UdpThroughNats(unittest.TestCase):
     def setUp(self):
-        def unavailable(msg):
-            if IN_CI:
-                self.fail(msg + " (CI=true: this is a failure, not a skip)")
-            self.skipTest(msg)
-        if not IS_ROOT:
-            unavailable("lab UDP tests need root (network namespaces): run them as root")
-        missing = [t for t in TOOLS + ("dig", "dnsmasq") if shutil.which(t) is None]
-        if missing:
-            unavailable("tools missing: %s (run deploy/install-deps.sh)" % " ".join(missing))
-        self.bin = find_binary()
-        if not self.bin:
-            unavailable("p2proxy binary not found: set P2PROXY_BIN (ctest does) or build it")
+        self.bin = natlab.require_lab(self, "lab UDP tests", ("dig", "dnsmasq"))
         prefix = "tu%d-%d" % (os.getpid() % 100000, next(_counter))
         self.lab = UdpLab(self.bin, prefix, "eim", "eim")
         self.addCleanup(self.lab.down)

@@ -136,7 +136,7 @@
   }
 
   function pathText(v) {
-    if (v === undefined || v === null || v === "") return "?";
+    if (v === undefined || v === null || v === "") return "(none)";
     return typeof v === "object" ? Object.values(v).join(" ") : String(v);
   }
 
@@ -145,8 +145,11 @@
     if (!h.length) return el("span", "no changes", "muted path-history");
     const d = el("details", null, "path-history");
     const last = h[h.length - 1];
-    d.appendChild(el("summary", h.length + " change" + (h.length > 1 ? "s" : "") + ", last: " +
-                     pathText(last.from) + " → " + pathText(last.to)));
+    const changes = h.filter((e) => e.reason !== "initial").length;
+    d.appendChild(el("summary", changes === 0
+      ? "first pair " + pathText(last.to) + ", no changes"
+      : changes + " change" + (changes > 1 ? "s" : "") + ", last: " + pathText(last.from) +
+          " → " + pathText(last.to) + (last.reason ? " (" + last.reason + ")" : "")));
     const ol = el("ol", null, "history");
     for (const e of h) {
       ol.appendChild(el("li", (e.time || "") + "  " + pathText(e.from) + " → " + pathText(e.to) +
