@@ -108,8 +108,11 @@ class Refusals(unittest.TestCase):
 
     def test_wrong_token_is_refused_with_a_clear_message(self):
         node, admin = self.lab.node("intruder", token="not-the-token")
-        st = wait_until(lambda: (lambda s: s if s["signal"].get("loginFailures") else None)(
-            status(admin)), 10, "a refused login")
+        # A refused login and its reason (the status is read while the link
+        # may be between attempts: wait for both fields).
+        st = wait_until(lambda: (lambda s: s if s["signal"].get("loginFailures")
+                                 and s["signal"].get("lastError") else None)(
+            status(admin)), 10, "a refused login and its reason")
         self.assertNotEqual(st["signal"]["state"], "online")
         self.assertIn("wrong network token", st["signal"]["lastError"])
         wait_until(lambda: "wrong network token" in node.log_text(), 5,
