@@ -322,11 +322,13 @@ struct front::loop {
     if (token.empty() && !host_is_loopback(req)) {
       // No token means a loopback-only port: a request naming another host
       // comes from a web page that rebound its name to this machine.
-      answer(c, response{403, json_type,
+      answer(c, response{403,
+                         json_type,
                          error_json("this admin port answers only requests "
                                     "for a loopback host (127.0.0.1, [::1], "
                                     "localhost); set a bearer token to use "
-                                    "another name")});
+                                    "another name"),
+                         {}});
       return;
     }
     if (!token.empty() && !is_public && !bearer_matches(req, token)) {
