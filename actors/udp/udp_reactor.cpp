@@ -185,9 +185,14 @@ std::string udp_address_text(const std::string& raw) {
   return "?";
 }
 
-int udp_bind(const std::string& host, uint16_t port, uint16_t& bound_port,
-             std::string& why) {
-  auto* res = resolve(host, port, true, why);
+namespace {
+
+/// A non-blocking UDP socket for the first address of host:port that
+/// `attach` (bind or connect) accepts; -1 with `why` if none did.
+template <class Attach>
+int udp_socket(const std::string& host, uint16_t port, bool passive,
+               Attach attach, std::string& why) {
+  auto* res = resolve(host, port, passive, why);
   if (res == nullptr)
     return -1;
   int fd = -1;
@@ -195,18 +200,25 @@ int udp_bind(const std::string& host, uint16_t port, uint16_t& bound_port,
     fd = ::socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
       continue;
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+    if (attach(fd, ai->ai_addr, ai->ai_addrlen) == 0)
       break;
     why = std::strerror(errno);
     ::close(fd);
     fd = -1;
   }
   freeaddrinfo(res);
-  if (fd < 0) {
-    if (why.empty())
-      why = std::strerror(errno);
+  if (fd < 0 && why.empty())
+    why = std::strerror(errno);
+  return fd;
+}
+
+} // namespace
+
+int udp_bind(const std::string& host, uint16_t port, uint16_t& bound_port,
+             std::string& why) {
+  int fd = udp_socket(host, port, true, ::bind, why);
+  if (fd < 0)
     return -1;
-  }
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -217,24 +229,7 @@ int udp_bind(const std::string& host, uint16_t port, uint16_t& bound_port,
 }
 
 int udp_connect(const std::string& host, uint16_t port, std::string& why) {
-  auto* res = resolve(host, port, false, why);
-  if (res == nullptr)
-    return -1;
-  int fd = -1;
-  for (auto* ai = res; ai != nullptr; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      continue;
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-      break;
-    why = std::strerror(errno);
-    ::close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0 && why.empty())
-    why = std::strerror(errno);
-  return fd;
+  return udp_socket(host, port, false, ::connect, why);
 }
 
 } // namespace p2proxy

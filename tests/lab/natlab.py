@@ -74,6 +74,13 @@ def find_binary():
     return max(found, key=os.path.getmtime) if found else None
 
 
+def num(v):
+    """A status counter (JSON numbers may come as strings; absent is 0)."""
+    if v is None or v == "":
+        return 0
+    return int(float(v))
+
+
 def missing_tools():
     return [t for t in TOOLS if shutil.which(t) is None]
 

@@ -30,16 +30,11 @@ import time
 import unittest
 
 import natlab
+from natlab import num
 
 HOSTA_IP = "198.18.1.2"
 MIB = 1 << 20
 _counter = itertools.count()
-
-
-def num(v):
-    if v is None or v == "":
-        return 0
-    return int(float(v))
 
 
 class Interfaces(unittest.TestCase):

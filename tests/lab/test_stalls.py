@@ -35,6 +35,7 @@ import time
 import unittest
 
 import natlab
+from natlab import num
 import stallprobe
 
 PROBE = os.path.join(natlab.HERE, "stallprobe.py")
@@ -44,12 +45,6 @@ UP_STATES = ("ready", "lingering")
 MIB = 1 << 20
 LOSS_SECONDS = float(os.environ.get("STALL_LOSS_SECONDS", "10"))
 _counter = itertools.count()
-
-
-def num(v):
-    if v is None or v == "":
-        return 0
-    return int(float(v))
 
 
 class Stalls(unittest.TestCase):
