@@ -234,6 +234,21 @@ http_get(uint16_t port, const std::string& path, int* code = nullptr) {
   return res->body;
 }
 
+/// Moves the first whole frame (4-byte big-endian length, then payload)
+/// out of `buf` into `payload`; false while the frame is incomplete.
+inline bool take_frame(std::string& buf, std::string& payload) {
+  if (buf.size() < 4)
+    return false;
+  auto* p = reinterpret_cast<const unsigned char*>(buf.data());
+  uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16)
+                 | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+  if (buf.size() < 4 + size_t{len})
+    return false;
+  payload = buf.substr(4, len);
+  buf.erase(0, 4 + size_t{len});
+  return true;
+}
+
 /// A raw TCP connection to the signaling server that speaks frames.
 /// `source` picks the local loopback address (127.0.0.0/8 all reaches
 /// 127.0.0.1), so tests can come from distinct addresses.
@@ -298,16 +313,8 @@ public:
   result read_frame(std::chrono::milliseconds timeout, std::string& payload) {
     auto deadline = steady::now() + timeout;
     for (;;) {
-      if (buf_.size() >= 4) {
-        auto* p = reinterpret_cast<const unsigned char*>(buf_.data());
-        uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16)
-                       | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-        if (buf_.size() >= 4 + size_t{len}) {
-          payload = buf_.substr(4, len);
-          buf_.erase(0, 4 + size_t{len});
-          return result::frame;
-        }
-      }
+      if (take_frame(buf_, payload))
+        return result::frame;
       if (eof_)
         return result::closed;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -111,16 +111,8 @@ public:
   result read_frame(std::chrono::milliseconds timeout, std::string& payload) {
     auto deadline = steady::now() + timeout;
     for (;;) {
-      if (buf_.size() >= 4) {
-        auto* p = reinterpret_cast<const unsigned char*>(buf_.data());
-        uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16)
-                       | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-        if (buf_.size() >= 4 + size_t{len}) {
-          payload = buf_.substr(4, len);
-          buf_.erase(0, 4 + size_t{len});
-          return result::frame;
-        }
-      }
+      if (take_frame(buf_, payload))
+        return result::frame;
       if (eof_)
         return result::closed;
       char tmp[16384];
