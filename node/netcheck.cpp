@@ -36,6 +36,8 @@ constexpr auto turn_timeout = std::chrono::milliseconds(3000);
 struct login_outcome {
   std::string error;
   std::string observed;
+  std::string server_id;
+  std::string server_trust;
   std::optional<signal::IceServers> servers;
 };
 
@@ -69,6 +71,8 @@ login_outcome probe_login(const node_config& nc,
                [&](caf::error&) {});
     if (status.logins_count() > 0) {
       out.observed = status.observed_address();
+      out.server_id = status.server_id();
+      out.server_trust = status.server_trust();
       break;
     }
     if (status.state() == "backoff" && !status.last_error().empty()) {
@@ -248,6 +252,8 @@ int run_netcheck(const std::string& config_path, bool json,
   auto login = probe_login(nc, id);
   r.signal_error = login.error;
   r.observed = login.observed;
+  r.server_id = login.server_id;
+  r.server_trust = login.server_trust;
   auto server_host = nc.signal_server.host;
   std::vector<endpoint> probes;
   provided_servers::snapshot provided;

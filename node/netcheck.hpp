@@ -19,6 +19,8 @@ struct netcheck_result {
   std::string signal_server;
   std::string signal_error;        // empty: the probe login worked
   std::string observed;            // the TCP address the server saw
+  std::string server_id;           // the key id the server presented
+  std::string server_trust;        // pinned | certificate | stored | first use
   std::string udp = "unknown";     // works | blocked | unknown
   std::string mapping = "unknown"; // endpoint-independent | ...-dependent
   std::string mapping_note;        // how much the probes could tell

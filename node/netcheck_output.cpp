@@ -28,6 +28,21 @@ bool relay_works(const netcheck_result& r) {
   return false;
 }
 
+// Why the node trusted the server, and what to do when that is first use.
+std::string trust_explained(const std::string& how) {
+  if (how == "first use")
+    return "trusted on first use and stored beside the node key; set [signal] "
+           "server_id to pin it";
+  if (how == "stored")
+    return "the id stored on an earlier first use; set [signal] server_id to "
+           "pin it";
+  if (how == "pinned")
+    return "pinned by [signal] server_id";
+  if (how == "certificate")
+    return "its certificate verified for the server's name";
+  return how;
+}
+
 } // namespace
 
 std::string netcheck_json(const netcheck_result& r) {
@@ -37,9 +52,11 @@ std::string netcheck_json(const netcheck_result& r) {
   };
   add("signal",
       fmt::format("{{\"server\": {}, \"ok\": {}, \"error\": {}, "
-                  "\"observedAddress\": {}}}",
+                  "\"observedAddress\": {}, \"serverId\": {}, "
+                  "\"serverTrust\": {}}}",
                   q(r.signal_server), r.signal_error.empty() ? "true" : "false",
-                  q(r.signal_error), q(r.observed)));
+                  q(r.signal_error), q(r.observed), q(r.server_id),
+                  q(r.server_trust)));
   add("udp", q(r.udp));
   add("mapping", q(r.mapping));
   add("mappingNote", q(r.mapping_note));
@@ -96,6 +113,9 @@ std::string netcheck_text(const netcheck_result& r) {
     r.signal_error.empty()
       ? fmt::format("{}: logged in (seen as {})", r.signal_server, r.observed)
       : fmt::format("{}: {}", r.signal_server, r.signal_error));
+  if (!r.server_id.empty())
+    line("server id",
+         fmt::format("{} ({})", r.server_id, trust_explained(r.server_trust)));
   line("UDP", r.udp == "works"     ? "works"
               : r.udp == "blocked" ? "blocked (no STUN answer)"
                                    : "unknown (no STUN server to ask)");

@@ -405,6 +405,8 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
                   st.cfg.server.to_string(), key_id, st.cfg.trust.store_path);
       log::debug(subject, "server {} has id {} ({})", peer, key_id,
                  verdict.how);
+      st.status.set_server_id(key_id);
+      st.status.set_server_trust(verdict.how);
       st.binding = binding;
       st.conn = conn;
       self->monitor(conn);

@@ -315,6 +315,9 @@ resource = "%s"
             res = lab.netcheck(host, lab.node_config(n, ""))
             what = "%s (%s): %r" % (host, kind, res)
             self.assertTrue(res["signal"]["ok"], what)
+            # Nothing pins the lab's server: netcheck says it was trusted on first use.
+            self.assertRegex(res["signal"]["serverId"], r"^[0-9a-z]{8,}", what)
+            self.assertIn(res["signal"]["serverTrust"], ("first use", "stored"), what)
             self.assertEqual(len(res["stun"]), 2, what)
             if kind == "udp-blocked":
                 self.assertEqual(res["udp"], "blocked", what)
@@ -347,6 +350,8 @@ resource = "%s"
                              "direct" if kind == "none" else "relayed (TURN over UDP)", what)
             text = lab.netcheck(host, lab.node_config(n, ""), json_out=False)
             self.assertRegex(text, r"(?m)^UDP\s+works$", text)
+            self.assertRegex(text, r"(?m)^server id\s+\S+ \(.*set \[signal\] server_id to pin it\)$",
+                             text)
             self.assertRegex(text, r"(?m)^mapping\s+endpoint-independent \(seen by two server "
                                    r"addresses", text)
 
