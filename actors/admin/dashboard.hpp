@@ -20,7 +20,7 @@
 namespace p2proxy::dashboard {
 
 struct asset {
-  std::string_view path;         // "/", "/dashboard.js", "/dashboard.css"
+  std::string_view path;         // "/", "/dashboard.js", "/dashboard.css", ...
   std::string_view content_type; // with charset
   std::string_view body;
 };

@@ -164,7 +164,8 @@ TEST_F(dashboard_test, assets_need_no_token_but_the_status_does) {
   ASSERT_NE(port, 0);
   httplib::Client cli{"127.0.0.1", port};
   bound(cli);
-  for (const char* path : {"/", "/dashboard.js", "/dashboard.css"}) {
+  for (const char* path :
+       {"/", "/dashboard.js", "/dashboard.css", "/favicon.ico"}) {
     auto res = cli.Get(path);
     ASSERT_TRUE(res) << path;
     EXPECT_EQ(res->status, 200) << path;
