@@ -24,6 +24,21 @@ namespace {
 
 constexpr std::string_view subject = "stun_responder";
 
+// Makes `rh` send from the address in `info` (an in_pktinfo or in6_pktinfo
+// of `level`/`type`), written into `control`.
+template <class PacketInfo>
+void set_reply_source(msghdr& rh, char (&control)[64], int level, int type,
+                      const PacketInfo& info) {
+  static_assert(CMSG_SPACE(sizeof(PacketInfo)) <= sizeof(control));
+  rh.msg_control = control;
+  rh.msg_controllen = CMSG_SPACE(sizeof(info));
+  auto c = CMSG_FIRSTHDR(&rh);
+  c->cmsg_level = level;
+  c->cmsg_type = type;
+  c->cmsg_len = CMSG_LEN(sizeof(info));
+  std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+}
+
 struct bound_socket {
   int fd = -1;
   int family = AF_INET;
@@ -199,26 +214,14 @@ private:
         std::memcpy(&got, CMSG_DATA(c), sizeof(got));
         in_pktinfo pi{};
         pi.ipi_spec_dst = got.ipi_addr;
-        rh.msg_control = reply_control;
-        rh.msg_controllen = CMSG_SPACE(sizeof(pi));
-        auto rc = CMSG_FIRSTHDR(&rh);
-        rc->cmsg_level = IPPROTO_IP;
-        rc->cmsg_type = IP_PKTINFO;
-        rc->cmsg_len = CMSG_LEN(sizeof(pi));
-        std::memcpy(CMSG_DATA(rc), &pi, sizeof(pi));
+        set_reply_source(rh, reply_control, IPPROTO_IP, IP_PKTINFO, pi);
       } else if (c->cmsg_level == IPPROTO_IPV6
                  && c->cmsg_type == IPV6_PKTINFO) {
         in6_pktinfo got{};
         std::memcpy(&got, CMSG_DATA(c), sizeof(got));
         in6_pktinfo pi{};
         pi.ipi6_addr = got.ipi6_addr;
-        rh.msg_control = reply_control;
-        rh.msg_controllen = CMSG_SPACE(sizeof(pi));
-        auto rc = CMSG_FIRSTHDR(&rh);
-        rc->cmsg_level = IPPROTO_IPV6;
-        rc->cmsg_type = IPV6_PKTINFO;
-        rc->cmsg_len = CMSG_LEN(sizeof(pi));
-        std::memcpy(CMSG_DATA(rc), &pi, sizeof(pi));
+        set_reply_source(rh, reply_control, IPPROTO_IPV6, IPV6_PKTINFO, pi);
       }
     }
     if (::sendmsg(s.fd, &rh, MSG_DONTWAIT) >= 0)
