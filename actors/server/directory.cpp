@@ -282,8 +282,11 @@ caf::behavior directory_impl(directory_actor* self, names_options opts,
         log::info(subject, "node {} is online from {}", id, address);
       }
       self->monitor(client);
-      st.nodes[id] = directory_state::entry{
-        client, address, std::chrono::system_clock::now(), {}};
+      directory_state::entry e;
+      e.client = client;
+      e.address = address;
+      e.since = std::chrono::system_clock::now();
+      st.nodes[id] = std::move(e);
       if (st.cluster)
         self->send(st.cluster, login_atom::value, id);
       return true;
