@@ -139,6 +139,8 @@ public:
     m.probes_lost += fig_.probes_lost + pending_.size();
     m.login_failures += fig_.login_failures;
     m.server_errors += fig_.server_errors;
+    for (auto& [why, count] : fig_.failure_reasons)
+      m.failure_reasons[why] += count;
     if (sh_.first_error.empty())
       sh_.first_error = first_error_;
   }
@@ -201,7 +203,7 @@ private:
         case conn_state::handshaking:
         case conn_state::logging_in:
           if (now >= n.deadline)
-            fail(n, now);
+            fail(n, now, "no LoginOk within the login timeout");
           break;
         case conn_state::waiting:
           if (now >= n.retry_at)
@@ -230,7 +232,7 @@ private:
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       note_error(std::string{"socket: "} + std::strerror(errno));
-      fail(n, now);
+      fail(n, now, "socket failed");
       return;
     }
     n.fd = fd;
@@ -242,7 +244,7 @@ private:
     src.sin_addr.s_addr = source_address(n.gid);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
       note_error(std::string{"bind: "} + std::strerror(errno));
-      fail(n, now);
+      fail(n, now, "bind failed");
       return;
     }
     auto& t = plan_.servers[static_cast<size_t>(n.server)];
@@ -252,7 +254,7 @@ private:
     inet_pton(AF_INET, t.host.c_str(), &dst.sin_addr);
     int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst);
     if (rc != 0 && errno != EINPROGRESS) {
-      fail(n, now);
+      fail(n, now, "connect failed");
       return;
     }
     epoll_event ev{};
@@ -271,7 +273,7 @@ private:
       socklen_t len = sizeof err;
       getsockopt(n.fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0 || (events & (EPOLLERR | EPOLLHUP)) != 0) {
-        fail(n, now);
+        fail(n, now, "connect failed");
         return;
       }
       n.s = conn_state::handshaking;
@@ -296,18 +298,18 @@ private:
     for (int rounds = 0; rounds < 16; ++rounds) {
       auto got = ::recv(n.fd, buf, sizeof buf, 0);
       if (got == 0) {
-        fail(n, now);
+        fail(n, now, "closed by the server");
         return;
       }
       if (got < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
           break;
-        fail(n, now);
+        fail(n, now, "connection error");
         return;
       }
       if (!n.tls->feed(buf, static_cast<size_t>(got), plain)) {
         note_error("TLS: " + n.tls->error());
-        fail(n, now);
+        fail(n, now, "TLS error");
         return;
       }
     }
@@ -317,7 +319,7 @@ private:
       if (n.dec.feed(plain.data(), plain.size(), frames)
           != frame_decoder::status::ok) {
         note_error("frame too large from the server");
-        fail(n, now);
+        fail(n, now, "frame too large");
         return;
       }
       for (auto& f : frames) {
@@ -333,7 +335,7 @@ private:
     signal::Envelope env;
     if (!env.ParseFromString(bytes)) {
       note_error("undecodable frame from the server");
-      fail(n, now);
+      fail(n, now, "undecodable frame");
       return;
     }
     switch (env.msg_case()) {
@@ -363,6 +365,8 @@ private:
           break;
         }
         note_error(signal::ErrorCode_Name(e.code()) + ": " + e.text());
+        if (n.s != conn_state::online)
+          ++fig_.failure_reasons["Error " + signal::ErrorCode_Name(e.code())];
         break;
       }
       default:
@@ -418,7 +422,7 @@ private:
     std::string frame;
     encode_frame(env.SerializeAsString(), frame);
     if (!n.tls->write(frame)) {
-      fail(n, clock::now());
+      fail(n, clock::now(), "TLS write failed");
       return;
     }
     n.out += n.tls->take_output();
@@ -431,7 +435,7 @@ private:
       if (put < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
           break;
-        fail(n, now);
+        fail(n, now, "send failed");
         return;
       }
       n.out.erase(0, static_cast<size_t>(put));
@@ -448,7 +452,7 @@ private:
 
   /// The connection or attempt is over: back off and try the next server,
   /// as a node's SIGNAL LINK does.
-  void fail(node& n, clock::time_point now) {
+  void fail(node& n, clock::time_point now, const char* why) {
     bool was_online = n.s == conn_state::online;
     if (n.fd >= 0) {
       epoll_ctl(epfd_, EPOLL_CTL_DEL, n.fd, nullptr);
@@ -469,6 +473,7 @@ private:
       }
     } else {
       ++fig_.login_failures;
+      ++fig_.failure_reasons[why];
     }
     n.s = conn_state::waiting;
     n.retry_at = now + n.retry.next();

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,6 +53,7 @@ struct worker_figures {
   uint64_t probes_lost = 0;    // no reply within 5 s, or PEER_OFFLINE
   uint64_t login_failures = 0; // attempts that did not end in LoginOk
   uint64_t server_errors = 0;  // Error frames received
+  std::map<std::string, uint64_t> failure_reasons; // of failed attempts
 };
 
 /// Counters shared by every process of the generator: it lives in

@@ -10,7 +10,9 @@
 # Sizes (environment): NODES_ONE (one server), NODES_THREE (three servers),
 # NODES_FAILOVER (three servers, one of them killed; a third of them are on
 # it), RATE (logins per second), PROBES (Signal round trips), LOG_LEVEL of
-# the servers (info). --quick: 2 000 nodes in each run.
+# the servers (info), ACCEPT_RATE (the servers' --accept-rate; default:
+# theirs), RUNS (which of "one three failover" to run). --quick: 2 000 nodes
+# in each run.
 # Every process it starts is stopped by pid on exit; every wait is bounded.
 set -euo pipefail
 
@@ -42,6 +44,9 @@ fi
 RATE=${RATE:-1000}
 PROBES=${PROBES:-2000}
 LOG_LEVEL=${LOG_LEVEL:-info}
+RUNS=${RUNS:-one three failover}
+accept=()
+[[ -n "${ACCEPT_RATE:-}" ]] && accept=(--accept-rate "$ACCEPT_RATE")
 if [[ $quick -eq 1 ]]; then
   NODES_ONE=${NODES_ONE:-2000}; NODES_THREE=${NODES_THREE:-2000}; NODES_FAILOVER=${NODES_FAILOVER:-2000}
 else
@@ -117,7 +122,7 @@ start_servers() { # COUNT
   for i in $(seq "$1"); do
     port=$(pick_port)
     "$p2proxy" --log-level "$LOG_LEVEL" signal --listen "127.0.0.1:$port" \
-      --key "$work/server.key" --redis "redis://127.0.0.1:$redis_port" \
+      --key "$work/server.key" --redis "redis://127.0.0.1:$redis_port" "${accept[@]}" \
       >"$work/server-$i.log" 2>&1 &
     pid=$!
     pids+=("$pid")
@@ -149,9 +154,16 @@ run_load() { # NAME SERVERS NODES [--kill 0] ...
 
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GB; $(uptime)"
 echo "open files per process: $nofile; $(redis-server --version | cut -d' ' -f1-3)"
-run_load one 1 "$NODES_ONE"
-run_load three 3 "$NODES_THREE"
-run_load failover 3 "$NODES_FAILOVER" --kill 0
+results=()
+for r in $RUNS; do
+  case "$r" in
+    one) run_load one 1 "$NODES_ONE" ;;
+    three) run_load three 3 "$NODES_THREE" ;;
+    failover) run_load failover 3 "$NODES_FAILOVER" --kill 0 ;;
+    *) echo "run.sh: unknown run $r" >&2; exit 2 ;;
+  esac
+  results+=("$work/$r.json")
+done
 echo "after: $(uptime)"
 
-python3 "$here/table.py" "$work/one.json" "$work/three.json" "$work/failover.json"
+python3 "$here/table.py" "${results[@]}"

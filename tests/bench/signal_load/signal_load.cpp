@@ -313,6 +313,8 @@ std::string num(double v) {
     f << "T " << v << "\n";
   f << "S " << m.probes_sent << " " << m.probes_lost << " " << m.login_failures
     << " " << m.server_errors << "\n";
+  for (auto& [why, count] : m.failure_reasons)
+    f << "F " << count << " " << why << "\n";
   if (!sh.first_error.empty())
     f << "E " << sh.first_error << "\n";
   f.close();
@@ -332,6 +334,12 @@ void merge_share(const std::string& path, worker_figures& m,
       m.probes_lost += lost;
       m.login_failures += fails;
       m.server_errors += errors;
+    } else if (tag == "F") {
+      uint64_t count = 0;
+      std::string why;
+      f >> count;
+      std::getline(f, why);
+      m.failure_reasons[why.substr(why.empty() ? 0 : 1)] += count;
     } else if (tag == "E") {
       std::string text;
       std::getline(f, text);
@@ -529,6 +537,13 @@ int run(int argc, char** argv) {
   js.put("login_p99_ms", num(lp99));
   js.put("login_max_ms", num(lmax));
   js.put("login_failures", m.login_failures);
+  std::string reasons;
+  for (auto& [why, count] : m.failure_reasons)
+    reasons
+      += (reasons.empty() ? "" : ", ") + why + ": " + std::to_string(count);
+  if (!reasons.empty())
+    std::printf("failed attempts: %s\n", reasons.c_str());
+  js.put_text("login_failure_reasons", reasons);
   double pp50 = percentile(m.probe_ms, 50), pp99 = percentile(m.probe_ms, 99);
   std::printf("Signal round trip (%s): p50 %.2f ms, p99 %.2f ms; %llu of %llu "
               "lost\n",
