@@ -9,7 +9,8 @@
 #
 # Sizes (environment): NODES_ONE (one server), NODES_THREE (three servers),
 # NODES_FAILOVER (three servers, one of them killed; a third of them are on
-# it), RATE (logins per second), PROBES (Signal round trips), LOG_LEVEL of
+# it), NODES_WIDE on SERVERS_WIDE servers (100 000 on 6: where one process
+# may not hold 33 000 sockets, the 100 000 nodes need more servers), RATE (logins per second), PROBES (Signal round trips), LOG_LEVEL of
 # the servers (info), ACCEPT_RATE (the servers' --accept-rate; default:
 # theirs), RUNS (which of "one three failover" to run). --quick: 2 000 nodes
 # in each run.
@@ -44,13 +45,16 @@ fi
 RATE=${RATE:-1000}
 PROBES=${PROBES:-2000}
 LOG_LEVEL=${LOG_LEVEL:-info}
-RUNS=${RUNS:-one three failover}
+RUNS=${RUNS:-one three failover wide}
+SERVERS_WIDE=${SERVERS_WIDE:-6}
 accept=()
 [[ -n "${ACCEPT_RATE:-}" ]] && accept=(--accept-rate "$ACCEPT_RATE")
 if [[ $quick -eq 1 ]]; then
   NODES_ONE=${NODES_ONE:-2000}; NODES_THREE=${NODES_THREE:-2000}; NODES_FAILOVER=${NODES_FAILOVER:-2000}
+  NODES_WIDE=${NODES_WIDE:-2000}
 else
   NODES_ONE=${NODES_ONE:-20000}; NODES_THREE=${NODES_THREE:-100000}; NODES_FAILOVER=${NODES_FAILOVER:-30000}
+  NODES_WIDE=${NODES_WIDE:-100000}
 fi
 
 # Open files: one per node in a server. Raise the limit as far as this
@@ -69,6 +73,7 @@ cap() { # NODES SERVERS_HOLDING_THEM
 NODES_ONE=$(cap "$NODES_ONE" 1)
 NODES_THREE=$(cap "$NODES_THREE" 3)
 NODES_FAILOVER=$(cap "$NODES_FAILOVER" 2) # the survivors hold them all
+NODES_WIDE=$(cap "$NODES_WIDE" "$SERVERS_WIDE")
 
 work=$(mktemp -d /tmp/p2proxy-signal-load.XXXXXX)
 pids=()
@@ -160,6 +165,7 @@ for r in $RUNS; do
     one) run_load one 1 "$NODES_ONE" ;;
     three) run_load three 3 "$NODES_THREE" ;;
     failover) run_load failover 3 "$NODES_FAILOVER" --kill 0 ;;
+    wide) run_load wide "$SERVERS_WIDE" "$NODES_WIDE" ;;
     *) echo "run.sh: unknown run $r" >&2; exit 2 ;;
   esac
   results+=("$work/$r.json")

@@ -417,6 +417,12 @@ int run(int argc, char** argv) {
            [&] { std::printf("  keys: %zu\n", sh.keys_ready.load()); });
   std::printf("keys generated in %.1f s\n", seconds_since(keygen_start));
 
+  // The servers' memory before any node: what a node costs is above it.
+  uint64_t rss_idle = 0;
+  for (auto pid : a.pids)
+    rss_idle += rss_bytes(pid);
+  js.put("rss_idle_total_bytes", rss_idle);
+
   // Logins at the planned rate.
   auto login_start = clock::now();
   sh.current = static_cast<int>(phase::login);

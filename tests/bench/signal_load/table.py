@@ -15,7 +15,7 @@ def mb(b):
 
 def main(paths):
     print("| run | nodes online (planned) | per server | login rate /s | login p50 / p99 ms"
-          " | Signal round trip p50 / p99 ms | servers' RSS MB | RSS per 10 000 nodes MB"
+          " | Signal round trip p50 / p99 ms | servers' RSS MB (idle) | RSS per 10 000 nodes MB, above idle"
           " | Redis used_memory MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     failover = None
@@ -29,7 +29,8 @@ def main(paths):
             continue
         held = r.get("online_held", 0)
         rss = r.get("rss_total_bytes", 0)
-        per10k = rss / held * 10000 if held else None
+        idle = r.get("rss_idle_total_bytes", 0)
+        per10k = (rss - idle) / held * 10000 if held else None
         where = "same server" if r.get("servers", 1) == 1 else "across servers"
         print(f"| {name} ({r['servers']} server{'s' if r['servers'] > 1 else ''}) "
               f"| {held} ({r['nodes']}) "
@@ -38,7 +39,7 @@ def main(paths):
               f"| {fmt(r.get('login_p50_ms'), '{:.1f}')} / {fmt(r.get('login_p99_ms'), '{:.1f}')} "
               f"| {fmt(r.get('probe_p50_ms'), '{:.2f}')} / {fmt(r.get('probe_p99_ms'), '{:.2f}')}"
               f" ({where}; {r.get('probes_lost', 0)} of {r.get('probes_sent', 0)} lost) "
-              f"| {' + '.join(mb(b) for b in r.get('rss_bytes', []))} "
+              f"| {' + '.join(mb(b) for b in r.get('rss_bytes', []))} ({mb(idle)} idle in all) "
               f"| {fmt(per10k / 1e6 if per10k else None)} "
               f"| {fmt(r.get('redis_used_memory', 0) / 1e6, '{:.1f}')} ({r.get('redis_keys', 0)} keys) |")
         if "failover_nodes" in r:
