@@ -349,10 +349,15 @@ std::string to_prometheus(const server_metrics& m, size_t online) {
   return out;
 }
 
-/// Connections the doorman may accept per accept_period.
-size_t accept_budget(const server_options& opts) {
-  auto per_period = uint64_t{opts.accept_rate} * accept_period.count() / 1000;
-  return std::max<size_t>(1, per_period);
+/// A fresh accept budget until the next accept tick (not added to what is
+/// left: an idle server must not save up a burst; not before the first one).
+void refill_accepts(signal_server_broker* self, bool first = false) {
+  auto& st = self->state;
+  auto n = uint64_t{st.opts.accept_rate} * accept_period.count() / 1000;
+  if (!first)
+    self->halt(st.doorman);
+  self->trigger(st.doorman, std::max<size_t>(1, n));
+  self->delayed_send(self, accept_period, tick_atom::value, accept_tick);
 }
 
 caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
@@ -370,12 +375,8 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
                    : self->spawn(directory, st.opts.names);
   self->monitor(st.directory);
   self->delayed_send(self, report_period, tick_atom::value, report_tick);
-  if (st.opts.accept_rate > 0) {
-    // Counted mode: the doorman accepts this many, then passivates until
-    // the next tick refills it.
-    self->trigger(st.doorman, accept_budget(st.opts));
-    self->delayed_send(self, accept_period, tick_atom::value, accept_tick);
-  }
+  if (st.opts.accept_rate > 0)
+    refill_accepts(self, true); // counted: it passivates when spent
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.directory.address()) {
@@ -400,6 +401,13 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       auto address = self->remote_addr(msg.handle);
       if (st.stopping) {
         self->close(msg.handle);
+        return;
+      }
+      if (peer_already_gone(msg.handle)) {
+        // Gave up in the queue: no TLS, and its accept goes to the next.
+        self->close(msg.handle);
+        if (st.opts.accept_rate > 0)
+          self->trigger(st.doorman, 1);
         return;
       }
       // Nobody is refused for the address alone: a node that logs in from
@@ -437,14 +445,8 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
     [=](tick_atom, uint64_t which) {
       auto& st = self->state;
       if (which == accept_tick) {
-        if (!st.stopping) {
-          // A fresh budget, not added to what is left: an idle server must
-          // not save up a burst.
-          self->halt(st.doorman);
-          self->trigger(st.doorman, accept_budget(st.opts));
-          self->delayed_send(self, accept_period, tick_atom::value,
-                             accept_tick);
-        }
+        if (!st.stopping)
+          refill_accepts(self);
         return;
       }
       report_failures(self);

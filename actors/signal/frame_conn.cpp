@@ -275,4 +275,11 @@ caf::actor spawn_connector(caf::actor_system& sys,
   return sys.spawn(connector_impl, timeout, max_frame);
 }
 
+bool peer_already_gone(caf::io::connection_handle hdl) {
+  // With CAF's default multiplexer a connection handle's id is its socket.
+  pollfd p{static_cast<int>(hdl.id()), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0
+         && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 } // namespace p2proxy
