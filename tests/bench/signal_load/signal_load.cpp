@@ -570,6 +570,8 @@ int run(int argc, char** argv) {
       ++backs[static_cast<long>(t / 1000)];
     size_t peak_tries = 0;
     std::string hist;
+    for (auto& [sec, n] : backs)
+      tries[sec] += 0; // a second with logins but no attempts shows too
     for (auto& [sec, n] : tries) {
       peak_tries = std::max(peak_tries, n);
       hist += (hist.empty() ? "" : ", ") + std::to_string(sec) + ":"
