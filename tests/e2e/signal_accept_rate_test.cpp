@@ -1,7 +1,8 @@
 // `p2proxy signal --accept-rate N`: a crowd of connections arriving at once
 // is accepted at N per second (the rest wait in the listen queue), and every
 // one of them is accepted in the end. Counted with the server's own
-// p2proxy_signal_connections_total on its admin port.
+// p2proxy_signal_connections_total on its admin port. Connections whose
+// client gave up while queued cost no accept.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "tests/e2e/process.hpp"
+#include "tests/e2e/tls_conn.hpp"
 
 namespace {
 
@@ -114,6 +116,27 @@ TEST_F(SignalAcceptRate, ACrowdIsAcceptedAtTheRateAndAllOfItInTheEnd) {
                          }))
     << "accepted " << accepted().value_or(0) - *before << " of 40 after 20 s\n"
     << server_.log_tail();
+  EXPECT_TRUE(server_.alive());
+}
+
+TEST_F(SignalAcceptRate, ConnectionsClosedInTheQueueDoNotHoldUpTheNext) {
+  start_server("10");
+  // 80 clients that give up while queued: were each to take an accept, the
+  // next one would wait 8 s.
+  open_crowd(80);
+  for (int fd : fds_)
+    ::close(fd);
+  fds_.clear();
+  tls_conn live;
+  auto start = std::chrono::steady_clock::now();
+  auto why = live.connect(port_, "127.0.0.1");
+  auto took
+    = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+        .count();
+  EXPECT_EQ(why, "") << server_.log_tail();
+  EXPECT_LT(took, 5.0) << "the TLS handshake behind 80 closed connections "
+                          "took "
+                       << took << " s";
   EXPECT_TRUE(server_.alive());
 }
 
