@@ -110,6 +110,7 @@ struct signal_args {
   std::string state_dir, names_file;
   std::string redis; // redis://HOST:PORT[/DB]: one of a cluster
   uint32_t login_limit = server_options{}.login_burst;
+  uint32_t accept_rate = server_options{}.accept_rate;
   std::vector<std::string> stun, turn;
   std::string turn_secret_file, stun_ports;
   uint32_t turn_ttl = 86400;
@@ -169,6 +170,7 @@ relay_options make_relay_options(const signal_args& args) {
 int cmd_signal(const signal_args& args) {
   server_options opts;
   opts.login_burst = args.login_limit;
+  opts.accept_rate = args.accept_rate;
   opts.names.state_dir
     = args.state_dir.empty() ? default_state_dir(args.key) : args.state_dir;
   opts.names.policy_file = args.names_file;
@@ -345,6 +347,11 @@ int main(int argc, char** argv) {
     ->add_option("--login-limit", sa.login_limit,
                  "failed logins per minute one address may make before its "
                  "unfinished logins are limited (0: no limit)")
+    ->capture_default_str();
+  signal
+    ->add_option("--accept-rate", sa.accept_rate,
+                 "new connections accepted per second; more wait in the "
+                 "listen queue (0: no bound)")
     ->capture_default_str();
   signal->add_option("--state-dir", sa.state_dir,
                      "where the server keeps export name owners (default: "

@@ -1,5 +1,6 @@
 #include "actors/server/signal_server.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -94,6 +95,11 @@ namespace {
 constexpr std::string_view subject = "signal_server";
 /// Failed logins of one address are logged at most this often (with a count).
 constexpr std::chrono::seconds report_period{60};
+// The SIGNAL SERVER's two ticks: the failure report (every report_period)
+// and the accept budget (every accept_period, with --accept-rate).
+constexpr uint64_t report_tick = 0;
+constexpr uint64_t accept_tick = 1;
+constexpr std::chrono::milliseconds accept_period{100};
 
 // SIGNAL SERVER: accepts connections, applies the rate limit, and hands each
 // connection to a new SIGNAL CLIENT (it spawns the client, then forks a
@@ -343,6 +349,17 @@ std::string to_prometheus(const server_metrics& m, size_t online) {
   return out;
 }
 
+/// A fresh accept budget until the next accept tick (not added to what is
+/// left: an idle server must not save up a burst; not before the first one).
+void refill_accepts(signal_server_broker* self, bool first = false) {
+  auto& st = self->state;
+  auto n = uint64_t{st.opts.accept_rate} * accept_period.count() / 1000;
+  if (!first)
+    self->halt(st.doorman);
+  self->trigger(st.doorman, std::max<size_t>(1, n));
+  self->delayed_send(self, accept_period, tick_atom::value, accept_tick);
+}
+
 caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
                                  server_options opts,
                                  std::shared_ptr<server_metrics> metrics) {
@@ -357,7 +374,9 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
                                  *st.opts.cluster, st.metrics->cluster)
                    : self->spawn(directory, st.opts.names);
   self->monitor(st.directory);
-  self->delayed_send(self, report_period, tick_atom::value, uint64_t{0});
+  self->delayed_send(self, report_period, tick_atom::value, report_tick);
+  if (st.opts.accept_rate > 0)
+    refill_accepts(self, true); // counted: it passivates when spent
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.directory.address()) {
@@ -382,6 +401,13 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       auto address = self->remote_addr(msg.handle);
       if (st.stopping) {
         self->close(msg.handle);
+        return;
+      }
+      if (peer_already_gone(msg.handle)) {
+        // Gave up in the queue: no TLS, and its accept goes to the next.
+        self->close(msg.handle);
+        if (st.opts.accept_rate > 0)
+          self->trigger(st.doorman, 1);
         return;
       }
       // Nobody is refused for the address alone: a node that logs in from
@@ -416,10 +442,21 @@ caf::behavior signal_server_impl(signal_server_broker* self, int listen_fd,
       if (!logged_in)
         note_failure(self, i->second.address, why_not);
     },
-    [=](tick_atom, uint64_t) {
+    [=](tick_atom, uint64_t which) {
+      auto& st = self->state;
+      if (which == accept_tick) {
+        if (!st.stopping)
+          refill_accepts(self);
+        return;
+      }
       report_failures(self);
-      if (!self->state.stopping)
-        self->delayed_send(self, report_period, tick_atom::value, uint64_t{0});
+      if (!st.stopping)
+        self->delayed_send(self, report_period, tick_atom::value, report_tick);
+    },
+    // The accept budget of this tick is spent: stop accepting until the
+    // next tick (CAF 0.17's doorman reports this but keeps accepting).
+    [=](const caf::io::acceptor_passivated_msg&) {
+      self->halt(self->state.doorman);
     },
     // Connections closed at once (while stopping) need no answer.
     [=](const caf::io::new_data_msg&) {},

@@ -39,6 +39,11 @@ struct server_options {
   /// A source over its failure budget keeps at most this many unfinished
   /// connections; a newer one evicts its oldest.
   uint32_t max_pending_limited = 8;
+  /// New connections accepted per second (in steps of a tenth of a second);
+  /// the rest wait in the kernel's listen queue, so a crowd reconnecting at
+  /// once (a failover, a restart) is admitted at a pace the server keeps up
+  /// with instead of all starting TLS together. 0: no bound.
+  uint32_t accept_rate = 500;
   names_options names; // who may export which name (the DIRECTORY's)
   relay_options relay; // STUN/TURN servers and credentials handed out
   /// Set with --redis: the server is one of a cluster (docs/cluster.md).

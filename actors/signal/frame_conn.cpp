@@ -30,6 +30,8 @@ namespace p2proxy {
 namespace {
 
 constexpr std::string_view conn_subject = "frame_conn";
+/// Bytes a FRAME CONNECTION reads at a time.
+constexpr size_t read_chunk = 4096;
 
 struct frame_conn_state {
   caf::actor owner;
@@ -98,7 +100,10 @@ caf::behavior frame_conn_impl(frame_conn_broker* self,
   // With CAF's default multiplexer a connection handle's id is its socket;
   // signaling frames are small and latency-bound, so Nagle only hurts.
   set_nodelay(static_cast<int>(hdl.id()));
-  self->configure_read(hdl, caf::io::receive_policy::at_most(16 * 1024));
+  // CAF keeps a read buffer of this size for every connection: a server
+  // holds tens of thousands of them, and a larger record only takes a few
+  // more reads (tests/bench/signal_load).
+  self->configure_read(hdl, caf::io::receive_policy::at_most(read_chunk));
   self->monitor(st.owner);
   self->set_down_handler([=](const caf::down_msg& dm) {
     if (dm.source != self->state.owner.address())
@@ -268,6 +273,13 @@ caf::actor spawn_connector(caf::actor_system& sys,
                            std::chrono::milliseconds timeout,
                            size_t max_frame) {
   return sys.spawn(connector_impl, timeout, max_frame);
+}
+
+bool peer_already_gone(caf::io::connection_handle hdl) {
+  // With CAF's default multiplexer a connection handle's id is its socket.
+  pollfd p{static_cast<int>(hdl.id()), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0
+         && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 } // namespace p2proxy

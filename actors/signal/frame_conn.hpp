@@ -42,6 +42,11 @@ caf::actor fork_frame_conn(caf::io::broker* acceptor,
                            uint64_t tag, size_t max_frame,
                            std::shared_ptr<tls_channel> tls);
 
+/// True when the peer of `hdl`, a connection just accepted, has already
+/// closed or reset it: it gave up while waiting in the listen queue, and
+/// starting TLS for it would be wasted work.
+bool peer_already_gone(caf::io::connection_handle hdl);
+
 /// The CONNECTOR: answers (connect_atom, tag, host, port, owner) by
 /// resolving and connecting within `timeout`, then spawning a FRAME
 /// CONNECTION with a TLS client channel for `host` for owner, or sending

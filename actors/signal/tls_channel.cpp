@@ -28,6 +28,19 @@ constexpr size_t max_record = 16384;
   throw identity_error(fmt::format("{}: {}", what, gnutls_strerror(rc)));
 }
 
+// The priority string parsed once per process and shared by every session:
+// parsing it per session cost each of a server's connections about 8 KiB
+// (tests/bench/signal_load).
+gnutls_priority_t shared_priority() {
+  static gnutls_priority_t cache = [] {
+    gnutls_priority_t p = nullptr;
+    if (auto rc = gnutls_priority_init(&p, priority, nullptr); rc < 0)
+      fail("TLS priority", rc);
+    return p;
+  }();
+  return cache;
+}
+
 // The client credentials carry the system trust store, loaded once per
 // process on first use (a few hundred certificates) and shared by every
 // session afterwards.
@@ -180,8 +193,7 @@ struct tls_channel::impl {
     auto flags = role | GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS;
     if (auto rc = gnutls_init(&session, flags); rc < 0)
       fail("gnutls_init", rc);
-    if (auto rc = gnutls_priority_set_direct(session, priority, nullptr);
-        rc < 0)
+    if (auto rc = gnutls_priority_set(session, shared_priority()); rc < 0)
       fail("TLS priority", rc);
     gnutls_transport_set_ptr(session, this);
     gnutls_transport_set_push_function(session, push);
