@@ -224,7 +224,7 @@ void start_quic(peer_session_actor* self) {
 /// The current agent selected a pair: the status shows it, the path
 /// history records the change. QUIC needs no word of it: the agent sends on
 /// whatever pair is selected, and QUIC's own path stays.
-void on_selected_pair(peer_session_actor* self, candidate_pair to) {
+void on_selected_pair(peer_session_actor* self, const candidate_pair& to) {
   auto& st = self->state;
   candidate_pair from{st.local_type, st.local_addr, st.remote_type,
                       st.remote_addr};
@@ -448,7 +448,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       if (is_pending(self->state, tag))
         pending_pair(self, std::move(pair));
       else if (tag == self->state.paths.gen)
-        on_selected_pair(self, std::move(pair));
+        on_selected_pair(self, pair);
     },
     [=](ice_state_atom, uint64_t tag, const std::string& state) {
       if (is_pending(self->state, tag))
