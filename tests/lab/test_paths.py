@@ -18,6 +18,9 @@ and checks the SHA-256 of what arrives. Both NATs are endpoint-independent (a di
      and the session's first probe for a direct pair failed) the block is lifted: within 30 s both
      nodes show a direct pair (found by the session's probe, an ICE restart without TURN), pathHistory has an `upgrade`, and the transfer running across the
      change completes byte-exact on the same session.
+  4. coturn restarted under a relayed session (direct UDP still blocked): its allocations are
+     gone, the session restarts ICE with new ones and the transfer moves on within 15 s of the
+     restart, relayed on a new pair, byte-exact on the same session.
 
 Needs root and the p2proxy binary ($P2PROXY_BIN, else the newest build*/p2proxy). Not root:
 every test skips, except under CI=true, where they fail.
@@ -282,6 +285,54 @@ resource = "bulk"
                 with open(self.lab.state_file("node%s.log" % n), errors="replace") as f:
                     probes += f.read().count("looks for a direct pair")
             self.assertGreater(probes, 0, "no probe for a direct pair was started")
+        except BaseException:
+            sys.stderr.write(self.lab.logs(120) + "\n")
+            raise
+
+
+    # --- 4 ---------------------------------------------------------------------------------
+    def test_4_coturn_restart_under_a_relayed_session(self):
+        block = 'ip daddr %s meta l4proto udp drop' % NATB_WAN
+
+        def blocked():
+            self.add_drop("natA", block)
+        self.start(nbytes=320 * MIB, before_nodes=blocked)
+        try:
+            th, result, progress = self.fetch(timeout=150)
+            self.wait_fetched(th, progress, 8 * MIB, timeout=60)
+            first = self.row("B")
+            self.assertIn("relay", (first.get("localCandidateType"),
+                                    first.get("remoteCandidateType")),
+                          "the session did not start relayed: %r" % first)
+            before = self.pair(first)
+            # The lab's coturn (lab.sh start_turn), killed and started anew: every allocation
+            # of the running session is gone.
+            self.lab.lab("kill", "turnserver")
+            t_kill = time.monotonic()
+            log = os.path.join(self.lab.tmp, "coturn2.log")
+            self.lab.lab("spawn", "pub", "turnserver2", "turnserver", "-n",
+                         "--listening-ip", natlab.PUB_IP, "--relay-ip", natlab.PUB_IP,
+                         "--listening-port", "3478", "--min-port", "49152",
+                         "--max-port", "49199", "--lt-cred-mech",
+                         "--user", "%s:%s" % (natlab.TURN_USER, natlab.TURN_PASS),
+                         "--realm", "p2proxy.lab", "--fingerprint", "--no-tls", "--no-dtls",
+                         "--no-cli", "--no-rfc5780", "--no-software-attribute",
+                         "--allowed-peer-ip=198.18.0.0-198.19.255.255",
+                         "--userdb", os.path.join(self.lab.tmp, "turndb2"),
+                         "--pidfile", os.path.join(self.lab.tmp, "turnserver2.pid"),
+                         "--log-file", log, "--simple-log", "--no-stdout-log")
+            at_kill = self.fetched(progress)
+            self.lab.wait("1 MiB more after the coturn restart",
+                          lambda: self.fetched(progress) >= at_kill + MIB, 15, period=0.05)
+            took = time.monotonic() - t_kill
+            row = self.row("B")
+            self.note("relayed again %.1fs after the coturn restart: %s (was %s)" %
+                      (took, self.pair(row), before))
+            self.assertIn("relay", (row.get("localCandidateType"),
+                                    row.get("remoteCandidateType")), row)
+            self.assertNotEqual(self.pair(row), before, "still the old allocation")
+            self.finish(th, result, first)
+            self.assertIn("restart", self.reasons("B"), self.row("B"))
         except BaseException:
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
