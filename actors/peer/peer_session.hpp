@@ -2,7 +2,9 @@
 // P2PConnectionImplementator): one authenticated, encrypted session with one
 // other node. It owns one ICE agent (through the ICE driver) and one QUIC
 // connection on the selected pair (in a quic_link, driven on the ICE thread
-// where the agent allows), and multiplexes streams for its owners.
+// where the agent allows), and multiplexes streams for its owners. When the
+// path dies it runs an ICE restart: a new agent (a new generation) under the
+// same QUIC connection (session_path.cpp, docs/sessions.md "Path changes").
 // Only the PEER MANAGER creates it; it ends itself through its close
 // protocol and the manager reacts to the down_msg.
 //
@@ -45,8 +47,9 @@
 //
 // Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
 // (the stream table), peer_session_opening.cpp (reading a peer-opened
-// stream's StreamOpen and spawning its owner). A stream's owner never
-// changes: the factory spawns the final one.
+// stream's StreamOpen and spawning its owner), session_path.cpp (ICE
+// restarts). A stream's owner never changes: the factory spawns the final
+// one.
 #pragma once
 
 #include <chrono>

@@ -8,6 +8,8 @@
 // - peer_session_opening.cpp: a peer-opened stream until its owner exists:
 //   reading its StreamOpen, spawning the owner once, or refusing it.
 // - session_close.cpp: the linger and the close handshake.
+// - session_path.cpp: ICE restarts, the path watch, the relayed session's
+//   probe for a direct pair.
 #pragma once
 
 #include <cstdint>
