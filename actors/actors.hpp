@@ -314,6 +314,8 @@ CAF_ADD_ATOM(p2proxy, p2proxy, redis_link_atom, "r_link")
 CAF_ADD_ATOM(p2proxy, p2proxy, redis_msg_atom, "r_msg")
 CAF_ADD_ATOM(p2proxy, p2proxy, redis_reply_atom, "r_reply")
 
+// PEER SESSION internal: the path watch's tick (session_path.cpp).
+CAF_ADD_ATOM(p2proxy, p2proxy, path_check_atom, "p_check")
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------

@@ -138,6 +138,13 @@ public:
   virtual ~ice_driver() = default;
   virtual std::shared_ptr<ice_agent>
   create_agent(bool controlling, caf::actor owner, uint64_t tag) = 0;
+  /// Like create_agent(), without TURN: its pairs are direct or none (the
+  /// session's probe for a direct path while it runs relayed). A driver
+  /// without TURN gives a plain agent.
+  virtual std::shared_ptr<ice_agent>
+  create_direct_agent(bool controlling, caf::actor owner, uint64_t tag) {
+    return create_agent(controlling, std::move(owner), tag);
+  }
   /// Ends every agent and the driver's thread. Call after the actors that
   /// own agents are gone.
   virtual void shutdown() = 0;

@@ -181,6 +181,15 @@ nice_driver::create_agent(bool controlling, caf::actor owner, uint64_t tag) {
   return std::make_shared<nice_agent_handle>(shared_from_this(), std::move(c));
 }
 
+std::shared_ptr<ice_agent> nice_driver::create_direct_agent(bool controlling,
+                                                            caf::actor owner,
+                                                            uint64_t tag) {
+  auto c = std::make_shared<agent_core>(tag, controlling, owner.address());
+  c->relay = false;
+  post([c](nice_driver& d) { d.open(c); });
+  return std::make_shared<nice_agent_handle>(shared_from_this(), std::move(c));
+}
+
 // --- on the GLib thread ---
 
 void nice_driver::open(const core_ptr& c) {
@@ -246,7 +255,7 @@ void nice_driver::open(const core_ptr& c) {
   c->stream = nice_agent_add_stream(c->agent, 1);
   nice_agent_set_local_credentials(c->agent, c->stream, c->ufrag.c_str(),
                                    c->pwd.c_str());
-  for (auto& turn : servers.turn)
+  for (auto& turn : c->relay ? servers.turn : std::vector<ice_turn_server>{})
     for (auto type : {NICE_RELAY_TYPE_TURN_UDP, NICE_RELAY_TYPE_TURN_TCP})
       if (!nice_agent_set_relay_info(
             c->agent, c->stream, 1, turn.server.host.c_str(), turn.server.port,

@@ -68,6 +68,8 @@ struct agent_core {
 
   const uint64_t tag;
   const bool controlling;
+  /// Gathers relayed candidates from the TURN servers (create_agent).
+  bool relay = true;
   // Weak: the owner holds this agent; a strong handle back would keep an
   // owner that forgot to close() alive forever.
   const caf::actor_addr owner;
@@ -167,6 +169,9 @@ public:
 
   std::shared_ptr<ice_agent> create_agent(bool controlling, caf::actor owner,
                                           uint64_t tag) override;
+  std::shared_ptr<ice_agent> create_direct_agent(bool controlling,
+                                                 caf::actor owner,
+                                                 uint64_t tag) override;
 
   void shutdown() override {
     {

@@ -163,7 +163,7 @@ void transition_to(peer_session_actor* self, session_state to) {
 
 } // namespace peer_session_parts
 
-namespace {
+namespace peer_session_parts {
 
 void send_signal(peer_session_actor* self, signal::Signal sig) {
   auto& st = self->state;
@@ -180,9 +180,14 @@ void send_signal(peer_session_actor* self, signal::Signal sig) {
           });
 }
 
+} // namespace peer_session_parts
+
+namespace {
+
 void finish(peer_session_actor* self) {
   auto& st = self->state;
   end_streams(self);
+  close_paths(self);
   if (st.agent) {
     st.agent->close();
     st.agent.reset();
@@ -216,28 +221,18 @@ void start_quic(peer_session_actor* self) {
   flush(self);
 }
 
-/// ICE selected a pair: the status shows it, the path history records the
-/// change. QUIC needs no word of it: the agent sends on whatever pair is
-/// selected, and QUIC's own path (the one the handshake saw) stays.
-void on_selected_pair(peer_session_actor* self, candidate_pair to) {
+/// The current agent selected a pair: the status shows it, the path
+/// history records the change. QUIC needs no word of it: the agent sends on
+/// whatever pair is selected, and QUIC's own path stays.
+void on_selected_pair(peer_session_actor* self, const candidate_pair& to) {
   auto& st = self->state;
   candidate_pair from{st.local_type, st.local_addr, st.remote_type,
                       st.remote_addr};
   if (from == to)
     return;
-  auto reason = path_change_reason(from, to);
-  if (!from.empty())
-    log::info(subject, "{} (session {}) moves to {} ({}; was {})", st.args.peer,
-              st.args.session_id, to.text(), reason, from.text());
-  st.path_history.push_back(path_change{std::chrono::system_clock::now(),
-                                        from.empty() ? "" : from.text(),
-                                        to.text(), std::move(reason)});
-  while (st.path_history.size() > max_path_history)
-    st.path_history.pop_front();
-  st.local_type = std::move(to.local_type);
-  st.local_addr = std::move(to.local_addr);
-  st.remote_type = std::move(to.remote_type);
-  st.remote_addr = std::move(to.remote_addr);
+  record_path(self, to, path_change_reason(from, to));
+  if (st.paths.checking)
+    on_current_pair(self);
 }
 
 /// The ICE agent's state: a path starts QUIC, a failure ends the session.
@@ -246,8 +241,14 @@ void on_ice_state(peer_session_actor* self, const std::string& state) {
   if (state == "ready" || state == "connected") {
     if (st.state == session_state::connecting_ice)
       start_quic(self);
-  } else if (state == "failed") {
-    if (st.state == session_state::connecting_ice)
+    else
+      on_current_state(self, state);
+  } else if (state == "failed" || state == "disconnected") {
+    if (st.state != session_state::connecting_ice)
+      // Past the setup the session moves to a new path (an ICE restart,
+      // session_path.cpp); QUIC's idle timeout ends it if none comes.
+      on_current_state(self, state);
+    else if (state == "failed")
       close_session(
         self,
         make_error(ec::ice_failed,
@@ -255,17 +256,6 @@ void on_ice_state(peer_session_actor* self, const std::string& state) {
                                "({} local, {} remote candidates)",
                                st.local_candidates, st.remote_candidates)),
         true);
-    else
-      // Past the setup only ICE's own limit for a silent pair gets here
-      // (ice_pair_silence_limit, above session.idle_timeout): QUIC's idle
-      // timeout normally ends a silent session first.
-      close_session(
-        self,
-        make_error(ec::session_lost,
-                   fmt::format("ICE consent lost: the peer answered no check "
-                               "for {} s",
-                               ice_pair_silence_limit.count())),
-        false);
   }
 }
 
@@ -343,6 +333,7 @@ void on_ready(peer_session_actor* self) {
             st.remote_addr);
   open_control_stream(self);
   self->send(st.args.manager, ready_atom::value, st.args.session_id);
+  start_path_checks(self);
   if (st.streams.empty()) {
     transition_to(self, session_state::ready);
     start_linger(self);
@@ -356,8 +347,9 @@ void on_ready(peer_session_actor* self) {
 caf::behavior peer_session(peer_session_actor* self, session_args args) {
   auto& st = self->state;
   st.args = std::move(args);
-  st.agent = st.args.ice->create_agent(st.args.controlling, caf::actor{self},
-                                       st.args.session_id);
+  // Agents are tagged with their ICE generation: 0 for the setup's.
+  st.agent
+    = st.args.ice->create_agent(st.args.controlling, caf::actor{self}, 0);
   st.link = std::make_shared<quic_link>(self->address());
   st.link->attach_to(st.agent);
   self->set_down_handler(
@@ -389,16 +381,24 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         return;
       switch (sig.payload_case()) {
         case signal::Signal::kAnswer:
-          if (st.args.controlling)
+          if (sig.generation() > 0)
+            on_restart_answer(self, sig);
+          else if (st.args.controlling)
             st.agent->set_remote_credentials(sig.answer().ufrag(),
                                              sig.answer().pwd());
           break;
+        case signal::Signal::kRestart:
+          on_restart_signal(self, sig);
+          break;
         case signal::Signal::kCandidate:
-          ++st.remote_candidates;
-          st.agent->add_remote_candidate(sig.candidate());
+          if (auto* agent = agent_for_signal(self, sig)) {
+            ++st.remote_candidates;
+            agent->add_remote_candidate(sig.candidate());
+          }
           break;
         case signal::Signal::kEndOfCandidates:
-          st.agent->remote_gathering_done();
+          if (auto* agent = agent_for_signal(self, sig))
+            agent->remote_gathering_done();
           break;
         case signal::Signal::kBye:
           // The peer's reason arrives as text (code_of_text_reason).
@@ -413,24 +413,48 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     },
     // --- ICE events
     // -------------------------------------------------------------
-    [=](ice_cand_atom, uint64_t, const std::string& cand) {
+    // Each tagged with its agent's generation: the current one's drive the
+    // session, a restart's go to session_path.cpp, a retired one's are
+    // dropped.
+    [=](ice_cand_atom, uint64_t tag, const std::string& cand) {
       ++self->state.local_candidates;
+      if (is_pending(self->state, tag)) {
+        pending_candidate(self, cand);
+        return;
+      }
+      if (tag != self->state.paths.gen)
+        return;
       signal::Signal sig;
       sig.set_candidate(cand);
+      sig.set_generation(static_cast<uint32_t>(tag));
       send_signal(self, std::move(sig));
     },
-    [=](ice_gathered_atom, uint64_t) {
+    [=](ice_gathered_atom, uint64_t tag) {
+      if (is_pending(self->state, tag)) {
+        pending_gathered(self);
+        return;
+      }
+      if (tag != self->state.paths.gen)
+        return;
       signal::Signal sig;
       sig.set_end_of_candidates(true);
+      sig.set_generation(static_cast<uint32_t>(tag));
       send_signal(self, std::move(sig));
     },
-    [=](ice_pair_atom, uint64_t, const std::string& ltype,
+    [=](ice_pair_atom, uint64_t tag, const std::string& ltype,
         const std::string& laddr, const std::string& rtype,
         const std::string& raddr) {
-      on_selected_pair(self, candidate_pair{ltype, laddr, rtype, raddr});
+      candidate_pair pair{ltype, laddr, rtype, raddr};
+      if (is_pending(self->state, tag))
+        pending_pair(self, std::move(pair));
+      else if (tag == self->state.paths.gen)
+        on_selected_pair(self, pair);
     },
-    [=](ice_state_atom, uint64_t, const std::string& state) {
-      on_ice_state(self, state);
+    [=](ice_state_atom, uint64_t tag, const std::string& state) {
+      if (is_pending(self->state, tag))
+        pending_state(self, state);
+      else if (tag == self->state.paths.gen)
+        on_ice_state(self, state);
     },
     [=](ice_data_atom, uint64_t, std::vector<std::string>& datagrams) {
       // Only from an agent that cannot drive the link itself.
@@ -458,6 +482,7 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       flush(self);
     },
     [=](linger_atom, uint64_t gen) { on_linger_timer(self, gen); },
+    [=](path_check_atom) { on_path_check(self); },
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen == st.connect_gen)
@@ -486,6 +511,13 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
           / 1000000);
       (*as.mutable_fields())["io_driven"]
         = self->state.link->io_driven() ? "yes" : "no";
+      auto& paths = self->state.paths;
+      (*as.mutable_fields())["paths"] = fmt::format(
+        "gen={} pending={} retiring={} restarts={} failed={} glare={} "
+        "upgrades={}",
+        paths.gen, paths.pending ? std::to_string(paths.pending->gen) : "-",
+        paths.retiring ? "yes" : "no", paths.restarts, paths.restarts_failed,
+        paths.glare, paths.upgrades);
       (*as.mutable_fields())["close_handshake"] = fmt::format(
         "{} linger_ms={} proposals={} accepts={} refusals={} rejects={} "
         "cancels={} held={}",

@@ -2,7 +2,9 @@
 // P2PConnectionImplementator): one authenticated, encrypted session with one
 // other node. It owns one ICE agent (through the ICE driver) and one QUIC
 // connection on the selected pair (in a quic_link, driven on the ICE thread
-// where the agent allows), and multiplexes streams for its owners.
+// where the agent allows), and multiplexes streams for its owners. When the
+// path dies it runs an ICE restart: a new agent (a new generation) under the
+// same QUIC connection (session_path.cpp, docs/sessions.md "Path changes").
 // Only the PEER MANAGER creates it; it ends itself through its close
 // protocol and the manager reacts to the down_msg.
 //
@@ -45,8 +47,9 @@
 //
 // Source files: peer_session.cpp (life cycle), peer_session_streams.cpp
 // (the stream table), peer_session_opening.cpp (reading a peer-opened
-// stream's StreamOpen and spawning its owner). A stream's owner never
-// changes: the factory spawns the final one.
+// stream's StreamOpen and spawning its owner), session_path.cpp (ICE
+// restarts). A stream's owner never changes: the factory spawns the final
+// one.
 #pragma once
 
 #include <chrono>
@@ -116,6 +119,26 @@ struct peer_stream_open {
 using stream_handler_factory = std::function<caf::expected<stream_owner_actor>(
   caf::local_actor* session, peer_stream_open open)>;
 
+/// How the session finds a dead path and moves off it (session_path.cpp,
+/// docs/sessions.md "Path changes").
+struct path_settings {
+  /// QUIC heard nothing this long while it had bytes in flight, or the
+  /// agent said "failed"/"disconnected": the session runs an ICE restart.
+  std::chrono::milliseconds silence_limit{3000};
+  /// A restart whose agent found no pair within this is abandoned; the
+  /// next one waits restart_backoff, doubled per failure up to 8 times it.
+  std::chrono::milliseconds restart_deadline{10000};
+  std::chrono::milliseconds restart_backoff{1000};
+  /// The replaced agent keeps receiving this long (packets in flight).
+  std::chrono::milliseconds retire_after{5000};
+  /// A relayed session probes for a direct pair this long after it became
+  /// relayed, then doubling up to upgrade_max.
+  std::chrono::milliseconds upgrade_first{10000};
+  std::chrono::milliseconds upgrade_max{120000};
+  /// How often the session looks at its path.
+  std::chrono::milliseconds check_every{1000};
+};
+
 struct session_settings {
   std::chrono::milliseconds idle_linger{30000};
   std::chrono::milliseconds connect_timeout{20000}; // ICE + handshake
@@ -127,6 +150,7 @@ struct session_settings {
   size_t max_preamble = p2proxy::max_preamble;
   std::chrono::milliseconds preamble_timeout{10000};
   quic_settings quic;
+  path_settings paths;
 };
 
 struct session_args {
@@ -196,6 +220,39 @@ struct path_change {
 /// The newest changes a session keeps.
 inline constexpr size_t max_path_history = 32;
 
+/// One ICE generation in flight: the restart's new agent.
+struct ice_generation {
+  uint64_t gen = 0;
+  std::shared_ptr<ice_agent> agent;
+  bool mine = false;        // this side started it
+  bool answered = false;    // the peer's credentials are in
+  bool direct_only = false; // an upgrade probe: no TURN on either end
+  bool connected = false;   // its ICE state reached connected/ready
+  candidate_pair pair;      // its selected pair so far
+  std::string reason;       // why it started, for the log
+  uint64_t deadline = 0;    // abandoned then (now_ns clock)
+};
+
+/// The session's ICE generations: the current one (the agent QUIC sends
+/// on), at most one restart in flight, at most one retiring agent.
+struct session_paths {
+  uint64_t gen = 0;     // the current generation
+  uint64_t highest = 0; // the highest either side used
+  std::optional<ice_generation> pending;
+  std::shared_ptr<ice_agent> retiring;
+  uint64_t retiring_gen = 0;
+  uint64_t retire_at = 0;
+  bool current_failed = false; // the current agent said failed/disconnected
+  uint64_t switched_at = 0;    // the last switch (now_ns clock)
+  unsigned failures = 0;       // failed restarts in a row (backoff)
+  uint64_t next_restart = 0;   // no restart before (now_ns clock)
+  unsigned upgrade_tries = 0;
+  uint64_t next_upgrade = 0; // 0: not relayed
+  bool checking = false;     // the path_check_atom loop runs
+  // Counters for the status.
+  uint64_t restarts = 0, restarts_failed = 0, glare = 0, upgrades = 0;
+};
+
 struct peer_session_state {
   static inline const char* name = "peer_session";
 
@@ -218,6 +275,7 @@ struct peer_session_state {
   // ICE facts for the status.
   std::string local_type, local_addr, remote_type, remote_addr;
   std::deque<path_change> path_history; // oldest first, bounded
+  session_paths paths;                  // session_path.cpp
   uint64_t local_candidates = 0, remote_candidates = 0;
   /// Datagrams from the peer for a flow nobody here attached (no such
   /// stream, or its owner takes no datagrams): counted and dropped.

@@ -8,6 +8,8 @@
 // - peer_session_opening.cpp: a peer-opened stream until its owner exists:
 //   reading its StreamOpen, spawning the owner once, or refusing it.
 // - session_close.cpp: the linger and the close handshake.
+// - session_path.cpp: ICE restarts, the path watch, the relayed session's
+//   probe for a direct pair.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,7 @@
 
 #include "actors/common/error.hpp"
 #include "actors/peer/peer_session.hpp"
+#include "proto/signal.pb.h"
 
 namespace p2proxy::peer_session_parts {
 
@@ -41,6 +44,38 @@ void on_ready(peer_session_actor* self);
 /// no code, so this is the one place that reads such text. It goes once
 /// both carry a code.
 ec code_of_text_reason(const std::string& reason);
+
+/// Sends `sig` to the peer through the signaling server, for this session.
+void send_signal(peer_session_actor* self, signal::Signal sig);
+
+// --- session_path.cpp (ICE generations, the path watch, upgrades)
+/// Records a change of the selected pair (pathHistory) and shows `to`.
+void record_path(peer_session_actor* self, candidate_pair to,
+                 std::string reason);
+/// Starts an ICE restart (a new generation) unless one is in flight.
+void start_restart(peer_session_actor* self, std::string reason,
+                   bool direct_only);
+/// The peer's Signal.restart / its answer to ours (generation > 0).
+void on_restart_signal(peer_session_actor* self, const signal::Signal& sig);
+void on_restart_answer(peer_session_actor* self, const signal::Signal& sig);
+/// The agent a candidate signal is for (by its generation); null: stale.
+ice_agent* agent_for_signal(peer_session_actor* self,
+                            const signal::Signal& sig);
+/// True if ICE events tagged `tag` are the pending generation's.
+bool is_pending(const peer_session_state& st, uint64_t tag);
+void pending_candidate(peer_session_actor* self, const std::string& cand);
+void pending_gathered(peer_session_actor* self);
+void pending_pair(peer_session_actor* self, candidate_pair pair);
+void pending_state(peer_session_actor* self, const std::string& state);
+/// The current agent's state / selected pair changed (past the setup).
+void on_current_state(peer_session_actor* self, const std::string& state);
+void on_current_pair(peer_session_actor* self);
+/// The session is up: the path watch starts (path_check_atom, periodic).
+void start_path_checks(peer_session_actor* self);
+void check_path(peer_session_actor* self);
+void on_path_check(peer_session_actor* self);
+/// Closes the pending and the retiring agent (the session ends).
+void close_paths(peer_session_actor* self);
 
 // --- peer_session_streams.cpp
 /// Moves owners' pending bytes into QUIC, round-robin, then writes packets.

@@ -51,6 +51,36 @@ bool quic_link::attach_to(const std::shared_ptr<ice_agent>& agent) {
   return io_driven_;
 }
 
+void quic_link::listen_to(const std::shared_ptr<ice_agent>& agent) {
+  if (io_driven_)
+    agent->attach(shared_from_this());
+}
+
+void quic_link::switch_agent(const std::shared_ptr<ice_agent>& agent) {
+  std::shared_ptr<ice_agent> old;
+  quic_time armed = UINT64_MAX;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    old = agent_.lock();
+    agent_ = agent;
+    armed = armed_;
+  }
+  // Outside the link's lock: the old agent's wake-up may be running and
+  // waiting for it.
+  if (!io_driven_)
+    return;
+  if (old)
+    old->wake_at(UINT64_MAX);
+  agent->wake_at(armed == UINT64_MAX ? steady_clock_ns() : armed);
+}
+
+quic_link::silence_facts quic_link::silence() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!quic_)
+    return {};
+  return {quic_->last_heard(), quic_->bytes_in_flight()};
+}
+
 quic_time quic_link::monotonic_locked(quic_time now) {
   // The session's thread and the ICE thread each read the clock before
   // they get the lock; ngtcp2 needs the times it is given never to go back.

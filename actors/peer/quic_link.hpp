@@ -68,6 +68,19 @@ public:
   bool io_driven() const {
     return io_driven_;
   }
+  /// An ICE restart's new agent: its datagrams feed this link too (attach
+  /// it before its gather()); the link keeps sending on the current agent.
+  void listen_to(const std::shared_ptr<ice_agent>& agent);
+  /// From now on packets go out on `agent` (listened to already) and its
+  /// wake-ups drive the link; the previous agent only still delivers.
+  void switch_agent(const std::shared_ptr<ice_agent>& agent);
+  /// When QUIC last took a packet from the peer (0: never) and the bytes it
+  /// has in flight: a path that is silent while data waits for an ACK.
+  struct silence_facts {
+    quic_time last_heard = 0;
+    uint64_t bytes_in_flight = 0;
+  };
+  silence_facts silence() const;
 
   using factory
     = std::function<std::unique_ptr<quic_connection>(quic_events&, quic_time)>;

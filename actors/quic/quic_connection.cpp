@@ -77,6 +77,14 @@ quic_time connection::expiry() const {
   return std::min(ngtcp2_conn_get_expiry(conn_), silence_deadline());
 }
 
+uint64_t connection::bytes_in_flight() const {
+  if (conn_ == nullptr || closed_)
+    return 0;
+  ngtcp2_conn_stat cs;
+  ngtcp2_conn_get_conn_stat(conn_, &cs);
+  return cs.bytes_in_flight;
+}
+
 quic_time connection::silence_deadline() const {
   auto limit = static_cast<quic_time>(
     std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.idle_timeout)

@@ -151,6 +151,10 @@ public:
     = 0;
   /// When on_expiry() must run next (UINT64_MAX: no timer).
   virtual quic_time expiry() const = 0;
+  /// When a packet from the peer was last accepted (the creation time
+  /// before any), and the bytes sent but not yet acknowledged or lost.
+  virtual quic_time last_heard() const = 0;
+  virtual uint64_t bytes_in_flight() const = 0;
   virtual void on_expiry(quic_time now) = 0;
 
   virtual bool handshake_done() const = 0;

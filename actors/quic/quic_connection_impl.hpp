@@ -148,6 +148,10 @@ public:
   void receive(const uint8_t* data, size_t size, quic_time now) override;
   void write(quic_time now, std::vector<std::string>& out, size_t max) override;
   quic_time expiry() const override;
+  quic_time last_heard() const override {
+    return last_heard_;
+  }
+  uint64_t bytes_in_flight() const override;
   void on_expiry(quic_time now) override;
   bool handshake_done() const override;
   int64_t open_stream() override;

@@ -48,6 +48,14 @@ public:
   bool closed() const {
     return closed_;
   }
+  /// Its path is dead: what it sends and what is sent to it is lost;
+  /// `report` also has it say "failed" to its owner.
+  void cut(bool report) {
+    cut_ = true;
+    if (report && connected_ && !closed_)
+      caf::anon_send(owner_, ice_state_atom::value, tag_,
+                     std::string{"failed"});
+  }
   caf::actor owner_;
 
 private:
@@ -60,7 +68,10 @@ private:
   bool has_remote_ = false;
   bool connected_ = false;
   bool closed_ = false;
+  bool cut_ = false;
+  uint64_t index_ = 0; // its number in the network: its pair's port
   friend struct fake_ice_network;
+  friend class fake_ice_driver;
 };
 
 struct fake_ice_network {
@@ -80,6 +91,12 @@ struct fake_ice_network {
   std::shared_ptr<fake_agent> find(const std::string& ufrag) {
     auto i = agents.find(ufrag);
     return i == agents.end() ? nullptr : i->second.lock();
+  }
+  /// Cuts every agent there is now (new ones connect as usual).
+  void cut(bool report) {
+    for (auto& [u, w] : agents)
+      if (auto a = w.lock(); a && !a->closed())
+        a->cut(report);
   }
   size_t open_agents() {
     size_t n = 0;
@@ -108,17 +125,18 @@ inline void fake_agent::maybe_connect() {
     caf::anon_send(owner_, ice_state_atom::value, tag_, std::string{"failed"});
     return;
   }
+  auto port = std::to_string(40000 + index_);
   caf::anon_send(owner_, ice_pair_atom::value, tag_, std::string{"host"},
-                 std::string{"198.18.1.1:40000"}, std::string{"host"},
-                 std::string{"198.18.2.1:40000"});
+                 "198.18.1.1:" + port, std::string{"host"},
+                 "198.18.2.1:" + port);
   caf::anon_send(owner_, ice_state_atom::value, tag_, std::string{"ready"});
 }
 
 inline void fake_agent::send(std::vector<std::string> datagrams) {
-  if (closed_ || !connected_ || net_->fail)
+  if (closed_ || !connected_ || net_->fail || cut_)
     return;
   auto peer = net_->find(remote_ufrag_);
-  if (!peer || peer->closed_)
+  if (!peer || peer->closed_ || peer->cut_)
     return;
   if (net_->loss_per_mille > 0) {
     std::vector<std::string> kept;
@@ -146,6 +164,7 @@ public:
     auto ufrag = name_ + std::to_string(++net_->next);
     auto a
       = std::make_shared<fake_agent>(net_.get(), std::move(owner), tag, ufrag);
+    a->index_ = net_->next;
     net_->agents[ufrag] = a;
     return a;
   }

@@ -29,6 +29,7 @@ using send_atom = caf::atom_constant<caf::atom("send")>;
 struct fake_directory {
   std::map<std::string, caf::actor> managers;
   uint64_t signals = 0;
+  bool drop_restarts = false; // loses every Signal of an ICE restart
 };
 
 /// A node's SIGNAL LINK stand-in: stamps `from` with the id it claims and
@@ -41,6 +42,8 @@ caf::behavior fake_link(caf::stateful_actor<caf::actor>* self,
     [=](signal_atom, const std::string& serialized) -> caf::result<void> {
       signal::Signal sig;
       sig.ParseFromString(serialized);
+      if (dir->drop_restarts && sig.generation() > 0)
+        return caf::unit;
       sig.set_from(claimed_id);
       auto i = dir->managers.find(sig.to());
       if (i == dir->managers.end()) {
@@ -1000,4 +1003,141 @@ TEST_F(close_handshake_test, crossing_proposals_close_once_by_the_openers) {
     1s));
   EXPECT_NE(reason(a).find("both ends agreed"), std::string::npos) << reason(a);
   EXPECT_NE(reason(b).find("both ends agreed"), std::string::npos) << reason(b);
+}
+
+// --- ICE restarts (actors/peer/session_path.cpp)
+// ------------------------------
+
+namespace {
+
+class session_path_test : public peer_session_test {
+protected:
+  void SetUp() override {
+    // A real RTT (see one_percent_loss_still_delivers_intact).
+    net->delay = 1ms;
+  }
+
+  /// The session's "paths" field of its debug status.
+  std::string paths_of(caf::actor session) {
+    auto text = session_debug(session);
+    auto at = text.find("gen=");
+    return at == std::string::npos ? text
+                                   : text.substr(at, text.find('"', at) - at);
+  }
+
+  /// Node b's session (opened by a).
+  caf::actor session_at(node& n, node& peer) {
+    auto r = open(n, peer.id->node_id());
+    run_until([&] { return r->answered; }, 5s);
+    return r->session;
+  }
+
+  static size_t count_reason(const admin::SessionStatus& s,
+                             const std::string& reason) {
+    size_t n = 0;
+    for (auto& c : s.path_history())
+      n += c.reason() == reason ? 1 : 0;
+    return n;
+  }
+};
+
+} // namespace
+
+TEST_F(session_path_test, a_dead_path_restarts_and_the_stream_survives) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  auto id = sessions(a).sessions(0).session_id();
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"}, uint64_t{4} << 20,
+              r);
+  ASSERT_TRUE(run_until([&] { return r->received > (1u << 20); }, 60s));
+  ASSERT_EQ(net->open_agents(), 2u);
+  net->cut(false); // silent: only QUIC's silence tells
+  ASSERT_TRUE(run_until([&] { return r->done; }, 60s))
+    << "received " << r->received << "\n"
+    << paths_of(res->session) << "\n"
+    << sessions(a).DebugString();
+  EXPECT_EQ(r->error, "");
+  EXPECT_EQ(r->received, uint64_t{4} << 20);
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  auto la = sessions(a);
+  ASSERT_EQ(la.sessions_size(), 1);
+  EXPECT_EQ(la.sessions(0).session_id(), id) << "the same session";
+  EXPECT_EQ(count_reason(la.sessions(0), "restart"), 1u)
+    << la.sessions(0).DebugString();
+  auto lb = sessions(b);
+  ASSERT_EQ(lb.sessions_size(), 1);
+  EXPECT_EQ(count_reason(lb.sessions(0), "restart"), 1u);
+  // The replaced agents retire: one agent per side is left.
+  t.advance(6s);
+  run_until([&] { return net->open_agents() == 2u; }, 5s);
+  EXPECT_EQ(net->open_agents(), 2u);
+  EXPECT_NE(paths_of(res->session).find("gen=1 pending=- retiring=no"),
+            std::string::npos)
+    << paths_of(res->session);
+}
+
+TEST_F(session_path_test, glare_the_controlling_side_wins) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  auto sb = session_at(b, a);
+  ASSERT_TRUE(sb);
+  // Both agents say "failed" at once: both sides restart generation 1.
+  net->cut(true);
+  ASSERT_TRUE(run_until(
+    [&] {
+      return paths_of(res->session).find("gen=1 ") != std::string::npos
+             && paths_of(sb).find("gen=1 ") != std::string::npos;
+    },
+    20s))
+    << paths_of(res->session) << "\n"
+    << paths_of(sb);
+  auto pa = paths_of(res->session);
+  auto pb = paths_of(sb);
+  EXPECT_NE(pa.find("glare=1"), std::string::npos) << pa;
+  EXPECT_NE(pb.find("glare=1"), std::string::npos) << pb;
+  // The controlled side gave its own up; nobody failed.
+  EXPECT_NE(pa.find("failed=0"), std::string::npos) << pa;
+  EXPECT_NE(pb.find("failed=0"), std::string::npos) << pb;
+  // The session still carries streams.
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+              uint64_t{256} << 10, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }, 30s));
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  t.advance(6s);
+  run_until([&] { return net->open_agents() == 2u; }, 5s);
+  EXPECT_EQ(net->open_agents(), 2u) << "an agent leaked";
+}
+
+TEST_F(session_path_test, an_unanswered_restart_retries_until_the_idle_end) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  dir->drop_restarts = true;
+  net->cut(true);
+  // Restarts go unanswered for 20 s: retried with backoff, each side never
+  // holds more than its current agent and one restart.
+  size_t most = 0;
+  run_until(
+    [&] {
+      most = std::max(most, net->open_agents());
+      return false;
+    },
+    20s);
+  EXPECT_LE(most, 4u);
+  auto pa = paths_of(res->session);
+  EXPECT_NE(pa.find("gen=0 "), std::string::npos) << pa;
+  EXPECT_EQ(pa.find("failed=0"), std::string::npos) << pa;
+  EXPECT_EQ(pa.find("restarts=1 "), std::string::npos) << "retried: " << pa;
+  // QUIC's idle timeout (session.idle_timeout, 30 s) ends it as before, and
+  // every agent of every generation is closed.
+  ASSERT_TRUE(run_until([&] { return sessions(a).sessions_size() == 0; }, 20s));
+  ASSERT_TRUE(run_until([&] { return sessions(b).sessions_size() == 0; }, 5s));
+  EXPECT_EQ(net->open_agents(), 0u);
 }

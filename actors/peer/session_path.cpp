@@ -1,0 +1,378 @@
+// The PEER SESSION's path: ICE restarts (a new agent per generation,
+// make-before-break), the watch that finds a dead path, and the relayed
+// session's probe for a direct pair. docs/sessions.md, "Path changes".
+//
+// A generation's agent is created, closed and forgotten here only: the
+// current one (st.agent), the restart in flight (st.paths.pending) and the
+// replaced one that still receives for a moment (st.paths.retiring).
+// finish() closes all three through close_paths().
+#include <algorithm>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "actors/actors.hpp"
+#include "actors/common/log.hpp"
+#include "actors/peer/peer_session_parts.hpp"
+#include "proto/signal.pb.h"
+
+namespace p2proxy::peer_session_parts {
+
+namespace {
+
+constexpr const char* subject = "peer_session";
+
+quic_time ns(std::chrono::milliseconds d) {
+  return static_cast<quic_time>(d.count()) * 1000000;
+}
+
+bool past_setup(const peer_session_state& st) {
+  return st.state == session_state::ready
+         || st.state == session_state::lingering;
+}
+
+/// The next restart waits restart_backoff × 2^failures, at most 8 times.
+void back_off(peer_session_actor* self, quic_time now) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  auto shift = std::min(p.failures, 3u);
+  p.next_restart = now + (ns(st.args.settings.paths.restart_backoff) << shift);
+}
+
+void close_pending(peer_session_actor* self) {
+  auto& p = self->state.paths;
+  if (p.pending && p.pending->agent)
+    p.pending->agent->close();
+  p.pending.reset();
+}
+
+/// The pending generation found its pair: QUIC sends on it from now on,
+/// the replaced agent retires after a grace.
+void promote(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  auto g = std::move(*p.pending);
+  p.pending.reset();
+  auto now = now_ns(self);
+  if (p.retiring)
+    p.retiring->close();
+  p.retiring = std::move(st.agent);
+  p.retiring_gen = p.gen;
+  p.retire_at = now + ns(st.args.settings.paths.retire_after);
+  st.agent = g.agent;
+  p.gen = g.gen;
+  p.current_failed = false;
+  p.switched_at = now;
+  p.failures = 0;
+  p.next_restart = 0;
+  st.link->switch_agent(st.agent);
+  candidate_pair from{st.local_type, st.local_addr, st.remote_type,
+                      st.remote_addr};
+  auto reason = from.relayed() && !g.pair.relayed() ? "upgrade" : "restart";
+  if (std::string{reason} == "upgrade")
+    ++p.upgrades;
+  log::info(subject, "{} (session {}) ICE generation {} ({}) carries it now",
+            st.args.peer, st.args.session_id, g.gen, g.reason);
+  record_path(self, g.pair, reason);
+  if (g.pair.relayed()) {
+    if (p.next_upgrade == 0)
+      p.next_upgrade = now + ns(st.args.settings.paths.upgrade_first);
+  } else {
+    p.next_upgrade = 0;
+    p.upgrade_tries = 0;
+  }
+  flush(self);
+}
+
+/// The pending generation failed or ran out of time.
+void abandon(peer_session_actor* self, const char* why) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  auto& g = *p.pending;
+  log::info(subject, "{} (session {}) drops ICE generation {} ({}): {}",
+            st.args.peer, st.args.session_id, g.gen, g.reason, why);
+  bool probe = g.direct_only;
+  close_pending(self);
+  if (probe)
+    return; // the upgrade's own schedule says when to try again
+  ++p.restarts_failed;
+  ++p.failures;
+  back_off(self, now_ns(self));
+}
+
+void send_description(peer_session_actor* self, bool restart,
+                      const ice_generation& g) {
+  signal::Signal sig;
+  auto* d = restart ? sig.mutable_restart() : sig.mutable_answer();
+  d->set_ufrag(g.agent->local_ufrag());
+  d->set_pwd(g.agent->local_pwd());
+  d->set_direct_only(g.direct_only);
+  sig.set_generation(static_cast<uint32_t>(g.gen));
+  send_signal(self, std::move(sig));
+}
+
+std::shared_ptr<ice_agent> new_agent(peer_session_actor* self, uint64_t gen,
+                                     bool direct_only) {
+  auto& st = self->state;
+  auto& a = st.args;
+  auto agent
+    = direct_only
+        ? a.ice->create_direct_agent(a.controlling, caf::actor{self}, gen)
+        : a.ice->create_agent(a.controlling, caf::actor{self}, gen);
+  st.link->listen_to(agent);
+  return agent;
+}
+
+/// Is the current path dead? QUIC heard nothing for silence_limit while
+/// bytes wait for an ACK, or the agent said so.
+bool path_dead(peer_session_actor* self, quic_time now) {
+  auto& st = self->state;
+  if (st.paths.current_failed)
+    return true;
+  auto facts = st.link->silence();
+  // After a switch QUIC's next probe may wait a backed-off PTO (about as
+  // long as the silence before it): the new path gets restart_deadline.
+  if (st.paths.switched_at > 0
+      && now
+           < st.paths.switched_at + ns(st.args.settings.paths.restart_deadline))
+    return false;
+  return facts.bytes_in_flight > 0 && facts.last_heard > 0
+         && now > facts.last_heard + ns(st.args.settings.paths.silence_limit);
+}
+
+void schedule_check(peer_session_actor* self) {
+  auto& st = self->state;
+  self->delayed_send(self, st.args.settings.paths.check_every,
+                     path_check_atom::value);
+}
+
+} // namespace
+
+void record_path(peer_session_actor* self, candidate_pair to,
+                 std::string reason) {
+  auto& st = self->state;
+  candidate_pair from{st.local_type, st.local_addr, st.remote_type,
+                      st.remote_addr};
+  if (!from.empty())
+    log::info(subject, "{} (session {}) moves to {} ({}; was {})", st.args.peer,
+              st.args.session_id, to.text(), reason, from.text());
+  st.path_history.push_back(path_change{std::chrono::system_clock::now(),
+                                        from.empty() ? "" : from.text(),
+                                        to.text(), std::move(reason)});
+  while (st.path_history.size() > max_path_history)
+    st.path_history.pop_front();
+  st.local_type = std::move(to.local_type);
+  st.local_addr = std::move(to.local_addr);
+  st.remote_type = std::move(to.remote_type);
+  st.remote_addr = std::move(to.remote_addr);
+}
+
+void start_restart(peer_session_actor* self, std::string reason,
+                   bool direct_only) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (p.pending || !past_setup(st))
+    return;
+  ice_generation g;
+  g.gen = ++p.highest;
+  g.mine = true;
+  g.direct_only = direct_only;
+  g.reason = std::move(reason);
+  g.deadline = now_ns(self) + ns(st.args.settings.paths.restart_deadline);
+  g.agent = new_agent(self, g.gen, direct_only);
+  ++p.restarts;
+  log::info(subject, "{} (session {}) starts ICE generation {}: {}",
+            st.args.peer, st.args.session_id, g.gen, g.reason);
+  p.pending = std::move(g);
+  send_description(self, true, *p.pending);
+  p.pending->agent->gather();
+}
+
+void on_restart_signal(peer_session_actor* self, const signal::Signal& sig) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  uint64_t g = sig.generation();
+  if (g == 0 || g <= p.gen || !past_setup(st))
+    return; // stale, or a session not yet up (its setup decides)
+  p.highest = std::max(p.highest, g);
+  if (p.pending) {
+    if (p.pending->gen > g)
+      return; // the peer will answer ours
+    if (p.pending->gen == g) {
+      if (!p.pending->mine)
+        return; // a duplicate
+      // Glare: both sides restarted at once. The controlling side's
+      // restart wins, as the opener's session wins session glare; the
+      // other side answers it.
+      ++p.glare;
+      if (st.args.controlling)
+        return;
+      log::debug(subject, "{} (session {}) yields ICE generation {} (glare)",
+                 st.args.peer, st.args.session_id, g);
+    }
+    close_pending(self);
+  }
+  ice_generation gen;
+  gen.gen = g;
+  gen.answered = true;
+  gen.direct_only = sig.restart().direct_only();
+  gen.reason = "the peer's restart";
+  gen.deadline = now_ns(self) + ns(st.args.settings.paths.restart_deadline);
+  gen.agent = new_agent(self, g, gen.direct_only);
+  gen.agent->set_remote_credentials(sig.restart().ufrag(), sig.restart().pwd());
+  log::info(subject, "{} (session {}) answers ICE generation {}", st.args.peer,
+            st.args.session_id, g);
+  p.pending = std::move(gen);
+  send_description(self, false, *p.pending);
+  p.pending->agent->gather();
+}
+
+ice_agent* agent_for_signal(peer_session_actor* self,
+                            const signal::Signal& sig) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (sig.generation() == p.gen)
+    return st.agent.get();
+  if (p.pending && sig.generation() == p.pending->gen)
+    return p.pending->agent.get();
+  return nullptr;
+}
+
+void on_restart_answer(peer_session_actor* self, const signal::Signal& sig) {
+  auto& p = self->state.paths;
+  if (!p.pending || !p.pending->mine || p.pending->answered
+      || p.pending->gen != sig.generation())
+    return;
+  p.pending->answered = true;
+  p.pending->agent->set_remote_credentials(sig.answer().ufrag(),
+                                           sig.answer().pwd());
+}
+
+bool is_pending(const peer_session_state& st, uint64_t tag) {
+  auto& p = st.paths;
+  return p.pending && tag == p.pending->gen && tag != p.gen;
+}
+
+void pending_candidate(peer_session_actor* self, const std::string& cand) {
+  signal::Signal sig;
+  sig.set_candidate(cand);
+  sig.set_generation(static_cast<uint32_t>(self->state.paths.pending->gen));
+  send_signal(self, std::move(sig));
+}
+
+void pending_gathered(peer_session_actor* self) {
+  signal::Signal sig;
+  sig.set_end_of_candidates(true);
+  sig.set_generation(static_cast<uint32_t>(self->state.paths.pending->gen));
+  send_signal(self, std::move(sig));
+}
+
+void pending_pair(peer_session_actor* self, candidate_pair pair) {
+  auto& g = *self->state.paths.pending;
+  g.pair = std::move(pair);
+  if (g.connected)
+    promote(self);
+}
+
+void pending_state(peer_session_actor* self, const std::string& state) {
+  auto& g = *self->state.paths.pending;
+  if (state == "ready" || state == "connected") {
+    g.connected = true;
+    if (!g.pair.empty())
+      promote(self);
+  } else if (state == "failed") {
+    abandon(self, "no candidate pair worked");
+  }
+}
+
+void on_current_state(peer_session_actor* self, const std::string& state) {
+  auto& st = self->state;
+  if (!past_setup(st))
+    return;
+  bool failed = state == "failed" || state == "disconnected";
+  if (failed && !st.paths.current_failed)
+    log::info(subject, "{} (session {}) ICE says the path is {}", st.args.peer,
+              st.args.session_id, state);
+  st.paths.current_failed = failed;
+  if (failed)
+    check_path(self);
+}
+
+void on_current_pair(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  candidate_pair now{st.local_type, st.local_addr, st.remote_type,
+                     st.remote_addr};
+  if (!now.relayed()) {
+    p.next_upgrade = 0;
+    p.upgrade_tries = 0;
+  } else if (p.next_upgrade == 0) {
+    p.next_upgrade = now_ns(self) + ns(st.args.settings.paths.upgrade_first);
+  }
+}
+
+void start_path_checks(peer_session_actor* self) {
+  auto& p = self->state.paths;
+  if (p.checking)
+    return;
+  p.checking = true;
+  on_current_pair(self);
+  schedule_check(self);
+}
+
+void check_path(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (!past_setup(st))
+    return;
+  auto now = now_ns(self);
+  if (p.retiring && now >= p.retire_at) {
+    p.retiring->close();
+    p.retiring.reset();
+  }
+  if (p.pending && now >= p.pending->deadline)
+    abandon(self, p.pending->answered ? "no pair in time" : "no answer");
+  if (path_dead(self, now)) {
+    if (p.pending && p.pending->direct_only && p.pending->mine) {
+      // A probe without TURN cannot save a dead path: a full restart can.
+      close_pending(self);
+    }
+    if (!p.pending && now >= p.next_restart)
+      start_restart(
+        self,
+        p.current_failed
+          ? "ICE reports the pair failed"
+          : fmt::format("no packet for {} ms with data in "
+                        "flight",
+                        st.args.settings.paths.silence_limit.count()),
+        false);
+    return;
+  }
+  if (!p.pending && p.next_upgrade != 0 && now >= p.next_upgrade) {
+    auto shift = std::min(++p.upgrade_tries, 4u);
+    p.next_upgrade
+      = now
+        + std::min(ns(st.args.settings.paths.upgrade_first) << shift,
+                   ns(st.args.settings.paths.upgrade_max));
+    start_restart(self, "looks for a direct pair", true);
+  }
+}
+
+void on_path_check(peer_session_actor* self) {
+  auto& st = self->state;
+  if (st.state == session_state::closing || st.state == session_state::closed)
+    return;
+  check_path(self);
+  schedule_check(self);
+}
+
+void close_paths(peer_session_actor* self) {
+  auto& p = self->state.paths;
+  close_pending(self);
+  if (p.retiring) {
+    p.retiring->close();
+    p.retiring.reset();
+  }
+}
+
+} // namespace p2proxy::peer_session_parts

@@ -1,0 +1,342 @@
+"""Sessions that move to a new path without losing a byte (issue 12, items 2 and 3), in the NAT
+lab (deploy/lab/lab.sh, tests/lab/natlab.py): a signaling server and coturn in pub, node A behind
+NAT A exporting `bulk` (tests/lab/stallprobe.py serving pseudo-random bytes at a fixed rate), node B
+behind NAT B with a `tcp` listener for it; a real TCP client on hostB fetches through B's listener
+and checks the SHA-256 of what arrives. Both NATs are endpoint-independent (a direct pair works).
+
+  1. Black hole: NAT A drops what node B sends on the session's current pair (its address and
+     port) for 20 s. Node A hears nothing while data is in flight, runs an ICE restart (a new
+     agent, new ports, so a new pair the rule does not match) and the transfer moves on during
+     the black hole: more than 16 MiB arrive while the rule is in place; it completes byte-exact
+     on the same session, and pathHistory has a `restart`.
+  2. NAT rebinding: NAT A's UDP conntrack entries are deleted and its masquerade moved to another
+     port range, so node A's packets leave from a new external port and node B's replies to the
+     old one are dropped. The transfer resumes within 10 s and completes byte-exact on the same
+     session; pathHistory says restart or rebinding.
+  3. Relay to direct: direct UDP between the two NATs is blocked before the session opens, the
+     relay (coturn) is not: the session comes up relayed. 12 s later (ICE's own checks are over
+     and the session's first probe for a direct pair failed) the block is lifted: within 30 s both
+     nodes show a direct pair (found by the session's probe, an ICE restart without TURN), pathHistory has an `upgrade`, and the transfer running across the
+     change completes byte-exact on the same session.
+  4. coturn restarted under a relayed session (direct UDP still blocked): its allocations are
+     gone, the session restarts ICE with new ones and the transfer moves on within 15 s of the
+     restart, relayed on a new pair, byte-exact on the same session.
+
+Needs root and the p2proxy binary ($P2PROXY_BIN, else the newest build*/p2proxy). Not root:
+every test skips, except under CI=true, where they fail.
+
+    cd tests/lab && CI=true P2PROXY_BIN=../../build/p2proxy python3 -m unittest -v test_paths
+"""
+import itertools
+import os
+import sys
+import threading
+import time
+import unittest
+
+import natlab
+import stallprobe
+
+PROBE = os.path.join(natlab.HERE, "stallprobe.py")
+BULK_ADDR = "127.0.0.1:9002"    # stallprobe serve on hostA, exported as `bulk`
+LISTEN_ADDR = "127.0.0.1:9000"  # node B's listener for `bulk`
+NATB_WAN = "198.18.0.3"
+MIB = 1 << 20
+RATE = 8 * MIB
+_counter = itertools.count()
+
+
+class Paths(unittest.TestCase):
+    def setUp(self):
+        self.bin = natlab.require_lab(self, "lab path tests", tools=("conntrack",))
+        self.t0 = time.monotonic()
+
+    def note(self, msg):
+        sys.stderr.write("  [%s] %s\n" % (self._testMethodName, msg))
+        sys.stderr.flush()
+
+    # --- the lab ------------------------------------------------------------------------
+    def start(self, nbytes, before_nodes=None):
+        prefix = "tp%d-%d" % (os.getpid() % 100000, next(_counter))
+        lab = natlab.NatLab(self.bin, prefix, "eim", "eim", log_level="info")
+        self.lab = lab
+        self.addCleanup(self._down)
+        lab.lab("up", "--nat-a", "eim", "--nat-b", "eim")
+        if before_nodes:
+            before_nodes()
+        token = os.path.join(lab.tmp, "network.token")
+        lab.token = "lab-token-%s" % prefix
+        with open(token, "w") as f:
+            f.write(lab.token + "\n")
+        os.chmod(token, 0o600)
+        lab.lab("spawn", "pub", "signal", self.bin, "signal", "--listen", natlab.SIGNAL_ADDR,
+                "--key", os.path.join(lab.tmp, "signal.key"), "--admin", natlab.SIGNAL_ADMIN,
+                "--token-file", token)
+        lab.wait("the signaling server", lambda: lab.pid_alive("signal") and
+                 lab.http("pub", natlab.SIGNAL_ADMIN, "/v1/status", timeout=3)[0] == 200, 15)
+        self.nbytes, self.seed = nbytes, 11
+        lab.lab("spawn", "hostA", "bulk", natlab.PY, PROBE, "serve", "--bind", BULK_ADDR,
+                "--bytes", str(nbytes), "--rate", str(RATE), "--seed", str(self.seed),
+                "--duration", "600")
+        extra = "\n[debug]\ntest_resources = true\n"
+        lab.start_node("A", extra + """
+[[export]]
+name = "bulk"
+target = "%s"
+allow = ["*"]
+""" % BULK_ADDR)
+        lab.start_node("B", extra + """
+[[listen]]
+bind = "%s"
+protocol = "tcp"
+resource = "bulk"
+""" % LISTEN_ADDR)
+        for n in ("A", "B"):
+            lab.wait_online(n)
+
+        def listening():
+            r = lab.in_ns("hostB", ["ss", "-Hltn", "src", LISTEN_ADDR], 10)
+            return r.stdout.strip() != ""
+        lab.wait("node B's listener", listening, 15)
+        self.note("lab up in %.1fs" % (time.monotonic() - self.t0))
+
+    def _down(self):
+        self.lab.down()
+        self.note("total %.1fs (lab up to down)" % (time.monotonic() - self.t0))
+
+    def nft(self, router, *script):
+        """Runs nft commands in a router's namespace (our own table `paths`, deleted by name)."""
+        for line in script:
+            r = self.lab.in_ns(router, ["nft", line], 10)
+            self.assertEqual(r.returncode, 0, "nft %s: %s" % (line, r.stderr))
+
+    def add_drop(self, router, rule):
+        self.nft(router, "add table ip paths",
+                 "add chain ip paths hole { type filter hook forward priority -10 ; }",
+                 "add rule ip paths hole " + rule)
+
+    def clear_drops(self, router):
+        self.lab.in_ns(router, ["nft", "delete", "table", "ip", "paths"], 10)
+
+    def row(self, n):
+        peer = self.lab.ids["B" if n == "A" else "A"]
+        for r in self.lab.status("host" + n).get("sessions", {}).get("sessions", []) or []:
+            if r.get("peer") == peer:
+                return r
+        return None
+
+    # --- a client on hostB --------------------------------------------------------------
+    def fetch(self, timeout):
+        progress = os.path.join(self.lab.tmp, "progress-%d" % next(_counter))
+        result = {}
+
+        def run():
+            r = self.lab.in_ns("hostB", [natlab.PY, PROBE, "fetch", "--to", LISTEN_ADDR,
+                                         "--timeout", str(timeout), "--progress", progress],
+                               timeout + 30)
+            try:
+                result["res"] = natlab.last_json(r.stdout)
+            except Exception:  # reported by the test
+                pass
+            if result.get("res") is None:
+                result["error"] = "fetch printed no result: %s %s" % (r.stdout, r.stderr)
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        return th, result, progress
+
+    def fetched(self, progress):
+        try:
+            with open(progress) as f:
+                return int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def wait_fetched(self, th, progress, nbytes, timeout=30):
+        def cond():
+            if not th.is_alive():
+                self.fail("the fetch ended before %d bytes arrived" % nbytes)
+            return self.fetched(progress) >= nbytes
+        self.lab.wait("%d bytes at the client" % nbytes, cond, timeout, period=0.05)
+
+    def finish(self, th, result, first_row):
+        th.join(120)
+        self.assertFalse(th.is_alive(), "the fetch did not end")
+        self.assertNotIn("error", result, result)
+        res = result["res"]
+        self.note("fetch: %r" % res)
+        self.assertEqual(res["end"], "eof", "the transfer did not end cleanly: %r" % res)
+        self.assertEqual(res["bytes"], self.nbytes, res)
+        self.assertEqual(res["sha256"], stallprobe.expected(self.nbytes, self.seed), res)
+        after = self.row("B")
+        self.assertIsNotNone(after, "B has no session to A after the change")
+        self.assertEqual(after.get("sessionId"), first_row.get("sessionId"),
+                         "the session was replaced")
+        closed = self.lab.status("hostB").get("sessions", {}).get("recentlyClosed", []) or []
+        self.assertEqual(closed, [], "B closed a session: %r" % closed)
+        return after
+
+    def reasons(self, n):
+        return [c.get("reason") for c in (self.row(n) or {}).get("pathHistory", []) or []]
+
+    def pair(self, row):
+        return "%s %s -> %s %s" % (row.get("localCandidateType"), row.get("localAddress"),
+                                   row.get("remoteCandidateType"), row.get("remoteAddress"))
+
+    # --- 1 ---------------------------------------------------------------------------------
+    def test_1_black_hole_20s_restarts_and_moves_on(self):
+        self.start(nbytes=320 * MIB)
+        try:
+            th, result, progress = self.fetch(timeout=150)
+            self.wait_fetched(th, progress, 8 * MIB)
+            first = self.row("B")
+            a_row = self.row("A")
+            self.assertIsNotNone(a_row, "no session at A during the transfer")
+            remote = a_row.get("remoteAddress", "")
+            host, _, port = remote.rpartition(":")
+            self.assertTrue(port.isdigit(), "A's remote address: %r" % a_row)
+            self.note("black hole for %s (A's pair %s)" % (remote, self.pair(a_row)))
+            self.add_drop("natA", 'iifname "wan" ip saddr %s udp sport %s drop' % (host, port))
+            t_drop = time.monotonic()
+            at_drop = self.fetched(progress)
+            time.sleep(18)
+            during = self.fetched(progress) - at_drop
+            a_after = self.row("A") or {}
+            self.note("%.1f MiB arrived in the 18 s of the black hole; A now on %s; A's "
+                      "pathHistory %r" % (during / MIB, self.pair(a_after),
+                                          self.reasons("A")))
+            time.sleep(max(0.0, 20 - (time.monotonic() - t_drop)))
+            self.clear_drops("natA")
+            self.assertGreater(during, 16 * MIB,
+                               "the transfer did not move on while the old pair was dead")
+            self.assertNotEqual(a_after.get("remoteAddress"), remote, a_after)
+            self.finish(th, result, first)
+            for n in ("A", "B"):
+                self.assertIn("restart", self.reasons(n), "%s: %r" % (n, self.row(n)))
+        except BaseException:
+            sys.stderr.write(self.lab.logs(120) + "\n")
+            raise
+
+    # --- 2 ---------------------------------------------------------------------------------
+    def test_2_nat_rebinding_resumes_within_10s(self):
+        self.start(nbytes=160 * MIB)
+        try:
+            th, result, progress = self.fetch(timeout=120)
+            self.wait_fetched(th, progress, 8 * MIB)
+            first = self.row("B")
+            a_row = self.row("A")
+            self.note("before: A on %s" % self.pair(a_row))
+            # A new external port for everything node A sends from now on.
+            self.nft("natA", "flush chain ip lab postrouting",
+                     'add rule ip lab postrouting oifname "wan" meta l4proto udp '
+                     'masquerade to :40000-40999',
+                     'add rule ip lab postrouting oifname "wan" masquerade')
+            r = self.lab.in_ns("natA", ["conntrack", "-D", "-p", "udp"], 10)
+            t_flush = time.monotonic()
+            at_flush = self.fetched(progress)
+            self.note("conntrack -D -p udp: %s" % (r.stderr.strip() or r.stdout.strip()))
+            self.lab.wait("1 MiB more after the rebinding",
+                          lambda: self.fetched(progress) >= at_flush + MIB, 10, period=0.05)
+            self.note("resumed %.1fs after the rebinding" % (time.monotonic() - t_flush))
+            self.finish(th, result, first)
+            a_after = self.row("A")
+            self.note("after: A on %s; pathHistory %r" % (self.pair(a_after),
+                                                         self.reasons("A")))
+            self.assertTrue({"restart", "rebinding", "migration"} & set(self.reasons("A")),
+                            self.reasons("A"))
+        except BaseException:
+            sys.stderr.write(self.lab.logs(120) + "\n")
+            raise
+
+    # --- 3 ---------------------------------------------------------------------------------
+    def test_3_relayed_session_upgrades_to_direct(self):
+        block = 'ip daddr %s meta l4proto udp drop' % NATB_WAN
+
+        def blocked():
+            self.add_drop("natA", block)
+        self.start(nbytes=320 * MIB, before_nodes=blocked)
+        try:
+            th, result, progress = self.fetch(timeout=150)
+            self.wait_fetched(th, progress, 8 * MIB, timeout=60)
+            first = self.row("B")
+            self.assertIn("relay", (first.get("localCandidateType"),
+                                    first.get("remoteCandidateType")),
+                          "the session did not start relayed: %r" % first)
+            # Long enough for ICE to have given the direct pairs up (its checks stop once it
+            # has completed) and for the session's first probe to fail against the block.
+            time.sleep(12)
+            self.assertIn("relay", (self.row("B").get("localCandidateType"),
+                                    self.row("B").get("remoteCandidateType")), self.row("B"))
+            self.clear_drops("natA")
+            t_lift = time.monotonic()
+
+            def direct():
+                rows = [self.row(n) or {} for n in ("A", "B")]
+                return all(r and "relay" not in (r.get("localCandidateType"),
+                                                 r.get("remoteCandidateType"))
+                           for r in rows)
+            self.lab.wait("a direct pair on both nodes", direct, 30, period=0.25)
+            self.note("direct %.1fs after the block was lifted: B on %s" %
+                      (time.monotonic() - t_lift, self.pair(self.row("B"))))
+            self.finish(th, result, first)
+            for n in ("A", "B"):
+                self.assertIn("upgrade", self.reasons(n), "%s: %r" % (n, self.row(n)))
+            probes = 0
+            for n in ("A", "B"):
+                with open(self.lab.state_file("node%s.log" % n), errors="replace") as f:
+                    probes += f.read().count("looks for a direct pair")
+            self.assertGreater(probes, 0, "no probe for a direct pair was started")
+        except BaseException:
+            sys.stderr.write(self.lab.logs(120) + "\n")
+            raise
+
+
+    # --- 4 ---------------------------------------------------------------------------------
+    def test_4_coturn_restart_under_a_relayed_session(self):
+        block = 'ip daddr %s meta l4proto udp drop' % NATB_WAN
+
+        def blocked():
+            self.add_drop("natA", block)
+        self.start(nbytes=320 * MIB, before_nodes=blocked)
+        try:
+            th, result, progress = self.fetch(timeout=150)
+            self.wait_fetched(th, progress, 8 * MIB, timeout=60)
+            first = self.row("B")
+            self.assertIn("relay", (first.get("localCandidateType"),
+                                    first.get("remoteCandidateType")),
+                          "the session did not start relayed: %r" % first)
+            before = self.pair(first)
+            # The lab's coturn (lab.sh start_turn), killed and started anew: every allocation
+            # of the running session is gone.
+            self.lab.lab("kill", "turnserver")
+            t_kill = time.monotonic()
+            log = os.path.join(self.lab.tmp, "coturn2.log")
+            self.lab.lab("spawn", "pub", "turnserver2", "turnserver", "-n",
+                         "--listening-ip", natlab.PUB_IP, "--relay-ip", natlab.PUB_IP,
+                         "--listening-port", "3478", "--min-port", "49152",
+                         "--max-port", "49199", "--lt-cred-mech",
+                         "--user", "%s:%s" % (natlab.TURN_USER, natlab.TURN_PASS),
+                         "--realm", "p2proxy.lab", "--fingerprint", "--no-tls", "--no-dtls",
+                         "--no-cli", "--no-rfc5780", "--no-software-attribute",
+                         "--allowed-peer-ip=198.18.0.0-198.19.255.255",
+                         "--userdb", os.path.join(self.lab.tmp, "turndb2"),
+                         "--pidfile", os.path.join(self.lab.tmp, "turnserver2.pid"),
+                         "--log-file", log, "--simple-log", "--no-stdout-log")
+            at_kill = self.fetched(progress)
+            self.lab.wait("1 MiB more after the coturn restart",
+                          lambda: self.fetched(progress) >= at_kill + MIB, 15, period=0.05)
+            took = time.monotonic() - t_kill
+            row = self.row("B")
+            self.note("relayed again %.1fs after the coturn restart: %s (was %s)" %
+                      (took, self.pair(row), before))
+            self.assertIn("relay", (row.get("localCandidateType"),
+                                    row.get("remoteCandidateType")), row)
+            self.assertNotEqual(self.pair(row), before, "still the old allocation")
+            self.finish(th, result, first)
+            self.assertIn("restart", self.reasons("B"), self.row("B"))
+        except BaseException:
+            sys.stderr.write(self.lab.logs(120) + "\n")
+            raise
+
+
+if __name__ == "__main__":
+    unittest.main()
