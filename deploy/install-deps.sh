@@ -32,6 +32,7 @@ TEST_PKGS=(
   docker.io docker-compose debootstrap
   faketime  # tests/lab/test_relays.py: a coturn whose clock says the credentials expired
   dnsmasq-base bind9-dnsutils
+  conntrack  # tests/bench/soak --rebind: flush a lab router's mappings
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)
