@@ -22,11 +22,12 @@ The nodes run at their defaults except idle_linger 5 s (a session with no stream
 later, so "idle" is quickly reached). Baseline: the counters after a warm-up transfer, once
 its session has lingered out and fds and actors are steady. At the end the clients stop and
 the counters settle the same way. The run prints the RSS drift under load (the last minute's
-sample against the first minute's, %), the idle fds and actors at the end against the
+sample against the one at the end of the warm-up, the first tenth of the run and at least a
+minute, %), the RSS of every minute, the idle fds and actors at the end against the
 baseline, transfers ok / bad, the session ids seen (a new id while clients kept fetching is
 a tunnel reset), the re-login times (from the restarted server answering to both nodes
-online), and exits 0 only when every transfer was byte-exact, the RSS drift is under 5 %, and
-fds and actors are back to the baseline.
+online), and exits 0 only when every transfer was byte-exact, one session carried the whole
+load, every re-login took under 5 s, the RSS drift is under 5 %, and fds and actors are back to the baseline.
 
     sudo tests/bench/soak/soak.py [--minutes 30] [--rebind] [--streams 2] [--bytes-mib 32]
                                   [--rate-mib 8] [--loss 10] [--burst 4] [--json out.json]
@@ -265,11 +266,19 @@ resource = "bulk"
                "relogin_s": [None if t is None else round(t, 2) for t in self.relogins],
                "baseline": base, "end": end, "samples": self.samples,
                "sessions_seen": self.sessions_seen, "rebind": self.a.rebind}
-        verdict = res["transfers_bad"] == 0 and self.ok > 0
-        first, last = self.samples[0], self.samples[-1]
+        # the sessions the per-minute samples saw: one unless the tunnel was reset
+        res["load_sessions"] = {
+            n: sorted({sid for smp in self.samples for sid in smp[n]["sessions"]})
+            for n in ("A", "B")}
+        verdict = res["transfers_bad"] == 0 and self.ok > 0 and all(
+            len(res["load_sessions"][n]) == 1 for n in ("A", "B")) and all(
+            t is not None and t < 5.0 for t in self.relogins)
+        # RSS under load: the last minute's sample against the end of the warm-up (the first
+        # tenth of the run, at least a minute: allocator arenas and buffers grow first)
+        warm = max(1, round(len(self.samples) / 10))
+        first, last = self.samples[warm - 1], self.samples[-1]
+        res["rss_base_minute"] = warm
         for n in ("A", "B"):
-            # RSS under load: the last minute's sample against the first minute's (the first
-            # minute warms the allocator and the buffers up)
             drift = 100.0 * (last[n]["rss"] - first[n]["rss"]) / max(1, first[n]["rss"])
             res["rss_drift_pct_" + n] = round(drift, 2)
             res["rss_first_" + n], res["rss_last_" + n] = first[n]["rss"], last[n]["rss"]
@@ -323,28 +332,37 @@ def main():
         soak.lab.down()
     if res is None:
         return 1
+    report(res, a)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0 if res["ok"] else 1
+
+
+def report(res, a):
     relog = [t for t in res["relogin_s"] if t is not None]
     print("\n=== soak summary (%.1f min, rebinding %s) ===" % (res["minutes"],
                                                             "on" if a.rebind else "off"))
     print("transfers: %d ok, %d bad (%d x %d MiB streams)" % (
         res["transfers_ok"], res["transfers_bad"], a.streams, a.bytes_mib))
+    print("sessions during the load: A %s, B %s (more than one: a tunnel reset)" % (
+        res["load_sessions"]["A"], res["load_sessions"]["B"]))
     print("events: %s; re-login max %s s, failed %d" % (
         res["events"], "%.2f" % max(relog) if relog else "-",
         len(res["relogin_s"]) - len(relog)))
     for n in ("A", "B"):
         b, e = res["baseline"][n], res["end"][n]
-        print("node %s: RSS under load %.1f MiB (minute 1) -> %.1f MiB (minute %d): drift "
+        print("node %s: RSS under load %.1f MiB (minute %d) -> %.1f MiB (minute %d): drift "
               "%+.2f %%; idle RSS %.1f -> %.1f MiB; idle fds %d -> %d, actors %d -> %d; "
               "sessions seen %d" % (
-                  n, res["rss_first_" + n] / MIB, res["rss_last_" + n] / MIB,
+                  n, res["rss_first_" + n] / MIB, res["rss_base_minute"],
+                  res["rss_last_" + n] / MIB,
                   len(res["samples"]), res["rss_drift_pct_" + n], b["rss"] / MIB,
                   e["rss"] / MIB, b["fds"], e["fds"], b["actors"], e["actors"],
                   len(res["sessions_seen"][n])))
+    print("RSS per minute (MiB): A %s; B %s" % tuple(
+        " ".join("%.1f" % (smp[n]["rss"] / MIB) for smp in res["samples"]) for n in ("A", "B")))
     print("verdict: %s" % ("ok" if res["ok"] else "FAILED"))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
-    return 0 if res["ok"] else 1
 
 
 if __name__ == "__main__":
