@@ -32,7 +32,8 @@ TEST_PKGS=(
   docker.io docker-compose debootstrap
   faketime  # tests/lab/test_relays.py: a coturn whose clock says the credentials expired
   dnsmasq-base bind9-dnsutils
-  conntrack  # tests/lab/test_paths.py: a NAT rebinding (the router's UDP entries deleted)
+  conntrack  # tests/lab/test_paths.py, tests/bench/soak --rebind: a NAT rebinding (the router's UDP entries deleted)
+
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)

@@ -24,6 +24,7 @@ relay-TCP (relayed: TCP if any allocation on the path reaches coturn over TCP).
 The module also runs as the two small programs used inside the namespaces:
   natlab.py banner --bind IP:PORT --line TEXT --duration S
   natlab.py open --to IP:PORT --expect TEXT --timeout S      one JSON line: connected, seconds...
+                 [--send N] [--idle S]   then N bytes (after S silent seconds): sent, send_s
 """
 import argparse
 import glob
@@ -471,7 +472,7 @@ def cmd_banner(a):
         # the banner at once; then, if the client says "SINK N", read N bytes and answer
         # "got N" (how the client knows its bytes crossed the tunnel); hold until it closes
         try:
-            c.settimeout(30)
+            c.settimeout(300)  # a client may hold its connection silent (test_keepalive)
             c.sendall(line)
             buf = b""
             while b"\n" not in buf and len(buf) < 100:
@@ -531,7 +532,11 @@ def cmd_open(a):
                 res["error"] = "unexpected bytes: %r" % data[:200]
             elif not res["error"]:
                 res["error"] = "no byte within %.0fs" % a.timeout
+            if res["connected"] and a.idle > 0:
+                time.sleep(a.idle)  # the connection stays open and silent
+                end = time.monotonic() + a.timeout
             if res["connected"] and a.send > 0:
+                t_send = time.monotonic()
                 c.settimeout(max(0.01, end - time.monotonic()))
                 c.sendall(b"SINK %d\n" % a.send + os.urandom(a.send))
                 reply = b""
@@ -543,6 +548,7 @@ def cmd_open(a):
                     reply += chunk
                 if reply == b"got %d\n" % a.send:
                     res["sent"] = a.send
+                    res["send_s"] = round(time.monotonic() - t_send, 4)
                 else:
                     res["error"] = "probe transfer: the server answered %r" % reply[:100]
     except OSError as e:
@@ -563,6 +569,8 @@ def main():
     s.add_argument("--expect", required=True)
     s.add_argument("--timeout", type=float, default=30)
     s.add_argument("--send", type=int, default=0)
+    s.add_argument("--idle", type=float, default=0,
+                   help="seconds to hold the connection silent after the banner, before --send")
     a = p.parse_args()
     {"banner": cmd_banner, "open": cmd_open}[a.cmd](a)
 

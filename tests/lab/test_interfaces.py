@@ -14,6 +14,8 @@ candidate is a log line).
      closed on either node.
   3. With `[ice] interfaces = ["veth-x0"]` and `exclude = []` node A gathers on veth-x0's IPv4
      address (an excluded kind of interface chosen on purpose) and not on eth0.
+  4. The same as 2 with a pair named like no excluded kind (lan-y0/lan-y1, 198.18.80.1/30):
+     an interface ICE would gather on comes and goes; the session is unaffected the same way.
 
 Needs root and the p2proxy binary ($P2PROXY_BIN, else the newest build*/p2proxy). Not root:
 every test skips, except under CI=true, where they fail.
@@ -167,6 +169,9 @@ level = "debug"
 
     # --- 2 ---------------------------------------------------------------------------------
     def test_2_a_veth_pair_made_and_deleted_during_a_session(self):
+        self.check_interface_comes_and_goes("veth-y0", "veth-y1", "198.18.79.1/30")
+
+    def check_interface_comes_and_goes(self, dev, peer, addr):
         self.start()
         try:
             first = self.pump(MIB)
@@ -183,12 +188,12 @@ level = "debug"
             th = threading.Thread(target=run, daemon=True)
             th.start()
             time.sleep(0.5)
-            self.ip("hostA", "link", "add", "veth-y0", "type", "veth", "peer", "name", "veth-y1")
-            self.ip("hostA", "addr", "add", "198.18.79.1/30", "dev", "veth-y0")
-            self.ip("hostA", "link", "set", "veth-y0", "up")
-            self.ip("hostA", "link", "set", "veth-y1", "up")
+            self.ip("hostA", "link", "add", dev, "type", "veth", "peer", "name", peer)
+            self.ip("hostA", "addr", "add", addr, "dev", dev)
+            self.ip("hostA", "link", "set", dev, "up")
+            self.ip("hostA", "link", "set", peer, "up")
             time.sleep(1.0)
-            self.ip("hostA", "link", "del", "veth-y0")
+            self.ip("hostA", "link", "del", dev)
             running = th.is_alive()
             th.join(150)
             self.assertFalse(th.is_alive(), "the pump did not end")
@@ -224,6 +229,12 @@ level = "debug"
         except BaseException:
             sys.stderr.write(self.lab.logs(60) + "\n")
             raise
+
+    # --- 4 ---------------------------------------------------------------------------------
+    def test_4_a_gatherable_interface_made_and_deleted_during_a_session(self):
+        # Named like no excluded kind: an interface ICE would gather on (a LAN port, a USB
+        # tether), so a node that watches interfaces sees it come and go.
+        self.check_interface_comes_and_goes("lan-y0", "lan-y1", "198.18.80.1/30")
 
 
 if __name__ == "__main__":
