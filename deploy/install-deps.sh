@@ -33,7 +33,6 @@ TEST_PKGS=(
   faketime  # tests/lab/test_relays.py: a coturn whose clock says the credentials expired
   dnsmasq-base bind9-dnsutils
   conntrack  # tests/lab/test_paths.py, tests/bench/soak --rebind: a NAT rebinding (the router's UDP entries deleted)
-
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)
