@@ -47,6 +47,8 @@ struct quic_event {
     closed,
     datagram // a QUIC DATAGRAM: `id` is its flow, `bytes` its payload
   };
+  quic_event(kind what, int64_t stream_or_flow = 0)
+    : k(what), id(stream_or_flow) {}
   kind k;
   int64_t id = 0;
   std::string bytes;
