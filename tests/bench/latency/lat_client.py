@@ -185,10 +185,18 @@ def analyse(pkts, t_play, t_end, fps, window):
                 "lost_pct": round(100.0 * (expected - len(judged)) / expected, 2),
                 "p50_ms": pct(judged, 50), "p99_ms": pct(judged, 99),
                 "max_ms": max(judged) if judged else None}
+    # packets lost (RTP sequence numbers, unwrapped) after the warm-up
+    seqs, ext = set(), None
+    for now, seq, _, _, _ in pkts:
+        if now < t_play + WARMUP * 1e9:
+            continue
+        ext = seq if ext is None else ext + ((seq - (ext & 0xFFFF) + 32768) % 65536 - 32768)
+        seqs.add(ext)
+    pkt_lost = round(100.0 * (1 - len(seqs) / (max(seqs) - min(seqs) + 1)), 2) if seqs else None
     w = int(window * fps)
     res = {"all": stats(lo, hi), "packets_per_frame": full,
            "first": stats(lo, min(hi, lo + w - 1)), "last": stats(max(lo, hi - w + 1), hi),
-           "window_s": window, "packets": len(pkts)}
+           "window_s": window, "packets": len(pkts), "packets_lost_pct": pkt_lost}
     last_n = max(made)
     res["behind_at_end_ms"] = round((t_end - (base + last_n * period)) / 1e6, 1)
     return res
