@@ -187,8 +187,9 @@ class Bench:
                           'resource = "%s"\n' % (P2P[p], proto, n)
                           for n, p, proto in (("echo", "echo", "tcp"), ("bulk", "bulk", "tcp"),
                                               ("cam", "rtsp", "rtsp"), ("camudp", "udp", "udp")))
-        L.start_node("A", exports)
-        L.start_node("B", listens)
+        extra = "\n" + self.a.node_config.replace("\\n", "\n") + "\n"
+        L.start_node("A", extra + exports)
+        L.start_node("B", extra + listens)
         for n in ("A", "B"):
             L.wait_online(n)
         for name in ("echo", "bulk", "rtsp"):
@@ -335,6 +336,7 @@ class Bench:
             b = natlab.last_json(so) or {"error": "bulk client printed nothing: %s" % se[-300:]}
             err = res.get("error") or b.get("error") or (
                 "bulk ended before the rounds" if early is not None else "")
+            time.sleep(3)    # what the bulk sender still had queued drains first
             self.rr[("bulk", tool)] = {"rtt": res.get("rtt_ms", []), "error": err,
                                        "bulk_mbit": b.get("mbit_s"), "diag": res.get("diag")}
             log("bulk    %-8s p50 %s p99 %s ms, bulk %s Mbit/s %s" % (
@@ -393,7 +395,8 @@ class Bench:
         out.append("p2proxy latency benchmark: lab eim x eim, natA %d Mbit/s each way, %d ms "
                    "each way (RTT %d ms); %d cores (%s), load average %s"
                    % (RATE_MBIT, DELAY_MS, 2 * DELAY_MS, os.cpu_count(), cpu, load))
-        out.append("p2proxy session: %s" % self.path)
+        out.append("p2proxy session: %s%s" % (self.path, "; node config: %r" % a.node_config
+                                              if a.node_config else ""))
 
         def q(part, tool, p):
             r = self.rr.get((part, tool))
@@ -529,6 +532,9 @@ def main():
                    help="only stream rows whose 'tool client' contains one of these (comma)")
     p.add_argument("--prefix", default="lat%d" % (os.getpid() % 10000))
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--node-config", default="",
+                   help="TOML added to both nodes' configuration, \\n for a line break, e.g. "
+                   "'[session]\\ncongestion_control = \"bbr2\"'")
     p.add_argument("--max-minutes", type=float, default=30)
     a = p.parse_args()
     if a.count is None:
@@ -575,6 +581,7 @@ def main():
         if "bulk" in a.parts:
             b.part_bulk()
         if "stream" in a.parts:
+            time.sleep(3)
             b.impair(loss=True)
             b.part_stream()
     except (natlab.LabError, subprocess.TimeoutExpired) as e:
