@@ -399,7 +399,10 @@ def main():
     a = p.parse_args()
     if a.cmd == "stream" and bool(a.rtsp) == bool(a.udp):
         p.error("stream: one of --rtsp and --udp")
-    {"rr": cmd_rr, "bulk": cmd_bulk, "stream": cmd_stream}[a.cmd](a)
+    try:
+        {"rr": cmd_rr, "bulk": cmd_bulk, "stream": cmd_stream}[a.cmd](a)
+    except OSError as e:      # a refused or silent connection: say so, the run goes on
+        out({"error": "%s: %s" % (type(e).__name__, e)})
 
 
 if __name__ == "__main__":

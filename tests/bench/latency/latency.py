@@ -63,6 +63,7 @@ SSH = {"echo": 9100, "bulk": 9101, "rtsp": 9102}
 RATE_MBIT, DELAY_MS, LOSS_PCT = 10, 20, 1
 PACKAGES = {"sshd": "openssh-server", "ssh": "openssh-client"}
 TOOLS = ("direct", "p2proxy", "ssh -L")
+SERIES_KEYS = ("sent", "droppedExpired", "droppedCongestion", "lost")
 
 
 def log(msg):
@@ -265,13 +266,18 @@ class Bench:
         """Runs fn() while sampling node A's session row (A sends the bulk data and the stream)
         once a second: QUIC's smoothed RTT and congestion window; and both nodes' datagram
         counters before and after. Returns (fn's result, the samples' summary)."""
-        samples, stop = [], threading.Event()
+        samples, series, stop = [], [], threading.Event()
+        t0 = time.monotonic()
 
         def loop():
             while not stop.wait(1.0):
                 row = self.session_rows().get("A")
                 if row:
                     samples.append((row.get("rttMs"), row.get("cwndBytes")))
+                    dg = row.get("datagrams") or {}
+                    series.append([round(time.monotonic() - t0, 1), row.get("rttMs"),
+                                   row.get("cwndBytes"),
+                                   *[natlab.num(dg.get(k)) for k in SERIES_KEYS]])
         before = self.session_rows()
         t = threading.Thread(target=loop, daemon=True)
         t.start()
@@ -286,7 +292,7 @@ class Bench:
         summ = {"quic_srtt_ms": [pct(rtts, 50), max(rtts) if rtts else None],
                 "quic_cwnd_kb": [pct(cwnds, 50) and pct(cwnds, 50) / 1e3,
                                  max(cwnds) / 1e3 if cwnds else None],
-                "datagrams": {}}
+                "datagrams": {}, "series": series}
         for n in ("A", "B"):
             b, e = (before.get(n) or {}).get("datagrams") or {}, \
                 (after.get(n) or {}).get("datagrams") or {}
@@ -347,42 +353,46 @@ class Bench:
         a = self.a
         secs = a.rtsp_seconds
         window = min(60.0, secs / 3.0)
-        rows = [("direct", "UDP (RTP datagrams)", ["--udp", self.addr("direct", "udp")]),
-                ("p2proxy", "UDP (RTP datagrams, udp listener)",
-                 ["--udp", "127.0.0.1:%d" % P2P["udp"]]),
-                ("p2proxy", "RTSP, UDP client",
-                 ["--rtsp", "rtsp://127.0.0.1:%d/cam/stream" % P2P["rtsp"], "--transport",
-                  "udp"]),
-                ("direct", "RTSP, TCP client",
+        # RTSP first: the datagram rows load the session most (their end is the run's end)
+        rows = [("direct", "RTSP, TCP client",
                  ["--rtsp", "rtsp://%s:%d/stream" % (NATA_WAN, PORT["rtsp"]), "--transport",
                   "tcp"]),
                 ("p2proxy", "RTSP, TCP client",
                  ["--rtsp", "rtsp://127.0.0.1:%d/cam/stream" % P2P["rtsp"], "--transport",
                   "tcp"]),
                 ("ssh -L", "RTSP, TCP client",
-                 ["--rtsp", "rtsp://127.0.0.1:%d/stream" % SSH["rtsp"], "--transport", "tcp"])]
+                 ["--rtsp", "rtsp://127.0.0.1:%d/stream" % SSH["rtsp"], "--transport", "tcp"]),
+                ("p2proxy", "RTSP, UDP client",
+                 ["--rtsp", "rtsp://127.0.0.1:%d/cam/stream" % P2P["rtsp"], "--transport",
+                  "udp"]),
+                ("direct", "UDP (RTP datagrams)", ["--udp", self.addr("direct", "udp")]),
+                ("p2proxy", "UDP (RTP datagrams, udp listener)",
+                 ["--udp", "127.0.0.1:%d" % P2P["udp"]])]
         for tool, what, args in rows:
             if a.stream_rows and not any(s in "%s %s" % (tool, what) for s in a.stream_rows):
                 continue
             def play():
                 return self.client("stream", *args, "--seconds", str(secs), "--window",
                                    str(window), timeout=secs + 90)
-            if tool == "p2proxy":
-                res, diag = self.sampled(play)
-                res["diag"] = diag
-            else:
-                res = play()
+            try:
+                if tool == "p2proxy":
+                    res, diag = self.sampled(play)
+                    res["diag"] = diag
+                else:
+                    res = play()
+            except (natlab.LabError, subprocess.TimeoutExpired) as e:
+                res = {"error": str(e)[-500:]}
             res["tool"], res["what"] = tool, what
             self.streams.append(res)
             if res.get("supported") is False:
                 log("stream  %-8s %s: not supported by this build (%s)" % (
                     tool, what, res.get("answer")))
                 continue
+            time.sleep(7)     # the UDP server sends to a client 5 s after its last hello
             al = res.get("all", {})
             log("stream  %-8s %s: p50 %s p99 %s ms, lost %s %% %s" % (
                 tool, what, f1(al.get("p50_ms")), f1(al.get("p99_ms")), al.get("lost_pct"),
                 res.get("error", "")))
-            time.sleep(2)     # let the path drain between rows
 
     # --- report ---------------------------------------------------------------------------
     def report(self):
@@ -482,13 +492,25 @@ class Bench:
                     f1(r.get("behind_at_end_ms"))))
             for r in self.streams:
                 dg = r.get("diag")
-                if dg and r.get("supported") is not False:
+                if dg and r.get("supported") is not False and "all" in r:
                     out.append("%s, %s: packets lost %s %%; node A's QUIC smoothed RTT median %s, "
                                "max %s ms, cwnd median %s KB; datagram counters A %s B %s" % (
                                    r["tool"], r["what"], r.get("packets_lost_pct"),
                                    *[f1(x) for x in dg["quic_srtt_ms"]],
                                    f1(dg["quic_cwnd_kb"][0]), json.dumps(dg["datagrams"]["A"]),
                                    json.dumps(dg["datagrams"]["B"])))
+                if dg and "datagrams" in r["what"] and dg.get("series"):
+                    out.append("  node A over time (s: QUIC srtt ms, cwnd KB, datagrams sent / "
+                               "expired / dropped for the window / lost, since the last line):")
+                    prev = None
+                    for e in dg["series"]:
+                        if prev is not None and e[0] - prev[0] < 9.5 and e is not dg["series"][-1]:
+                            continue
+                        if prev is not None:
+                            out.append("  %5.0f: %6s %7s %s" % (
+                                e[0], f1(float(e[1] or 0)), f1(float(e[2] or 0) / 1e3),
+                                " / ".join(str(x - y) for x, y in zip(e[3:], prev[3:]))))
+                        prev = e
             lim = one_way + 50
             for r in self.streams:
                 if r["tool"] != "p2proxy" or "UDP" not in r["what"] or "all" not in r:
