@@ -405,7 +405,7 @@ class Bench:
         out.append("p2proxy latency benchmark: lab eim x eim, natA %d Mbit/s each way, %d ms "
                    "each way (RTT %d ms); %d cores (%s), load average %s"
                    % (RATE_MBIT, DELAY_MS, 2 * DELAY_MS, os.cpu_count(), cpu, load))
-        out.append("p2proxy session: %s%s" % (self.path, "; node config: %r" % a.node_config
+        out.append("p2proxy session: %s%s" % (self.path, "; node config: %s" % a.node_config.replace("\\n", " ")
                                               if a.node_config else ""))
 
         def q(part, tool, p):
