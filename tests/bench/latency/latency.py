@@ -405,8 +405,8 @@ class Bench:
         out.append("p2proxy latency benchmark: lab eim x eim, natA %d Mbit/s each way, %d ms "
                    "each way (RTT %d ms); %d cores (%s), load average %s"
                    % (RATE_MBIT, DELAY_MS, 2 * DELAY_MS, os.cpu_count(), cpu, load))
-        out.append("p2proxy session: %s%s" % (self.path, "; node config: %s" % a.node_config.replace("\\n", " ")
-                                              if a.node_config else ""))
+        conf = a.node_config.replace("\\n", " ")
+        out.append("p2proxy session: %s%s" % (self.path, "; node config: " + conf if conf else ""))
 
         def q(part, tool, p):
             r = self.rr.get((part, tool))
@@ -433,7 +433,8 @@ class Bench:
                 if (part, "direct") not in self.rr:
                     continue
                 out.append("%-34s %14s %14s %14s" % (
-                    "%s: rounds" % name, *[len(self.rr[(part, t)]["rtt"]) for t in TOOLS]))
+                    "%s: rounds" % name, *[len((self.rr.get((part, t)) or {}).get("rtt", []))
+                                           for t in TOOLS]))
                 line("%s: p50" % name, part, 50)
                 line("%s: p99" % name, part, 99)
                 line("%s: added over direct, p50" % name, part, 50, rel=True)
@@ -441,7 +442,7 @@ class Bench:
             if ("bulk", "direct") in self.rr:
                 out.append("%-34s %14s %14s %14s" % (
                     "bulk beside: its rate (Mbit/s)",
-                    *[f1(self.rr[("bulk", t)].get("bulk_mbit")) for t in TOOLS]))
+                    *[f1((self.rr.get(("bulk", t)) or {}).get("bulk_mbit")) for t in TOOLS]))
             dg = (self.rr.get(("bulk", "p2proxy")) or {}).get("diag")
             if dg:
                 out.append("p2proxy with bulk: node A's QUIC smoothed RTT median %s, max %s ms; "
@@ -613,14 +614,21 @@ def main():
         rc = 1
     finally:
         signal.alarm(0)
-        if b.rr or b.streams:
-            print(b.report(), flush=True)
-            if a.json:
-                with open(a.json, "w") as f:
-                    json.dump({"rr": {"%s/%s" % k: v for k, v in b.rr.items()},
-                               "streams": b.streams, "path": b.path}, f, indent=1)
-        log("tearing down lab %s" % a.prefix)
-        b.down()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the teardown is not interrupted
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if b.rr or b.streams:
+                print(b.report(), flush=True)
+                if a.json:
+                    with open(a.json, "w") as f:
+                        json.dump({"rr": {"%s/%s" % k: v for k, v in b.rr.items()},
+                                   "streams": b.streams, "path": b.path}, f, indent=1)
+        except Exception as e:  # a partial run is torn down all the same
+            log("latency: the report failed: %r" % e)
+            rc = 1
+        finally:
+            log("tearing down lab %s" % a.prefix)
+            b.down()
     return rc
 
 
