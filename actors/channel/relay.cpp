@@ -82,6 +82,8 @@ void finish(channel_broker* self, const std::string& why) {
     transition_to(self, local_state::closed);
     self->close(st.hdl); // graceful: unwritten bytes still go out
   }
+  if (st.media)
+    st.media->close_all();
   log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)", st.resource,
              st.client_address, why, st.bytes_in, st.bytes_out);
   if (auto node = caf::actor_cast<caf::actor>(st.node))
@@ -116,6 +118,14 @@ bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
     self->send(st.session, stream_write_atom::value, st.id, std::move(out),
                false);
   }
+  if (auto reply = st.adapter->take_local_reply(); !reply.empty()) {
+    // The adapter answered the local side itself (no stream bytes).
+    local_write(self, reply);
+    if (st.adapter->rewrites_to_local())
+      st.chunks.emplace_back(reply.size(), 0);
+  }
+  if (st.media)
+    st.media->flush();
   if (verdict == protocol_adapter::verdict::ok)
     return true;
   st.stop_reply = st.adapter->stop_reply();
@@ -202,6 +212,8 @@ void start_relay(channel_broker* self) {
   ++st.gen; // the open deadline is met
   transition_to(self, tunnel_state::connected);
   st.was_connected = true;
+  if (st.media)
+    start_media(self);
   bool watched = st.watching;
   st.watching = false;
   if (st.local == local_state::closed || st.local == local_state::eof) {
