@@ -151,7 +151,10 @@ class RtspUdp(unittest.TestCase):
                        f'allow = ["*"]\n')
             cls.a, cls.a_admin = cls.lab.node("node-a", extra=exports)
             cls.lport = free_port()
-            listens = (f'[[listen]]\nbind = "127.0.0.1:{cls.lport}"\n'
+            # The session stays up between the tests, so its sockets are in
+            # every baseline (see setUp).
+            listens = ('[session]\nidle_linger = "600s"\n'
+                       f'[[listen]]\nbind = "127.0.0.1:{cls.lport}"\n'
                        f'protocol = "rtsp"\n')
             cls.b, cls.b_admin = cls.lab.node("node-b", extra=listens)
             wait_until(lambda: online(cls.a_admin), 10, "node A online")
@@ -159,6 +162,11 @@ class RtspUdp(unittest.TestCase):
             wait_until(lambda: socket.create_connection(
                 ("127.0.0.1", cls.lport), timeout=1).close() or True,
                 10, "node B's rtsp listener")
+            c = RtspClient(cls.lport)  # the session between the nodes
+            try:
+                c.request("OPTIONS", f"rtsp://127.0.0.1:{cls.lport}/cam1/s")
+            finally:
+                c.close()
         except BaseException:
             cls.tearDownClass()
             raise
@@ -264,8 +272,7 @@ class RtspUdp(unittest.TestCase):
                 head, body = c.request("DESCRIBE", self.url(cam),
                                        "Accept: application/sdp\r\n")
                 self.assertIn(" 200 ", head.splitlines()[0], head)
-                control = re.search(r"a=control:(\S+)", body.split("m=")[1])
-                track = control.group(1)
+                track = re.findall(r"^a=control:(\S+)", body, re.M)[-1]
                 if not track.startswith("rtsp:"):
                     track = self.url(cam) + "/" + track
                 head, _ = c.request(

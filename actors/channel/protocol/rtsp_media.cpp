@@ -93,6 +93,7 @@ rtsp_listener_media::on_setup(std::string_view cseq,
   p.client_rtp = static_cast<uint16_t>(s.client_port[0]);
   p.local_rtp = port;
   pending_[std::string{cseq}] = {channel, p};
+  used_.insert(channel);
   r.transport = interleaved_transport(channel, {}, s.mode);
   r.mark = true;
   return setup_verdict::replace;
@@ -123,11 +124,11 @@ bool rtsp_listener_media::on_response(std::string_view cseq, int status,
 bool rtsp_listener_media::takes_channel(uint8_t channel) const {
   // (Frames on the stream for a datagram channel: an exporting node that
   // did not take the mark. They still reach the client, over UDP.)
-  return in_use(static_cast<uint8_t>(channel & ~1u));
+  return used_.count(static_cast<uint8_t>(channel & ~1u)) > 0;
 }
 
 void rtsp_listener_media::on_frame(uint8_t channel, std::string_view payload) {
-  io_.send_udp(channel, payload);
+  io_.send_udp(channel, payload); // (dropped, counted, once its pair is gone)
 }
 
 // -- the exporting node -------------------------------------------------------
@@ -168,6 +169,7 @@ rtsp_export_media::on_setup(std::string_view cseq, std::string_view transport,
   uint16_t port = udp_ ? io_.open_pair(channel) : 0;
   if (port == 0) { // interleaved towards the camera, datagrams to the peer
     io_.set_interleaved(channel, true);
+    used_.insert(channel);
     pending_[key] = {channel, false};
     return setup_verdict::keep;
   }
@@ -200,17 +202,17 @@ bool rtsp_export_media::on_response(std::string_view cseq, int status,
 }
 
 bool rtsp_export_media::takes_channel(uint8_t channel) const {
-  auto i = channels_.find(static_cast<uint8_t>(channel & ~1u));
-  if (i != channels_.end())
-    return !i->second;
-  for (auto& [cseq, p] : pending_) // (a PLAY may race the SETUP's answer)
-    if (p.channel == (channel & ~1u) && !p.udp)
-      return true;
-  return false;
+  return used_.count(static_cast<uint8_t>(channel & ~1u)) > 0;
 }
 
 void rtsp_export_media::on_frame(uint8_t channel, std::string_view payload) {
-  io_.send_flow(channel, payload);
+  auto even = static_cast<uint8_t>(channel & ~1u);
+  auto i = channels_.find(even);
+  bool live = i != channels_.end() && !i->second;
+  for (auto& [cseq, p] : pending_) // (a PLAY may race the SETUP's answer)
+    live |= p.channel == even && !p.udp;
+  if (live) // (after a TEARDOWN: the camera's last frames, dropped)
+    io_.send_flow(channel, payload);
 }
 
 } // namespace p2proxy

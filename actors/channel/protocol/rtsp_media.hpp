@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -125,6 +126,9 @@ private:
   void close_all();
 
   rtsp_media_io& io_;
+  /// Every channel pair ever given out: their frames never reach the
+  /// client on the connection (after a TEARDOWN some are still on the way).
+  std::set<uint8_t> used_;
   std::map<uint8_t, pair_info> pairs_;
   std::map<std::string, std::pair<uint8_t, pair_info>> pending_; // by CSeq
   uint32_t timeout_s_ = default_rtsp_session_timeout;
@@ -154,6 +158,7 @@ private:
 
   rtsp_media_io& io_;
   bool udp_;
+  std::set<uint8_t> used_; // interleaved channels ever taken (see above)
   std::map<uint8_t, bool> channels_; // even channel -> over UDP
   std::map<std::string, pending_setup> pending_;
 };
