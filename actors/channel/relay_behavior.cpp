@@ -132,6 +132,10 @@ void check_media(channel_broker* self) {
   if (!st.media || !tunnel_up(st))
     return;
   if (st.media->expired(std::chrono::steady_clock::now())) {
+    log::info(subject,
+              "ends the RTSP connection of {} to '{}': the client was silent "
+              "longer than its session's timeout; its UDP ports are freed",
+              st.client_address, st.resource);
     abort_stream(self, "the RTSP client was silent longer than its "
                        "session's timeout");
     return;

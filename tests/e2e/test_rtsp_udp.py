@@ -143,12 +143,24 @@ class RtspUdp(unittest.TestCase):
                 ("127.0.0.1", cls.rtsp_port), timeout=1).close() or True,
                 20, "the RTSP server")
             cls.lab.start_server()
+            # A second camera whose sessions time out after 4 s.
+            cls.short_port = free_port()
+            cls.short = subprocess.Popen(
+                [SYS_PYTHON, SERVER, str(cls.short_port), "--per-client",
+                 "--session-timeout", "4"],
+                stdout=subprocess.PIPE, stderr=cls.server_log, text=True)
+            wait_until(lambda: socket.create_connection(
+                ("127.0.0.1", cls.short_port), timeout=1).close() or True,
+                20, "the second RTSP server")
             target = f"127.0.0.1:{cls.rtsp_port}"
             exports = (f'[[export]]\nname = "cam1"\ntarget = "{target}"\n'
                        f'protocol = "rtsp"\nallow = ["*"]\n'
                        f'[[export]]\nname = "cam2"\ntarget = "{target}"\n'
                        f'protocol = "rtsp"\nrtsp_transport = "udp"\n'
-                       f'allow = ["*"]\n')
+                       f'allow = ["*"]\n'
+                       f'[[export]]\nname = "cam3"\n'
+                       f'target = "127.0.0.1:{cls.short_port}"\n'
+                       f'protocol = "rtsp"\nallow = ["*"]\n')
             cls.a, cls.a_admin = cls.lab.node("node-a", extra=exports)
             cls.lport = free_port()
             # The session stays up between the tests, so its sockets are in
@@ -173,6 +185,11 @@ class RtspUdp(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        if getattr(cls, "short", None) is not None:
+            cls.short.kill()
+            cls.short.wait(timeout=10)
+            cls.short.stdout.close()
+            cls.short = None
         if cls.server is not None:
             cls.server.kill()
             cls.server.wait(timeout=10)
@@ -250,8 +267,9 @@ class RtspUdp(unittest.TestCase):
             self.assert_frames(p, f"client {i}")
         self.assert_idle()
 
-    def play_once(self, cam, rtcp_from_client=False):
-        """SETUP (UDP), PLAY, an RTP packet arrives, TEARDOWN."""
+    def play_once(self, cam, rtcp_from_client=False, silent=False):
+        """SETUP (UDP), PLAY, an RTP packet arrives, TEARDOWN (or, when
+        `silent`, nothing more: the session must time out)."""
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -307,6 +325,23 @@ class RtspUdp(unittest.TestCase):
                         field(ch, "mediaDroppedBad") >= 2
                         for ch in channels(self.b_admin)), 5,
                         "the junk counted at node B")
+                if silent:
+                    # No keep-alive, no RTCP: the listening node ends the
+                    # connection once the session's timeout (4 s) is over.
+                    c.s.settimeout(15)
+                    t0 = time.monotonic()
+                    try:
+                        while c.s.recv(65536):
+                            pass
+                    except ConnectionResetError:
+                        pass
+                    waited = time.monotonic() - t0
+                    self.assertLess(waited, 12)
+                    self.assertGreater(waited, 3)
+                    self.assertIn("the client was silent longer than its "
+                                  "session's timeout",
+                                  self.b.log_text())
+                    return
                 head, _ = c.request("TEARDOWN", self.url(cam),
                                     f"Session: {session}\r\n")
                 self.assertIn(" 200 ", head.splitlines()[0], head)
@@ -324,6 +359,10 @@ class RtspUdp(unittest.TestCase):
     def test_7_fifty_cycles_leave_nothing(self):
         for i in range(50):
             self.play_once("cam1" if i % 2 else "cam2")
+        self.assert_idle()
+
+    def test_7b_silent_client_times_out(self):
+        self.play_once("cam3", silent=True)
         self.assert_idle()
 
     def test_8_nonsense_ports(self):
