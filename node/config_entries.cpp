@@ -14,9 +14,9 @@ void reader::read_exports(const toml::table& root, node_config& cfg) {
   for (size_t i = 0; i < arr->size(); ++i) {
     auto key = fmt::format("export[{}]", i + 1);
     auto e = entry_table((*arr)[i], key, "an [[export]] table");
-    check_keys(*e, key,
-               {"name", "target", "protocol", "allow", "udp_idle",
-                "rtsp_transport"});
+    check_keys(
+      *e, key,
+      {"name", "target", "protocol", "allow", "udp_idle", "rtsp_transport"});
     export_config x;
     auto name = e->get("name");
     if (name == nullptr)

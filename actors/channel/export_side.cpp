@@ -268,9 +268,9 @@ caf::behavior export_channel(channel_broker* self, export_channel_args args) {
       return true;
     };
   }
-  st.adapter = make_export_adapter(st.protocol, st.resource, st.target,
-                                   st.media.get(),
-                                   args.ex.rtsp_transport == "udp");
+  st.adapter
+    = make_export_adapter(st.protocol, st.resource, st.target, st.media.get(),
+                          args.ex.rtsp_transport == "udp");
   self->monitor(st.session);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;

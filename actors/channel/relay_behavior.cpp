@@ -149,8 +149,7 @@ void start_media(channel_broker* self) {
   auto& st = self->state;
   st.media->attach(st.session, st.id);
   if (st.client_side)
-    self->delayed_send(self, media_check, udp_tick_atom::value,
-                       ++st.media_gen);
+    self->delayed_send(self, media_check, udp_tick_atom::value, ++st.media_gen);
 }
 
 std::string status_of(channel_broker* self) {
@@ -173,10 +172,10 @@ std::string status_of(channel_broker* self) {
     f["media_pairs"] = std::to_string(st.media->pairs());
     f["media_to_peer"] = std::to_string(m.to_peer);
     f["media_from_peer"] = std::to_string(m.from_peer);
-    f["media_dropped"] = std::to_string(
-      m.dropped_oversize + m.dropped_bad + m.dropped_unknown
-      + m.dropped_foreign + m.dropped_path + m.dropped_unavailable
-      + m.dropped_busy + m.dropped_fragment);
+    f["media_dropped"] = std::to_string(m.dropped_oversize + m.dropped_bad
+                                        + m.dropped_unknown + m.dropped_foreign
+                                        + m.dropped_path + m.dropped_unavailable
+                                        + m.dropped_busy + m.dropped_fragment);
     f["media_dropped_bad"] = std::to_string(m.dropped_bad);
     f["media_dropped_oversize"]
       = std::to_string(m.dropped_oversize + m.dropped_path);

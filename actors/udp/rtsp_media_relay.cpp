@@ -73,8 +73,7 @@ int family_of(int fd) {
 
 rtsp_media_relay::rtsp_media_relay(caf::io::broker* self, std::string bind_host,
                                    bool client_side)
-  : self_(self), bind_host_(std::move(bind_host)), client_side_(client_side) {
-}
+  : self_(self), bind_host_(std::move(bind_host)), client_side_(client_side) {}
 
 rtsp_media_relay::~rtsp_media_relay() {
   close_all();
@@ -189,7 +188,8 @@ void rtsp_media_relay::client_alive(uint32_t timeout_s) {
   timeout_s_ = timeout_s;
 }
 
-bool rtsp_media_relay::expired(std::chrono::steady_clock::time_point now) const {
+bool rtsp_media_relay::expired(
+  std::chrono::steady_clock::time_point now) const {
   return client_side_ && !pairs_.empty()
          && now - alive_ > std::chrono::seconds(timeout_s_);
 }

@@ -44,14 +44,14 @@ public:
   struct counters {
     uint64_t to_peer = 0, to_peer_bytes = 0;     // datagrams sent
     uint64_t from_peer = 0, from_peer_bytes = 0; // datagrams received
-    uint64_t dropped_oversize = 0; // larger than max_media_packet
-    uint64_t dropped_bad = 0;      // not RTP/RTCP, or empty
-    uint64_t dropped_unknown = 0;  // a channel with no pair / not ours
-    uint64_t dropped_foreign = 0;  // from another host than the remote's
-    uint64_t dropped_path = 0;     // the session: too big for the path
+    uint64_t dropped_oversize = 0;               // larger than max_media_packet
+    uint64_t dropped_bad = 0;                    // not RTP/RTCP, or empty
+    uint64_t dropped_unknown = 0;     // a channel with no pair / not ours
+    uint64_t dropped_foreign = 0;     // from another host than the remote's
+    uint64_t dropped_path = 0;        // the session: too big for the path
     uint64_t dropped_unavailable = 0; // the session: no datagrams now
-    uint64_t dropped_busy = 0; // an interleaved frame that had to wait
-    uint64_t dropped_fragment = 0; // a half whose other half was lost
+    uint64_t dropped_busy = 0;        // an interleaved frame that had to wait
+    uint64_t dropped_fragment = 0;    // a half whose other half was lost
   };
 
   /// `self`: the channel (the sockets' owner and the flow's);
@@ -122,7 +122,7 @@ private:
   std::shared_ptr<udp_reactor> reactor_;
   session_flows_actor flows_;
   int64_t stream_ = -1;
-  std::map<uint8_t, pair> pairs_; // by even channel
+  std::map<uint8_t, pair> pairs_;     // by even channel
   std::map<int64_t, uint8_t> by_tag_; // socket's tag -> channel
   int64_t next_tag_ = 0;
   std::map<uint8_t, bool> interleaved_;

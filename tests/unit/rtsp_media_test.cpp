@@ -15,7 +15,7 @@ using namespace p2proxy;
 namespace {
 
 struct fake_io : rtsp_media_io {
-  uint16_t next_port = 40000; // 0: none free
+  uint16_t next_port = 40000;         // 0: none free
   std::map<uint8_t, uint16_t> open;   // channel -> local RTP port
   std::map<uint8_t, uint16_t> remote; // channel -> remote RTP port
   std::map<uint8_t, bool> interleaved;
@@ -73,9 +73,9 @@ struct listener_side {
       return;
     }
     for (size_t i = 0; i < s.size(); ++i)
-      ASSERT_EQ(rw.from_client(std::string_view{s}.substr(i, 1), to_server,
-                               reply),
-                rtsp_rewriter::status::ok);
+      ASSERT_EQ(
+        rw.from_client(std::string_view{s}.substr(i, 1), to_server, reply),
+        rtsp_rewriter::status::ok);
   }
   void server(const std::string& s) {
     ASSERT_EQ(rw.from_server(s, to_client), rtsp_rewriter::status::ok);
@@ -144,10 +144,9 @@ TEST(rtsp_transport, parses_alternatives) {
   for (auto bad :
        {"RTP/AVP;client_port=abc", "RTP/AVP;client_port=0-1",
         "RTP/AVP;client_port=5001-5000", "RTP/AVP;client_port=70000-70001",
-        "RTP/AVP;client_port=5000-5003", "RTP/AVP;client_port=",
-        "RTP/AVP;client_port=65535", "RTP/AVP;unicast"})
-    EXPECT_FALSE(valid_client_ports(parse_rtsp_transport(bad).front()))
-      << bad;
+        "RTP/AVP;client_port=5000-5003",
+        "RTP/AVP;client_port=", "RTP/AVP;client_port=65535", "RTP/AVP;unicast"})
+    EXPECT_FALSE(valid_client_ports(parse_rtsp_transport(bad).front())) << bad;
   EXPECT_TRUE(
     parse_rtsp_transport("RTP/AVP/TCP;interleaved=255-256").front().malformed);
   EXPECT_EQ(interleaved_transport(128, "AB", "play"),
@@ -159,7 +158,7 @@ TEST(rtsp_transport, parses_alternatives) {
   EXPECT_EQ(rtsp_session_timeout("1;timeout=0", 60), 60u);
   EXPECT_TRUE(plausible_rtp(rtp(""), false));
   EXPECT_FALSE(plausible_rtp(rtp("").substr(0, 11), false));
-  EXPECT_FALSE(plausible_rtp(std::string(12, '\0'), false)); // version 0
+  EXPECT_FALSE(plausible_rtp(std::string(12, '\0'), false));      // version 0
   EXPECT_FALSE(plausible_rtp("\x8f" + rtp("").substr(1), false)); // CSRCs
   EXPECT_TRUE(plausible_rtp(std::string("\x80\xc9\x00\x01\0\0\0\0", 8), true));
   EXPECT_FALSE(plausible_rtp("\x80\xc9", true));
@@ -180,11 +179,10 @@ TEST(rtsp_media, listener_turns_a_udp_setup_into_marked_interleaved) {
     l.server("RTSP/1.0 200 OK\r\nCSeq: 3\r\n"
              "Transport: RTP/AVP/TCP;unicast;interleaved=128-129;ssrc=ABCD;"
              "mode=\"PLAY\"\r\nSession: 77;timeout=30\r\n\r\n");
-    EXPECT_EQ(l.to_client,
-              "RTSP/1.0 200 OK\r\nCSeq: 3\r\n"
-              "Transport: RTP/AVP;unicast;client_port=5000-5001;"
-              "server_port=40000-40001;ssrc=ABCD;mode=\"PLAY\"\r\n"
-              "Session: 77;timeout=30\r\n\r\n");
+    EXPECT_EQ(l.to_client, "RTSP/1.0 200 OK\r\nCSeq: 3\r\n"
+                           "Transport: RTP/AVP;unicast;client_port=5000-5001;"
+                           "server_port=40000-40001;ssrc=ABCD;mode=\"PLAY\"\r\n"
+                           "Session: 77;timeout=30\r\n\r\n");
     EXPECT_EQ(l.io.remote[128], 5000);
     EXPECT_EQ(l.io.timeout, 30u);
     // Frames for its channels that still come on the stream go out by UDP;
@@ -248,7 +246,8 @@ TEST(rtsp_media, listener_limits_and_failed_setups) {
             0u)
     << l.reply;
   // A refused SETUP frees its pair; the others stay.
-  l.server("RTSP/1.0 454 Session Not Found\r\nCSeq: 10\r\nTransport: x\r\n\r\n");
+  l.server(
+    "RTSP/1.0 454 Session Not Found\r\nCSeq: 10\r\nTransport: x\r\n\r\n");
   EXPECT_EQ(l.io.open.size(), max_media_pairs_per_channel - 1);
   // No port free: 453 for UDP only.
   listener_side none;

@@ -185,8 +185,7 @@ public:
   verdict to_stream(std::string_view in, std::string& out) override {
     if (!rewriter_)
       return protocol_adapter::to_stream(in, out);
-    if (rewriter_->from_client(in, out, reply_)
-        == rtsp_rewriter::status::ok)
+    if (rewriter_->from_client(in, out, reply_) == rtsp_rewriter::status::ok)
       return verdict::ok;
     stop_reply_ = std::move(reply_);
     reply_.clear();

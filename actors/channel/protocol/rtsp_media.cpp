@@ -50,9 +50,8 @@ void rtsp_listener_media::close_all() {
 }
 
 rtsp_media_hook::setup_verdict
-rtsp_listener_media::on_setup(std::string_view cseq,
-                              std::string_view transport, bool,
-                              setup_result& r) {
+rtsp_listener_media::on_setup(std::string_view cseq, std::string_view transport,
+                              bool, setup_result& r) {
   auto specs = parse_rtsp_transport(transport);
   if (specs.empty() || specs.front().tcp || specs.front().multicast)
     return setup_verdict::keep; // interleaved TCP end to end, as before

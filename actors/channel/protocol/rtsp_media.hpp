@@ -58,8 +58,8 @@ public:
     = 0;
   /// A server response: true to replace its Transport with `out`.
   virtual bool on_response(std::string_view cseq, int status,
-                           std::string_view transport,
-                           std::string_view session, std::string& out)
+                           std::string_view transport, std::string_view session,
+                           std::string& out)
     = 0;
   /// True if the server's interleaved frames on `channel` are taken
   /// (on_frame) instead of passed to the client.

@@ -170,8 +170,8 @@ rtsp_rewriter::status rtsp_rewriter::run(direction& d, std::string_view in,
           if (!d.from_client && media_ != nullptr
               && media_->takes_channel(d.channel)) {
             d.buf.clear();
-            d.ph = d.remaining > 0 ? phase::interleaved_capture
-                                   : phase::boundary;
+            d.ph
+              = d.remaining > 0 ? phase::interleaved_capture : phase::boundary;
             break;
           }
           out += d.buf;
@@ -398,9 +398,8 @@ std::string rtsp_rewriter::setup_transport(std::string_view cseq,
                                            std::string_view value, bool marked,
                                            std::string& h) {
   rtsp_media_hook::setup_result r;
-  auto verdict = media_ != nullptr
-                   ? media_->on_setup(cseq, value, marked, r)
-                   : rtsp_media_hook::setup_verdict::keep;
+  auto verdict = media_ != nullptr ? media_->on_setup(cseq, value, marked, r)
+                                   : rtsp_media_hook::setup_verdict::keep;
   if (verdict == rtsp_media_hook::setup_verdict::refuse) {
     ++setups_refused_;
     return rtsp_reply("RTSP/1.0", r.code, r.phrase, cseq, r.reason);

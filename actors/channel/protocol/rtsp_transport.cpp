@@ -79,8 +79,8 @@ std::vector<rtsp_transport_spec> parse_rtsp_transport(std::string_view value) {
       } else if (iequals(name, "interleaved")) {
         s.has_interleaved = true;
         s.tcp = true;
-        s.malformed |= !parse_range(val, s.interleaved, true)
-                       || s.interleaved[1] > 255;
+        s.malformed
+          |= !parse_range(val, s.interleaved, true) || s.interleaved[1] > 255;
       } else if (iequals(name, "ssrc")) {
         s.ssrc = val;
       } else if (iequals(name, "mode")) {
