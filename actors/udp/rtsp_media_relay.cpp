@@ -18,6 +18,7 @@ namespace p2proxy {
 namespace {
 
 constexpr const char* subject = "rtsp-media";
+constexpr int media_socket_buffer = 1 << 20; // (capped by net.core.rmem_max)
 
 std::atomic<size_t>& total_pairs() {
   static std::atomic<size_t> n{0};
@@ -125,6 +126,11 @@ uint16_t rtsp_media_relay::open_pair(uint8_t channel) {
     if (b < 0) {
       ::close(a);
       continue;
+    }
+    // Room for a burst (a key frame) while the channel's actor is busy.
+    for (int fd : {a, b}) {
+      int size = media_socket_buffer;
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
     }
     if (!reactor_)
       reactor_ = udp_reactor::shared();

@@ -204,7 +204,8 @@ class RtspUdp(unittest.TestCase):
     def ffmpeg(self, cam="cam1", transport="udp"):
         return subprocess.Popen(
             ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error",
-             "-rtsp_transport", transport, "-i", self.url(cam),
+             "-rtsp_transport", transport, "-buffer_size", "1048576",
+             "-i", self.url(cam),
              "-t", str(SECONDS), "-f", "framemd5", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

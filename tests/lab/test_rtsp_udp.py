@@ -109,7 +109,8 @@ class RtspUdpThroughNats(unittest.TestCase):
     def ffmpeg(self, cam):
         return subprocess.Popen(
             ["ip", "netns", "exec", self.lab.ns("hostB"), "ffmpeg", "-hide_banner", "-nostdin",
-             "-v", "error", "-rtsp_transport", "udp", "-i", self.url(cam), "-t", str(SECONDS),
+             "-v", "error", "-rtsp_transport", "udp", "-buffer_size", "1048576",
+             "-i", self.url(cam), "-t", str(SECONDS),
              "-f", "framemd5", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
