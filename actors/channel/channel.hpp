@@ -20,7 +20,8 @@
 //   and answers StreamOpenResult OK. Stream bytes that come meanwhile wait,
 //   unconsumed, so a slow target never grows a buffer. For an export with
 //   protocol "rtsp" it runs an rtsp_rewriter between the stream and the target
-//   (URLs both ways, 461 for UDP-only SETUPs), for "http" it sets each
+//   (URLs both ways; media of clients that want UDP as datagrams,
+//   protocol/rtsp_media.hpp), for "http" it sets each
 //   request's Host to the target.
 // Whatever is protocol-specific is behind a protocol_adapter
 // (protocol/adapter.hpp); "tcp" is its identity. The sources: relay.cpp and

@@ -15,7 +15,7 @@
 //                  ┌──────── export side (an export's protocol) ──────────┐
 //   target socket ─┤ to_local()  stream → target (RTSP URLs; SETUPs a     │
 //                  │             listening node marked get datagram media,│
-//                  │             other UDP-only ones 461; HTTP Host set   │
+//                  │             multicast-only ones 461; HTTP Host set   │
 //                  │             to the target)                           │
 //                  │ to_stream() target → stream (RTSP URLs back)         │
 //                  └──────────────────────────────────────────────────────┘
@@ -122,8 +122,8 @@ make_client_adapter(const std::string& protocol,
                     rtsp_media_io* media = nullptr);
 
 /// The exporting side of an export's protocol: "rtsp" (URLs both ways, the
-/// resource stripped, 461 for UDP-only SETUPs), "http" (Host set to the
-/// target: the client CHANNEL already routed and stripped /r/<name>), else
+/// resource stripped, marked SETUPs' media as datagrams), "http" (Host set to
+/// the target: the client CHANNEL already routed and stripped /r/<name>), else
 /// the identity.
 /// `media` (rtsp): media as datagrams for SETUPs a listening node marked;
 /// `rtsp_udp`: toward the camera over UDP (the export's rtsp_transport).

@@ -56,10 +56,12 @@ struct rtsp_url_map {
 /// client the client's; the URL's userinfo is kept. `Authorization` is never
 /// touched (a digest covers the client's own URL).
 ///
-/// A client SETUP whose Transport offers only UDP is answered by the proxy
-/// with 461 Unsupported Transport (and its CSeq) and never forwarded; when it
-/// offers both, the UDP alternatives are removed so the server must choose
-/// interleaved TCP.
+/// A client SETUP the media hook keeps (or any, without a hook) whose
+/// Transport offers no interleaved alternative is answered by the proxy with
+/// 461 Unsupported Transport (and its CSeq) and never forwarded; when it
+/// offers both, the other alternatives are removed so the server must choose
+/// interleaved TCP. (With the hooks, UDP unicast goes as datagrams: only
+/// multicast-only SETUPs are left to be answered 461.)
 ///
 /// With a media hook (set_media), every client request, SETUP Transport,
 /// server response and interleaved server frame is shown to it first: it may
