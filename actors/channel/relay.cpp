@@ -108,6 +108,18 @@ void abort_stream(channel_broker* self, const std::string& why) {
   finish(self, why);
 }
 
+void write_local_reply(channel_broker* self) {
+  auto& st = self->state;
+  auto reply = st.adapter->take_local_reply();
+  if (!reply.empty() && st.local != local_state::closed
+      && st.local != local_state::closing) {
+    // The adapter answered the local side itself (no stream bytes).
+    local_write(self, reply);
+    if (st.adapter->rewrites_to_local())
+      st.chunks.emplace_back(reply.size(), 0);
+  }
+}
+
 bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
   auto& st = self->state;
   st.bytes_in += bytes.size();
@@ -118,12 +130,7 @@ bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
     self->send(st.session, stream_write_atom::value, st.id, std::move(out),
                false);
   }
-  if (auto reply = st.adapter->take_local_reply(); !reply.empty()) {
-    // The adapter answered the local side itself (no stream bytes).
-    local_write(self, reply);
-    if (st.adapter->rewrites_to_local())
-      st.chunks.emplace_back(reply.size(), 0);
-  }
+  write_local_reply(self);
   if (st.media)
     st.media->flush();
   if (verdict == protocol_adapter::verdict::ok)
@@ -241,6 +248,8 @@ void start_relay(channel_broker* self) {
       return;
     }
   }
+  // (An answer to the sniffed first request: a refused SETUP.)
+  write_local_reply(self);
   if (st.local == local_state::closed) {
     abort_stream(self, "the local connection failed before the tunnel was up");
     return;

@@ -144,6 +144,8 @@ void finish(channel_broker* self, const std::string& why);
 void reset_local_and_finish(channel_broker* self, const std::string& why);
 /// The local connection failed: the stream is reset, not finished.
 void abort_stream(channel_broker* self, const std::string& why);
+/// What the adapter answered the local side itself (to_stream), written.
+void write_local_reply(channel_broker* self);
 /// Local bytes through the adapter onto the stream, spending credit. False
 /// when the adapter stopped the connection (stop_toward_stream next).
 bool relay_local_bytes(channel_broker* self, const std::string& bytes);
