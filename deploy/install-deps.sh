@@ -33,6 +33,9 @@ TEST_PKGS=(
   faketime  # tests/lab/test_relays.py: a coturn whose clock says the credentials expired
   dnsmasq-base bind9-dnsutils
   conntrack  # tests/lab/test_paths.py, tests/bench/soak --rebind: a NAT rebinding (the router's UDP entries deleted)
+  # tests/e2e/test_rtsp_udp.py: rtspsrc (plugins-good) plays UDP only,
+  # h264parse (plugins-bad) and avdec_h264 (libav) decode; gst-launch-1.0
+  gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
 )
 # tests/browser: the dashboard in a real browser (chromium driven by chromedriver).
 TEST_PKGS+=(chromium chromium-driver fonts-dejavu-core)

@@ -36,6 +36,7 @@ struct export_config {
   std::string protocol = "tcp";   // rtsp | http | tcp | udp
   std::vector<std::string> allow; // node ids or "*"; empty = deny all
   std::chrono::milliseconds udp_idle{60000}; // udp: a silent flow ends
+  std::string rtsp_transport = "tcp"; // rtsp: to the camera, for UDP clients
 };
 
 struct listen_config {

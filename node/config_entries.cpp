@@ -14,7 +14,9 @@ void reader::read_exports(const toml::table& root, node_config& cfg) {
   for (size_t i = 0; i < arr->size(); ++i) {
     auto key = fmt::format("export[{}]", i + 1);
     auto e = entry_table((*arr)[i], key, "an [[export]] table");
-    check_keys(*e, key, {"name", "target", "protocol", "allow", "udp_idle"});
+    check_keys(
+      *e, key,
+      {"name", "target", "protocol", "allow", "udp_idle", "rtsp_transport"});
     export_config x;
     auto name = e->get("name");
     if (name == nullptr)
@@ -35,6 +37,9 @@ void reader::read_exports(const toml::table& root, node_config& cfg) {
                                {"rtsp", "http", "tcp", "udp"});
     if (auto n = e->get("udp_idle"))
       x.udp_idle = duration_of(*n, dotted(key, "udp_idle"), false);
+    if (auto n = e->get("rtsp_transport"))
+      x.rtsp_transport
+        = protocol_of(*n, dotted(key, "rtsp_transport"), {"tcp", "udp"});
     if (auto n = e->get("allow")) {
       auto akey = dotted(key, "allow");
       auto& list

@@ -80,8 +80,8 @@ node_settings make_node_settings(const node_config& cfg) {
   parse_congestion_control(cfg.congestion_control,
                            ns.session.quic.congestion); // checked on load
   for (auto& ex : cfg.exports)
-    ns.exports.push_back(
-      export_entry{ex.name, ex.target, ex.protocol, ex.allow, ex.udp_idle});
+    ns.exports.push_back(export_entry{ex.name, ex.target, ex.protocol, ex.allow,
+                                      ex.udp_idle, ex.rtsp_transport});
   ns.test_resources = cfg.test_resources;
   for (auto& l : cfg.listens)
     ns.listeners.push_back(listener_config{l.bind, l.protocol, l.resource,

@@ -20,7 +20,8 @@
 //   and answers StreamOpenResult OK. Stream bytes that come meanwhile wait,
 //   unconsumed, so a slow target never grows a buffer. For an export with
 //   protocol "rtsp" it runs an rtsp_rewriter between the stream and the target
-//   (URLs both ways, 461 for UDP-only SETUPs), for "http" it sets each
+//   (URLs both ways; media of clients that want UDP as datagrams,
+//   protocol/rtsp_media.hpp), for "http" it sets each
 //   request's Host to the target.
 // Whatever is protocol-specific is behind a protocol_adapter
 // (protocol/adapter.hpp); "tcp" is its identity. The sources: relay.cpp and
@@ -120,6 +121,9 @@ struct client_channel_args {
   std::string protocol = "tcp";
   std::string peer; // pinned exporting node, or empty
   std::string client_address;
+  /// The listener's bind host: RTP/RTCP pairs for RTSP clients that want
+  /// UDP are opened there.
+  std::string bind_host;
   caf::actor supervisor;   // answers (lookup_atom) and (open_atom)
   listener_actor listener; // told (refused_atom, caf::error) on refusal
 };
@@ -138,6 +142,9 @@ struct export_entry {
   std::vector<std::string> allow;
   /// protocol "udp": a flow with no datagram either way this long ends.
   std::chrono::milliseconds udp_idle{60000};
+  /// protocol "rtsp": how the exporting node takes a UDP client's media
+  /// from the camera: "tcp" (interleaved) or "udp" (its own RTP/RTCP pair).
+  std::string rtsp_transport = "tcp";
 };
 
 /// True if `ex`'s allow list names `peer` (a node id) or "*".

@@ -336,7 +336,11 @@ caf::behavior client_channel(channel_broker* self,
   st.supervisor = args.supervisor;
   st.listener = args.listener;
   st.node = st.supervisor.address();
-  st.adapter = make_client_adapter(st.protocol, args.resource);
+  if (st.protocol == "rtsp") {
+    st.media = std::make_unique<rtsp_media_relay>(self, args.bind_host, true);
+    st.media->set_remote_host(st.client_address);
+  }
+  st.adapter = make_client_adapter(st.protocol, args.resource, st.media.get());
   self->send(st.supervisor, channel_atom::value);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;

@@ -36,6 +36,8 @@ void rewrite_to_local(channel_broker* self, const std::string& bytes,
   std::string to_target, answer;
   auto stopped = st.adapter->to_local(bytes, to_target, answer)
                  == protocol_adapter::verdict::stop;
+  if (st.media)
+    st.media->flush();
   // The rewritten bytes are reported consumed once written
   // (data_transferred); bytes the adapter holds (bounded) or answers itself,
   // or that nobody can take, are consumed at once.
@@ -136,6 +138,8 @@ bool on_target_connected(channel_broker* self, int fd, bool reset) {
                st.resource, st.peer);
   st.hdl = add_half_close_scribe(self, fd);
   self->ack_writes(st.hdl, true); // pending_out() counts every local write
+  if (st.media)
+    st.media->set_remote_host(self->remote_addr(st.hdl));
   transition_to(self, local_state::open);
   if (auto node = caf::actor_cast<caf::actor>(st.node))
     self->send(node, channel_atom::value);
@@ -250,7 +254,23 @@ caf::behavior export_channel(channel_broker* self, export_channel_args args) {
   st.node = args.node;
   st.held = std::move(args.first_bytes);
   st.held_fin = args.peer_fin;
-  st.adapter = make_export_adapter(st.protocol, st.resource, st.target);
+  if (st.protocol == "rtsp") {
+    st.media = std::make_unique<rtsp_media_relay>(self, "", false);
+    // RTCP from the client, as interleaved frames between the messages.
+    st.media->write_interleaved = [self](std::string&& frame) {
+      auto& st = self->state;
+      if (st.local == local_state::closed || st.local == local_state::closing
+          || st.local == local_state::connecting
+          || !st.adapter->local_at_boundary())
+        return false;
+      local_write(self, frame);
+      st.chunks.emplace_back(frame.size(), 0);
+      return true;
+    };
+  }
+  st.adapter
+    = make_export_adapter(st.protocol, st.resource, st.target, st.media.get(),
+                          args.ex.rtsp_transport == "udp");
   self->monitor(st.session);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;

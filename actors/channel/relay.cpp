@@ -82,6 +82,8 @@ void finish(channel_broker* self, const std::string& why) {
     transition_to(self, local_state::closed);
     self->close(st.hdl); // graceful: unwritten bytes still go out
   }
+  if (st.media)
+    st.media->close_all();
   log::debug(subject, "for {} ({}) ends: {} ({} bytes in, {} out)", st.resource,
              st.client_address, why, st.bytes_in, st.bytes_out);
   if (auto node = caf::actor_cast<caf::actor>(st.node))
@@ -106,6 +108,18 @@ void abort_stream(channel_broker* self, const std::string& why) {
   finish(self, why);
 }
 
+void write_local_reply(channel_broker* self) {
+  auto& st = self->state;
+  auto reply = st.adapter->take_local_reply();
+  if (!reply.empty() && st.local != local_state::closed
+      && st.local != local_state::closing) {
+    // The adapter answered the local side itself (no stream bytes).
+    local_write(self, reply);
+    if (st.adapter->rewrites_to_local())
+      st.chunks.emplace_back(reply.size(), 0);
+  }
+}
+
 bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
   auto& st = self->state;
   st.bytes_in += bytes.size();
@@ -116,6 +130,9 @@ bool relay_local_bytes(channel_broker* self, const std::string& bytes) {
     self->send(st.session, stream_write_atom::value, st.id, std::move(out),
                false);
   }
+  write_local_reply(self);
+  if (st.media)
+    st.media->flush();
   if (verdict == protocol_adapter::verdict::ok)
     return true;
   st.stop_reply = st.adapter->stop_reply();
@@ -202,6 +219,8 @@ void start_relay(channel_broker* self) {
   ++st.gen; // the open deadline is met
   transition_to(self, tunnel_state::connected);
   st.was_connected = true;
+  if (st.media)
+    start_media(self);
   bool watched = st.watching;
   st.watching = false;
   if (st.local == local_state::closed || st.local == local_state::eof) {
@@ -229,6 +248,8 @@ void start_relay(channel_broker* self) {
       return;
     }
   }
+  // (An answer to the sniffed first request: a refused SETUP.)
+  write_local_reply(self);
   if (st.local == local_state::closed) {
     abort_stream(self, "the local connection failed before the tunnel was up");
     return;

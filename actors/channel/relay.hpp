@@ -28,6 +28,7 @@
 #include "actors/channel/channel.hpp"
 #include "actors/channel/protocol/adapter.hpp"
 #include "actors/common/preamble.hpp"
+#include "actors/udp/rtsp_media_relay.hpp"
 
 namespace p2proxy {
 
@@ -94,6 +95,10 @@ struct channel_state {
   std::optional<std::string> finish_when_drained; // closing: then end, why
   uint64_t bytes_in = 0, bytes_out = 0;           // from / to the local socket
   std::string protocol = "tcp";
+  /// RTSP: the sockets and flow of media as datagrams (declared before the
+  /// adapter, which uses it, so it is destroyed after it).
+  std::unique_ptr<rtsp_media_relay> media;
+  uint64_t media_gen = 0; // the session-timeout check's timer
   /// Everything protocol-specific (the sniffer, kept after the sniff for its
   /// replies; the rewriters).
   std::unique_ptr<protocol_adapter> adapter;
@@ -139,6 +144,8 @@ void finish(channel_broker* self, const std::string& why);
 void reset_local_and_finish(channel_broker* self, const std::string& why);
 /// The local connection failed: the stream is reset, not finished.
 void abort_stream(channel_broker* self, const std::string& why);
+/// What the adapter answered the local side itself (to_stream), written.
+void write_local_reply(channel_broker* self);
 /// Local bytes through the adapter onto the stream, spending credit. False
 /// when the adapter stopped the connection (stop_toward_stream next).
 bool relay_local_bytes(channel_broker* self, const std::string& bytes);
@@ -158,6 +165,9 @@ void on_local_closed(channel_broker* self);
 void on_local_eof(channel_broker* self);
 /// The message handlers both kinds share (relay_behavior.cpp).
 caf::behavior relay_behavior(channel_broker* self);
+/// RTSP media: the flow is the stream's, and the client's session timeout
+/// is checked (relay_behavior.cpp).
+void start_media(channel_broker* self);
 /// The channel's row in the status (admin::ActorStatus, serialized).
 std::string status_of(channel_broker* self);
 

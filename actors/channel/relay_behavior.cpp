@@ -124,7 +124,33 @@ void on_timeout(channel_broker* self) {
                "side closed");
 }
 
+/// How often a listening node checks its RTSP clients' session timeouts.
+constexpr auto media_check = std::chrono::seconds(2);
+
+void check_media(channel_broker* self) {
+  auto& st = self->state;
+  if (!st.media || !tunnel_up(st))
+    return;
+  if (st.media->expired(std::chrono::steady_clock::now())) {
+    log::info(subject,
+              "ends the RTSP connection of {} to '{}': the client was silent "
+              "longer than its session's timeout; its UDP ports are freed",
+              st.client_address, st.resource);
+    abort_stream(self, "the RTSP client was silent longer than its "
+                       "session's timeout");
+    return;
+  }
+  self->delayed_send(self, media_check, udp_tick_atom::value, ++st.media_gen);
+}
+
 } // namespace
+
+void start_media(channel_broker* self) {
+  auto& st = self->state;
+  st.media->attach(st.session, st.id);
+  if (st.client_side)
+    self->delayed_send(self, media_check, udp_tick_atom::value, ++st.media_gen);
+}
 
 std::string status_of(channel_broker* self) {
   auto& st = self->state;
@@ -141,6 +167,19 @@ std::string status_of(channel_broker* self) {
   f["peer"] = st.peer;
   f["stream"] = std::to_string(st.id);
   f["target"] = st.target;
+  if (st.media) {
+    auto& m = st.media->stats();
+    f["media_pairs"] = std::to_string(st.media->pairs());
+    f["media_to_peer"] = std::to_string(m.to_peer);
+    f["media_from_peer"] = std::to_string(m.from_peer);
+    f["media_dropped"] = std::to_string(m.dropped_oversize + m.dropped_bad
+                                        + m.dropped_unknown + m.dropped_foreign
+                                        + m.dropped_path + m.dropped_unavailable
+                                        + m.dropped_busy + m.dropped_fragment);
+    f["media_dropped_bad"] = std::to_string(m.dropped_bad);
+    f["media_dropped_oversize"]
+      = std::to_string(m.dropped_oversize + m.dropped_path);
+  }
   f["age_ms"]
     = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - st.since)
@@ -267,6 +306,24 @@ caf::behavior relay_behavior(channel_broker* self) {
     [=](timeout_atom, uint64_t gen) {
       if (gen == self->state.gen)
         on_timeout(self);
+    },
+    // --- RTSP media as datagrams (rtsp_media_relay.hpp)
+    [=](udp_in_atom, int64_t tag, std::vector<std::string>& from,
+        std::vector<std::string>& payloads) {
+      if (auto& m = self->state.media)
+        m->on_udp(tag, from, payloads);
+    },
+    [=](flow_data_atom, int64_t, std::vector<std::string>& datagrams) {
+      if (auto& m = self->state.media)
+        m->on_flow(datagrams);
+    },
+    [=](flow_drop_atom, int64_t, uint64_t too_big, uint64_t unavailable) {
+      if (auto& m = self->state.media)
+        m->on_drop(too_big, unavailable);
+    },
+    [=](udp_tick_atom, uint64_t gen) {
+      if (gen == self->state.media_gen)
+        check_media(self);
     },
     [=](status_atom) { return status_of(self); },
     [=](stop_atom, const std::string& why) { finish(self, why); },

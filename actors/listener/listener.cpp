@@ -81,6 +81,7 @@ caf::behavior listener_impl(listener_broker* self, listener_config cfg,
       a.peer = st.cfg.peer;
       a.client_address = fmt::format("{}:{}", self->remote_addr(msg.handle),
                                      self->remote_port(msg.handle));
+      a.bind_host = st.cfg.bind.host;
       a.supervisor = st.supervisor;
       a.listener = caf::actor_cast<listener_actor>(self);
       auto ch = fork_client_channel(self, msg.handle, std::move(a));

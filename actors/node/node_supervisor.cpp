@@ -96,6 +96,12 @@ void fill_channel(const admin::ActorStatus& as, admin::ChannelStatus& cs) {
   cs.set_bytes_out(num("bytes_out"));
   cs.set_age_ms(num("age_ms"));
   cs.set_target(get("target"));
+  cs.set_media_pairs(num("media_pairs"));
+  cs.set_media_to_peer(num("media_to_peer"));
+  cs.set_media_from_peer(num("media_from_peer"));
+  cs.set_media_dropped(num("media_dropped"));
+  cs.set_media_dropped_bad(num("media_dropped_bad"));
+  cs.set_media_dropped_oversize(num("media_dropped_oversize"));
 }
 
 /// Each export as the signaling server answered its name (the link's

@@ -82,8 +82,9 @@ udp_reactor::~udp_reactor() {
     ::close(wake_fd_);
 }
 
-std::shared_ptr<udp_registration> udp_reactor::add(int fd, caf::actor owner) {
-  auto reg = std::make_shared<udp_registration>(fd, std::move(owner));
+std::shared_ptr<udp_registration> udp_reactor::add(int fd, caf::actor owner,
+                                                   int64_t tag) {
+  auto reg = std::make_shared<udp_registration>(fd, std::move(owner), tag);
   reg->reactor_ = weak_from_this();
   {
     std::lock_guard<std::mutex> guard{mtx_};
@@ -161,8 +162,12 @@ void udp_reactor::run() {
       if (payloads.empty())
         continue;
       ++reg->in_flight_;
-      caf::anon_send(reg->owner_, udp_in_atom::value, std::move(from),
-                     std::move(payloads));
+      if (reg->tag_ >= 0)
+        caf::anon_send(reg->owner_, udp_in_atom::value, reg->tag_,
+                       std::move(from), std::move(payloads));
+      else
+        caf::anon_send(reg->owner_, udp_in_atom::value, std::move(from),
+                       std::move(payloads));
     }
   }
 }

@@ -4,6 +4,8 @@
 //
 //   (udp_in_atom, std::vector<std::string> from, std::vector<std::string>
 //    payloads)   from[i] is the sender's raw sockaddr, payloads[i] its bytes
+//   (udp_in_atom, int64_t tag, from, payloads)   the same for a socket added
+//                with a tag (an owner of several sockets: RTSP media pairs)
 //
 // Back-pressure: a socket whose owner has not yet handled `max_in_flight`
 // batches is not read; the kernel's buffer then fills and drops what a
@@ -34,8 +36,8 @@ class udp_reactor;
 /// not close the socket: its owner does, after remove().
 class udp_registration {
 public:
-  udp_registration(int fd, caf::actor owner)
-    : fd_(fd), owner_(std::move(owner)) {}
+  udp_registration(int fd, caf::actor owner, int64_t tag = -1)
+    : fd_(fd), owner_(std::move(owner)), tag_(tag) {}
   int fd() const {
     return fd_;
   }
@@ -46,6 +48,7 @@ private:
   friend class udp_reactor;
   int fd_;
   caf::actor owner_;
+  int64_t tag_;
   std::atomic<int> in_flight_{0};
   std::atomic<bool> removed_{false};
   std::weak_ptr<udp_reactor> reactor_;
@@ -66,7 +69,9 @@ public:
   udp_reactor(const udp_reactor&) = delete;
   udp_reactor& operator=(const udp_reactor&) = delete;
 
-  std::shared_ptr<udp_registration> add(int fd, caf::actor owner);
+  /// `tag` >= 0: its batches carry the tag (see above).
+  std::shared_ptr<udp_registration> add(int fd, caf::actor owner,
+                                        int64_t tag = -1);
   /// No batch is read for it after this returns (one may be on its way).
   void remove(const std::shared_ptr<udp_registration>& reg);
   /// Wakes the thread (credit came back, a socket was added).

@@ -3,11 +3,13 @@
 python3-gi; run it with Debian's /usr/bin/python3, which has `gi`).
 
     rtsp_server.py PORT [--per-client] [--bind ADDRESS] [--size WIDTHxHEIGHT]
+                   [--session-timeout SECONDS]
 
 Serves rtsp://127.0.0.1:PORT/stream: a live 320x240 15 fps test picture,
 H.264 over RTP. Prints "ready" once it listens; runs until killed.
 --bind listens on another address (the Docker scenarios' camera host uses
-0.0.0.0), --size changes the picture's size.
+0.0.0.0), --size changes the picture's size, --session-timeout the RTSP
+session timeout the server announces and keeps (default 60 s).
 
 By default every client shares one pipeline (like a camera's one encoder).
 --per-client gives each client its own pipeline: GStreamer 1.22's shared
@@ -46,6 +48,12 @@ def main():
     factory.set_launch(PIPELINE % (width, height))
     factory.set_shared(shared)
     server.get_mount_points().add_factory("/stream", factory)
+    timeout = int(option("--session-timeout", "0"))
+    if timeout > 0:
+        def on_client(_server, client):
+            client.connect("new-session",
+                           lambda _c, session: session.set_timeout(timeout))
+        server.connect("client-connected", on_client)
     if server.attach(None) == 0:
         print("cannot listen on port", port, file=sys.stderr, flush=True)
         sys.exit(1)

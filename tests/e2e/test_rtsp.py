@@ -1,8 +1,9 @@
 """The RTSP listener end to end: ffprobe / ffmpeg -> rtsp listener on node B
 (the resource is the URL's first path segment) -> session -> export "cam1"
 (protocol rtsp) on node A -> a real RTSP server (GStreamer's gst-rtsp-server,
-tests/e2e/rtsp_server.py). The exporting node rewrites URLs both ways and
-answers a UDP-only SETUP with 461, so clients fall back to interleaved TCP.
+tests/e2e/rtsp_server.py). The exporting node rewrites URLs both ways; a
+client that wants UDP gets it (test_rtsp_udp.py), a multicast-only SETUP is
+answered 461.
 
 Needs /usr/bin/python3 with `gi` (python3-gi, gir1.2-gst-rtsp-server-1.0,
 gstreamer1.0-plugins-{base,good,ugly}) and ffmpeg (deploy/install-deps.sh)."""
@@ -118,20 +119,19 @@ class Rtsp(unittest.TestCase):
     def test_1_ffprobe_tcp(self):
         self.assert_h264_320x240(ffprobe(self.url(), tcp=True))
 
-    def test_2_ffprobe_default_transport_falls_back_to_tcp(self):
-        # ffprobe tries UDP first; the proxy answers 461 and it retries with
-        # interleaved TCP.
+    def test_2_ffprobe_default_transport_is_udp(self):
+        # ffprobe tries UDP first: it gets it (no 461, no fallback).
         r = ffprobe(self.url(), tcp=False, loglevel="warning")
         self.assert_h264_320x240(r)
-        self.assertIn("461 Unsupported Transport", r.stderr)
+        self.assertNotIn("461", r.stderr)
         a = self.a.log_text()
         self.assertNotIn("stops the RTSP connection", a)
 
-    def test_3_udp_only_setup_is_461(self):
+    def test_3_multicast_only_setup_is_461(self):
         head = rtsp_request(
             self.lport,
             f"SETUP {self.url()}/stream=0 RTSP/1.0\r\nCSeq: 7\r\n"
-            f"Transport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n")
+            f"Transport: RTP/AVP;multicast;port=5000-5001\r\n\r\n")
         self.assertTrue(head.startswith("RTSP/1.0 461"), head)
         self.assertIn("CSeq: 7", head)
 

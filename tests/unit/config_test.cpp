@@ -216,7 +216,8 @@ TEST(config, unknown_key_in_an_export) {
       + "[[export]]\nname = \"cam1\"\ntarget = \"1.2.3.4:554\"\n"
         "[[export]]\nname = \"cam2\"\ntraget = \"1.2.3.4:554\"\n",
     8, "export[2].traget",
-    "unknown key 'traget' (known: name, target, protocol, allow, udp_idle)");
+    "unknown key 'traget' (known: name, target, protocol, allow, udp_idle, "
+    "rtsp_transport)");
 }
 
 TEST(config, missing_signal_server_names_the_signal_table_line) {

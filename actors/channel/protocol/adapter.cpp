@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "actors/channel/protocol/http_sniffer.hpp"
+#include "actors/channel/protocol/rtsp_media.hpp"
 #include "actors/channel/protocol/rtsp_rewriter.hpp"
 #include "actors/channel/protocol/rtsp_sniffer.hpp"
 #include "actors/channel/protocol/socks5_sniffer.hpp"
@@ -63,6 +64,14 @@ std::string protocol_adapter::stop_reply() const {
 
 std::string protocol_adapter::stop_reason() const {
   return {};
+}
+
+std::string protocol_adapter::take_local_reply() {
+  return {};
+}
+
+bool protocol_adapter::local_at_boundary() const {
+  return true;
 }
 
 namespace {
@@ -156,15 +165,72 @@ private:
   bool stopped_ = false;
 };
 
-/// The listening node passes RTSP through: the exporting node rewrites.
-using rtsp_client_adapter = sniffing_adapter<rtsp_sniffer>;
+/// The listening node passes RTSP through (the exporting node rewrites the
+/// URLs), except the Transport of SETUPs whose media go as datagrams.
+class rtsp_client_adapter : public sniffing_adapter<rtsp_sniffer> {
+public:
+  rtsp_client_adapter(const std::string& default_resource, rtsp_media_io* io)
+    : sniffing_adapter("RTSP", default_resource), io_(io) {}
+  sniff_result sniff(std::string_view data) override {
+    auto r = sniffing_adapter::sniff(data);
+    if (r.state == sniff_state::done && io_ != nullptr) {
+      rtsp_url_map map;
+      map.rewrite_urls = false;
+      rewriter_.emplace(std::move(map));
+      media_.emplace(*io_);
+      rewriter_->set_media(&*media_);
+    }
+    return r;
+  }
+  verdict to_stream(std::string_view in, std::string& out) override {
+    if (!rewriter_)
+      return protocol_adapter::to_stream(in, out);
+    if (rewriter_->from_client(in, out, reply_) == rtsp_rewriter::status::ok)
+      return verdict::ok;
+    stop_reply_ = std::move(reply_);
+    reply_.clear();
+    return verdict::stop;
+  }
+  verdict to_local(std::string_view in, std::string& to_local,
+                   std::string& to_stream) override {
+    if (!rewriter_)
+      return protocol_adapter::to_local(in, to_local, to_stream);
+    return rewriter_->from_server(in, to_local) == rtsp_rewriter::status::ok
+             ? verdict::ok
+             : verdict::stop;
+  }
+  bool rewrites_to_local() const override {
+    return io_ != nullptr;
+  }
+  std::string take_local_reply() override {
+    return std::exchange(reply_, std::string{});
+  }
+  std::string stop_reply() const override {
+    return stop_reply_;
+  }
+  std::string stop_reason() const override {
+    return rewriter_ ? rewriter_->failure_reason() : std::string{};
+  }
+
+private:
+  rtsp_media_io* io_;
+  std::optional<rtsp_rewriter> rewriter_;
+  std::optional<rtsp_listener_media> media_;
+  std::string reply_, stop_reply_;
+};
 
 // -- export side
 // ----------------------------------------------------------------
 
 class rtsp_export_adapter : public protocol_adapter {
 public:
-  explicit rtsp_export_adapter(rtsp_url_map map) : rewriter_(std::move(map)) {}
+  rtsp_export_adapter(rtsp_url_map map, rtsp_media_io* io, bool udp)
+    : rewriter_(std::move(map)) {
+    if (io != nullptr) {
+      media_.emplace(*io, udp);
+      rewriter_.set_media(&*media_);
+    }
+  }
   const char* name() const override {
     return "RTSP";
   }
@@ -186,9 +252,13 @@ public:
   std::string stop_reason() const override {
     return rewriter_.failure_reason();
   }
+  bool local_at_boundary() const override {
+    return rewriter_.client_at_boundary();
+  }
 
 private:
   rtsp_rewriter rewriter_;
+  std::optional<rtsp_export_media> media_;
 };
 
 class http_export_adapter : public protocol_adapter {
@@ -220,26 +290,28 @@ private:
 
 std::unique_ptr<protocol_adapter>
 make_client_adapter(const std::string& protocol,
-                    const std::string& default_resource) {
+                    const std::string& default_resource, rtsp_media_io* media) {
   if (protocol == "socks5")
     return std::make_unique<socks5_adapter>();
   if (protocol == "http")
     return std::make_unique<http_client_adapter>(default_resource);
   if (protocol == "rtsp")
-    return std::make_unique<rtsp_client_adapter>("RTSP", default_resource);
+    return std::make_unique<rtsp_client_adapter>(default_resource, media);
   return std::make_unique<tcp_adapter>();
 }
 
 std::unique_ptr<protocol_adapter>
 make_export_adapter(const std::string& protocol, const std::string& resource,
-                    const std::string& target) {
+                    const std::string& target, rtsp_media_io* media,
+                    bool rtsp_udp) {
   if (protocol == "rtsp") {
     rtsp_url_map map;
     // client_authority: learned from the client's first request.
     map.server_authority = target;
     map.resource = resource;
     map.strip_resource = true;
-    return std::make_unique<rtsp_export_adapter>(std::move(map));
+    return std::make_unique<rtsp_export_adapter>(std::move(map), media,
+                                                 rtsp_udp);
   }
   if (protocol == "http") {
     // The client CHANNEL routed and stripped /r/<name>; here only Host,

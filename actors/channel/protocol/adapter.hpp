@@ -13,9 +13,10 @@
 //                  │             502/503, RTSP with its CSeq)             │
 //                  └──────────────────────────────────────────────────────┘
 //                  ┌──────── export side (an export's protocol) ──────────┐
-//   target socket ─┤ to_local()  stream → target (RTSP URLs and UDP-only  │
-//                  │             SETUPs answered 461 on the stream; HTTP  │
-//                  │             Host set to the target)                  │
+//   target socket ─┤ to_local()  stream → target (RTSP URLs; SETUPs a     │
+//                  │             listening node marked get datagram media,│
+//                  │             multicast-only ones 461; HTTP Host set   │
+//                  │             to the target)                           │
 //                  │ to_stream() target → stream (RTSP URLs back)         │
 //                  └──────────────────────────────────────────────────────┘
 //
@@ -33,6 +34,10 @@
 #include <string_view>
 
 #include "actors/channel/protocol/sniffer.hpp"
+
+namespace p2proxy {
+class rtsp_media_io;
+} // namespace p2proxy
 
 namespace p2proxy {
 
@@ -95,21 +100,36 @@ public:
 
   /// After `stop`: one line for the log.
   virtual std::string stop_reason() const;
+
+  /// What the adapter answered the local side itself during to_stream()
+  /// (RTSP: a refused SETUP), taken once; empty if nothing.
+  virtual std::string take_local_reply();
+
+  /// True if bytes of the channel's own (an RTCP frame for the target) may
+  /// be written to the local socket now without cutting a message.
+  virtual bool local_at_boundary() const;
 };
 
 /// The client side of a LISTENER's protocol ("tcp", "socks5", "http",
 /// "rtsp"); `default_resource` is the listener's resource (HTTP and RTSP
 /// use it when a request names none).
+/// `media` (rtsp): the channel's sockets and flow for clients that want
+/// UDP (rtsp_media.hpp); null: interleaved TCP only, as an exporting node
+/// without datagrams would.
 std::unique_ptr<protocol_adapter>
 make_client_adapter(const std::string& protocol,
-                    const std::string& default_resource);
+                    const std::string& default_resource,
+                    rtsp_media_io* media = nullptr);
 
 /// The exporting side of an export's protocol: "rtsp" (URLs both ways, the
-/// resource stripped, 461 for UDP-only SETUPs), "http" (Host set to the
-/// target: the client CHANNEL already routed and stripped /r/<name>), else
+/// resource stripped, marked SETUPs' media as datagrams), "http" (Host set to
+/// the target: the client CHANNEL already routed and stripped /r/<name>), else
 /// the identity.
+/// `media` (rtsp): media as datagrams for SETUPs a listening node marked;
+/// `rtsp_udp`: toward the camera over UDP (the export's rtsp_transport).
 std::unique_ptr<protocol_adapter>
 make_export_adapter(const std::string& protocol, const std::string& resource,
-                    const std::string& target);
+                    const std::string& target, rtsp_media_io* media = nullptr,
+                    bool rtsp_udp = false);
 
 } // namespace p2proxy

@@ -1,6 +1,7 @@
 #include "actors/channel/protocol/rtsp_rewriter.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 namespace p2proxy {
@@ -53,6 +54,15 @@ bool rebase_url(std::string_view url, std::string_view authority,
   return false;
 }
 
+/// The code of a status line ("RTSP/1.0 200 OK"), 0 if none.
+int status_code(std::string_view status_line) {
+  uint64_t code = 0;
+  auto sp = status_line.find(' ');
+  if (sp != std::string_view::npos)
+    sniff::parse_decimal(status_line.substr(sp + 1, 3), code);
+  return static_cast<int>(code);
+}
+
 } // namespace
 
 rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
@@ -61,6 +71,10 @@ rtsp_rewriter::rtsp_rewriter(rtsp_url_map map) : map_(std::move(map)) {
 }
 
 void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
+  if (!map_.rewrite_urls) {
+    out += url;
+    return;
+  }
   sniff::rtsp_url_parts p;
   if (map_.client_authority.empty() && sniff::split_rtsp_url(url, p))
     map_.client_authority = std::string{p.hostport};
@@ -83,6 +97,10 @@ void rtsp_rewriter::url_to_server(std::string_view url, std::string& out) {
 
 void rtsp_rewriter::url_to_client(std::string_view url,
                                   std::string& out) const {
+  if (!map_.rewrite_urls) {
+    out += url;
+    return;
+  }
   std::string_view rest;
   if (map_.client_authority.empty() && (url.empty() || url[0] != '/')) {
     out += url; // (an absolute URL before the client's authority is known)
@@ -145,11 +163,32 @@ rtsp_rewriter::status rtsp_rewriter::run(direction& d, std::string_view in,
         d.buf.append(in.data(), n);
         in.remove_prefix(n);
         if (d.buf.size() == 4) {
-          out += d.buf;
           d.remaining
             = (static_cast<uint64_t>(static_cast<unsigned char>(d.buf[2])) << 8)
               | static_cast<unsigned char>(d.buf[3]);
+          d.channel = static_cast<uint8_t>(d.buf[1]);
+          if (!d.from_client && media_ != nullptr
+              && media_->takes_channel(d.channel)) {
+            d.buf.clear();
+            d.ph
+              = d.remaining > 0 ? phase::interleaved_capture : phase::boundary;
+            break;
+          }
+          out += d.buf;
           d.ph = d.remaining > 0 ? phase::interleaved_payload : phase::boundary;
+        }
+        break;
+      }
+      case phase::interleaved_capture: {
+        auto n
+          = static_cast<size_t>(std::min<uint64_t>(d.remaining, in.size()));
+        d.buf.append(in.data(), n);
+        in.remove_prefix(n);
+        d.remaining -= n;
+        if (d.remaining == 0) {
+          media_->on_frame(d.channel, d.buf);
+          d.buf.clear();
+          d.ph = phase::boundary;
         }
         break;
       }
@@ -253,11 +292,16 @@ bool rtsp_rewriter::on_head(direction& d, std::string_view head,
   }
   h += "\r\n";
   auto setup = d.from_client && !response && method == "SETUP";
-  auto udp_only = false;
+  auto media_response = !d.from_client && response && media_ != nullptr;
+  if (d.from_client && !response && media_ != nullptr)
+    media_->on_request(method);
   auto has_length = false;
   auto sdp = false;
+  auto marked = false;
   uint64_t length = 0;
-  std::string_view cseq;
+  std::string_view cseq, session;
+  std::optional<std::string_view> transport;
+  size_t transport_at = 0;
   std::string_view line;
   while (lines.next(line) && !line.empty()) {
     if (line[0] == ' ' || line[0] == '\t') { // obsolete folding: keep as is
@@ -300,49 +344,36 @@ bool rtsp_rewriter::on_head(direction& d, std::string_view head,
       rewrite_rtp_info(d, value, h);
       h += "\r\n";
       continue;
-    } else if (setup && iequals(name, "Transport")) {
-      // Keep only the interleaved (TCP) alternatives.
-      auto tcp = std::string{};
-      auto any_udp = false;
-      auto rest = value;
-      while (!rest.empty()) {
-        auto comma = rest.find(',');
-        auto spec = trim_ows(rest.substr(0, comma));
-        rest = comma == std::string_view::npos ? std::string_view{}
-                                               : rest.substr(comma + 1);
-        if (spec.empty())
-          continue;
-        auto id = spec.substr(0, spec.find(';'));
-        if (icontains(id, "/TCP") || icontains(spec, "interleaved")) {
-          if (!tcp.empty())
-            tcp += ',';
-          tcp += spec;
-        } else {
-          any_udp = true;
-        }
-      }
-      if (any_udp && tcp.empty()) {
-        udp_only = true;
-      } else if (any_udp) {
-        h += name;
-        h += ": ";
-        h += tcp;
-        h += "\r\n";
-        continue;
-      }
+    } else if (d.from_client && iequals(name, media_header)) {
+      marked = true; // only a listening node adds it: see emit_transport
+      continue;
+    } else if ((setup || media_response) && iequals(name, "Transport")) {
+      transport = value; // rewritten in place once CSeq is known
+      transport_at = h.size();
+      continue;
+    } else if (iequals(name, "Session")) {
+      session = value;
     }
     h += line;
     h += "\r\n";
   }
-  if (udp_only) {
-    ++udp_setups_refused_;
-    *reply += rtsp_reply(version, 461, "Unsupported Transport", cseq,
-                         "only interleaved RTP over the RTSP connection is "
-                         "relayed: use TCP transport (ffplay: -rtsp_transport "
-                         "tcp)");
-    d.remaining = length;
-    d.ph = length > 0 ? phase::body_drop : phase::boundary;
-    return true;
+  if (transport) {
+    std::string refusal, t;
+    if (setup)
+      refusal = setup_transport(cseq, *transport, marked, t);
+    else
+      response_transport(start, cseq, *transport, session, t);
+    h.insert(transport_at, t);
+    if (!refusal.empty()) {
+      *reply += refusal;
+      d.remaining = length;
+      d.ph = length > 0 ? phase::body_drop : phase::boundary;
+      return true;
+    }
+  }
+  if (media_response && !transport) { // (a failed SETUP has none)
+    std::string ignored;
+    media_->on_response(cseq, status_code(start), {}, session, ignored);
   }
   if (length > 0 && sdp && length <= max_rtsp_sdp_body) {
     std::swap(d.held_head, h);
@@ -361,6 +392,76 @@ bool rtsp_rewriter::on_head(direction& d, std::string_view head,
   d.remaining = length;
   d.ph = length > 0 ? phase::body_stream : phase::boundary;
   return true;
+}
+
+std::string rtsp_rewriter::setup_transport(std::string_view cseq,
+                                           std::string_view value, bool marked,
+                                           std::string& h) {
+  rtsp_media_hook::setup_result r;
+  auto verdict = media_ != nullptr ? media_->on_setup(cseq, value, marked, r)
+                                   : rtsp_media_hook::setup_verdict::keep;
+  if (verdict == rtsp_media_hook::setup_verdict::refuse) {
+    ++setups_refused_;
+    return rtsp_reply("RTSP/1.0", r.code, r.phrase, cseq, r.reason);
+  }
+  if (verdict == rtsp_media_hook::setup_verdict::replace) {
+    h += "Transport: ";
+    h += r.transport;
+    h += "\r\n";
+    if (r.mark) {
+      h += media_header;
+      h += ": ";
+      h += media_header_value;
+      h += "\r\n";
+    }
+    return {};
+  }
+  // Keep only the interleaved (TCP) alternatives.
+  auto tcp = std::string{};
+  auto any_udp = false;
+  auto rest = value;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto spec = trim_ows(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{}
+                                           : rest.substr(comma + 1);
+    if (spec.empty())
+      continue;
+    auto id = spec.substr(0, spec.find(';'));
+    if (icontains(id, "/TCP") || icontains(spec, "interleaved")) {
+      if (!tcp.empty())
+        tcp += ',';
+      tcp += spec;
+    } else {
+      any_udp = true;
+    }
+  }
+  if (any_udp && tcp.empty()) {
+    ++udp_setups_refused_;
+    return rtsp_reply("RTSP/1.0", 461, "Unsupported Transport", cseq,
+                      "only interleaved RTP over the RTSP connection is "
+                      "relayed: use TCP transport (ffplay: -rtsp_transport "
+                      "tcp)");
+  }
+  h += "Transport: ";
+  h += any_udp ? std::string_view{tcp} : value;
+  h += "\r\n";
+  return {};
+}
+
+void rtsp_rewriter::response_transport(std::string_view status_line,
+                                       std::string_view cseq,
+                                       std::string_view value,
+                                       std::string_view session,
+                                       std::string& h) {
+  std::string replaced;
+  h += "Transport: ";
+  if (media_->on_response(cseq, status_code(status_line), value, session,
+                          replaced))
+    h += replaced;
+  else
+    h += value;
+  h += "\r\n";
 }
 
 void rtsp_rewriter::rewrite_url_header(direction& d, std::string_view value,

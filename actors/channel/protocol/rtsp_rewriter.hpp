@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "actors/channel/protocol/rtsp_media.hpp"
 #include "actors/channel/protocol/rtsp_sniffer.hpp"
 
 namespace p2proxy {
@@ -34,6 +35,9 @@ struct rtsp_url_map {
   /// it back towards the client). Off: paths are kept, only the authority
   /// changes.
   bool strip_resource = true;
+  /// Off: URLs pass unchanged (a listening node's rewriter, which only
+  /// rewrites Transport for media as datagrams).
+  bool rewrite_urls = true;
 };
 
 /// A streaming RTSP framer for both directions of one connection that
@@ -52,10 +56,18 @@ struct rtsp_url_map {
 /// client the client's; the URL's userinfo is kept. `Authorization` is never
 /// touched (a digest covers the client's own URL).
 ///
-/// A client SETUP whose Transport offers only UDP is answered by the proxy
-/// with 461 Unsupported Transport (and its CSeq) and never forwarded; when it
-/// offers both, the UDP alternatives are removed so the server must choose
-/// interleaved TCP.
+/// A client SETUP the media hook keeps (or any, without a hook) whose
+/// Transport offers no interleaved alternative is answered by the proxy with
+/// 461 Unsupported Transport (and its CSeq) and never forwarded; when it
+/// offers both, the other alternatives are removed so the server must choose
+/// interleaved TCP. (With the hooks, UDP unicast goes as datagrams: only
+/// multicast-only SETUPs are left to be answered 461.)
+///
+/// With a media hook (set_media), every client request, SETUP Transport,
+/// server response and interleaved server frame is shown to it first: it may
+/// replace a SETUP's Transport (and add the P2proxy-Media mark), refuse it,
+/// replace a response's Transport, or take an interleaved channel's frames
+/// (rtsp_media.hpp). A client's own P2proxy-Media header never passes.
 ///
 /// Run it where the target's authority is known (the exporting node, or the
 /// listening node once the CHANNEL has learned it): both directions of the
@@ -89,6 +101,22 @@ public:
     return map_;
   }
 
+  /// The hook for media as datagrams (not owned; may be null).
+  void set_media(rtsp_media_hook* media) {
+    media_ = media;
+  }
+
+  /// True between client messages: an interleaved frame may be added to
+  /// the server's side without cutting a message.
+  bool client_at_boundary() const {
+    return up_.ph == phase::boundary;
+  }
+
+  /// Client SETUPs the media hook refused (nonsense ports, no pair free).
+  uint64_t setups_refused() const {
+    return setups_refused_;
+  }
+
   /// Client SETUPs answered 461 so far.
   uint64_t udp_setups_refused() const {
     return udp_setups_refused_;
@@ -108,6 +136,7 @@ private:
     boundary,
     interleaved_header,
     interleaved_payload,
+    interleaved_capture, // a frame for the media hook
     head,
     body_stream,
     body_buffer,
@@ -122,6 +151,7 @@ private:
     std::string buf;       // head, interleaved header or buffered body
     std::string held_head; // rewritten head waiting for its buffered body
     uint64_t remaining = 0;
+    uint8_t channel = 0; // of the frame being captured
     explicit direction(bool client) : from_client(client) {}
   };
 
@@ -129,6 +159,13 @@ private:
              std::string* reply);
   bool on_head(direction& d, std::string_view head, std::string& out,
                std::string* reply);
+  /// A client SETUP's Transport onto `h`, or the refusal for the client.
+  std::string setup_transport(std::string_view cseq, std::string_view value,
+                              bool marked, std::string& h);
+  /// A server response's Transport (through the media hook) onto `h`.
+  void response_transport(std::string_view status_line, std::string_view cseq,
+                          std::string_view value, std::string_view session,
+                          std::string& h);
   void rewrite_url_header(direction& d, std::string_view value,
                           std::string& out);
   void rewrite_rtp_info(direction& d, std::string_view value, std::string& out);
@@ -142,6 +179,8 @@ private:
   std::string scratch_;
   std::string failure_reason_;
   uint64_t udp_setups_refused_ = 0;
+  uint64_t setups_refused_ = 0;
+  rtsp_media_hook* media_ = nullptr;
 };
 
 } // namespace p2proxy
