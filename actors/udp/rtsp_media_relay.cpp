@@ -257,7 +257,7 @@ void rtsp_media_relay::send_udp(uint8_t channel, std::string_view packet) {
   }
   auto& p = i->second;
   int k = channel % 2;
-  sockaddr_storage ss;
+  sockaddr_storage ss{};
   socklen_t len = 0;
   if (p.remote_rtp == 0
       || !make_dest(remote_ip_, static_cast<uint16_t>(p.remote_rtp + k),

@@ -17,6 +17,7 @@
 // or when the relay is destroyed (the channel's end).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -105,9 +106,9 @@ public:
 
 private:
   struct pair {
-    int fd[2] = {-1, -1};
-    int64_t tag[2] = {-1, -1}; // its batches' tags (never reused)
-    std::shared_ptr<udp_registration> reg[2];
+    std::array<int, 2> fd{-1, -1};
+    std::array<int64_t, 2> tag{-1, -1}; // its batches' tags (never reused)
+    std::array<std::shared_ptr<udp_registration>, 2> reg;
     uint16_t port = 0;
     uint16_t remote_rtp = 0;
   };
