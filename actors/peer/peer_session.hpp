@@ -122,8 +122,10 @@ using stream_handler_factory = std::function<caf::expected<stream_owner_actor>(
 /// How the session finds a dead path and moves off it (session_path.cpp,
 /// docs/sessions.md "Path changes").
 struct path_settings {
-  /// QUIC heard nothing this long while it had bytes in flight, or the
-  /// agent said "failed"/"disconnected": the session runs an ICE restart.
+  /// Bytes waited this long for an ACK with nothing heard from the peer
+  /// (counted from the later of the last packet heard and the last look
+  /// that found nothing in flight), or the agent said "failed" /
+  /// "disconnected": the session runs an ICE restart.
   std::chrono::milliseconds silence_limit{3000};
   /// A restart whose agent found no pair within this is abandoned; the
   /// next one waits restart_backoff, doubled per failure up to 8 times it.
@@ -242,10 +244,11 @@ struct session_paths {
   std::shared_ptr<ice_agent> retiring;
   uint64_t retiring_gen = 0;
   uint64_t retire_at = 0;
-  bool current_failed = false; // the current agent said failed/disconnected
-  uint64_t switched_at = 0;    // the last switch (now_ns clock)
-  unsigned failures = 0;       // failed restarts in a row (backoff)
-  uint64_t next_restart = 0;   // no restart before (now_ns clock)
+  bool current_failed = false;     // the current agent said failed/disconnected
+  uint64_t switched_at = 0;        // the last switch (now_ns clock)
+  uint64_t nothing_waiting_at = 0; // the last look with no byte in flight
+  unsigned failures = 0;           // failed restarts in a row (backoff)
+  uint64_t next_restart = 0;       // no restart before (now_ns clock)
   unsigned upgrade_tries = 0;
   uint64_t next_upgrade = 0; // 0: not relayed
   bool checking = false;     // the path_check_atom loop runs

@@ -123,8 +123,8 @@ std::shared_ptr<ice_agent> new_agent(peer_session_actor* self, uint64_t gen,
   return agent;
 }
 
-/// Is the current path dead? QUIC heard nothing for silence_limit while
-/// bytes wait for an ACK, or the agent said so.
+/// Is the current path dead? Bytes have waited for an ACK for
+/// silence_limit with nothing heard meanwhile, or the agent said so.
 bool path_dead(peer_session_actor* self, quic_time now) {
   auto& st = self->state;
   if (st.paths.current_failed)
@@ -136,8 +136,16 @@ bool path_dead(peer_session_actor* self, quic_time now) {
       && now
            < st.paths.switched_at + ns(st.args.settings.paths.restart_deadline))
     return false;
-  return facts.bytes_in_flight > 0 && facts.last_heard > 0
-         && now > facts.last_heard + ns(st.args.settings.paths.silence_limit);
+  if (facts.bytes_in_flight == 0) {
+    st.paths.nothing_waiting_at = now;
+    return false;
+  }
+  // The wait began after the last packet heard and after the last look
+  // that found nothing in flight: an idle session's keepalive PING, sent
+  // long after the last packet heard, is not a silence of that length.
+  auto waiting_since = std::max(facts.last_heard, st.paths.nothing_waiting_at);
+  return facts.last_heard > 0
+         && now > waiting_since + ns(st.args.settings.paths.silence_limit);
 }
 
 void schedule_check(peer_session_actor* self) {
