@@ -225,10 +225,13 @@ resource = "bulk"
             first = self.row("B")
             a_row = self.row("A")
             self.note("before: A on %s" % self.pair(a_row))
-            # A new external port for everything node A sends from now on.
+            # A new external port for everything node A sends from now on: a range that
+            # does not hold the current one (masquerade keeps a port that fits the range).
+            port = int(str(a_row.get("localAddress", "")).rpartition(":")[2] or 0)
+            lo = 50000 if 40000 <= port <= 40999 else 40000
             self.nft("natA", "flush chain ip lab postrouting",
                      'add rule ip lab postrouting oifname "wan" meta l4proto udp '
-                     'masquerade to :40000-40999',
+                     'masquerade to :%d-%d' % (lo, lo + 999),
                      'add rule ip lab postrouting oifname "wan" masquerade')
             r = self.lab.in_ns("natA", ["conntrack", "-D", "-p", "udp"], 10)
             t_flush = time.monotonic()
