@@ -251,19 +251,23 @@ resource = "bulk"
             raise
 
     # --- 3 ---------------------------------------------------------------------------------
-    def test_3_relayed_session_upgrades_to_direct(self):
-        block = 'ip daddr %s meta l4proto udp drop' % NATB_WAN
+    def start_relayed(self):
+        """Direct UDP between the NATs dropped at NAT A, the relay allowed: a transfer runs on a
+        relayed session. Returns the fetch's (thread, result, progress) and B's first row."""
+        self.start(nbytes=320 * MIB,
+                   before_nodes=lambda: self.add_drop(
+                       "natA", 'ip daddr %s meta l4proto udp drop' % NATB_WAN))
+        th, result, progress = self.fetch(timeout=150)
+        self.wait_fetched(th, progress, 8 * MIB, timeout=60)
+        first = self.row("B")
+        self.assertIn("relay", (first.get("localCandidateType"),
+                                first.get("remoteCandidateType")),
+                      "the session did not start relayed: %r" % first)
+        return th, result, progress, first
 
-        def blocked():
-            self.add_drop("natA", block)
-        self.start(nbytes=320 * MIB, before_nodes=blocked)
+    def test_3_relayed_session_upgrades_to_direct(self):
         try:
-            th, result, progress = self.fetch(timeout=150)
-            self.wait_fetched(th, progress, 8 * MIB, timeout=60)
-            first = self.row("B")
-            self.assertIn("relay", (first.get("localCandidateType"),
-                                    first.get("remoteCandidateType")),
-                          "the session did not start relayed: %r" % first)
+            th, result, progress, first = self.start_relayed()
             # Long enough for ICE to have given the direct pairs up (its checks stop once it
             # has completed) and for the session's first probe to fail against the block.
             time.sleep(12)
@@ -292,21 +296,10 @@ resource = "bulk"
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
 
-
     # --- 4 ---------------------------------------------------------------------------------
     def test_4_coturn_restart_under_a_relayed_session(self):
-        block = 'ip daddr %s meta l4proto udp drop' % NATB_WAN
-
-        def blocked():
-            self.add_drop("natA", block)
-        self.start(nbytes=320 * MIB, before_nodes=blocked)
         try:
-            th, result, progress = self.fetch(timeout=150)
-            self.wait_fetched(th, progress, 8 * MIB, timeout=60)
-            first = self.row("B")
-            self.assertIn("relay", (first.get("localCandidateType"),
-                                    first.get("remoteCandidateType")),
-                          "the session did not start relayed: %r" % first)
+            th, result, progress, first = self.start_relayed()
             before = self.pair(first)
             # The lab's coturn (lab.sh start_turn), killed and started anew: every allocation
             # of the running session is gone.
