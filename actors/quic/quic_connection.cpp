@@ -50,7 +50,6 @@ connection::connection(bool server, const identity& me,
   binding_.ref.user_data = this;
   binding_.expected_peer = std::move(expected_peer);
   last_heard_ = now;
-  init_path();
   tls_ = quic_tls::make_session(server_, cred_, &binding_);
   if (!server_)
     start_client(now);
@@ -103,27 +102,10 @@ quic_stats connection::stats() const {
     st.min_rtt = duration_cast<microseconds>(nanoseconds{cs.min_rtt});
   st.cwnd = cs.cwnd;
   st.lost_packets = lost_in_closed_streams_;
+  st.path = current_path();
   for (auto& [id, s] : streams_)
     st.lost_packets += ngtcp2_conn_get_stream_loss_count(conn_, id);
   return st;
-}
-
-void connection::init_path() {
-  // The real path is the ICE pair, which ngtcp2 never sees: a fixed
-  // logical pair keeps it from suspecting a migration (pitfall 12).
-  auto make = [](sockaddr_in& sa, uint16_t port) {
-    std::memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  };
-  make(local_addr_, server_ ? 2 : 1);
-  make(remote_addr_, server_ ? 1 : 2);
-  path_.local
-    = {reinterpret_cast<ngtcp2_sockaddr*>(&local_addr_), sizeof(local_addr_)};
-  path_.remote
-    = {reinterpret_cast<ngtcp2_sockaddr*>(&remote_addr_), sizeof(remote_addr_)};
-  path_.user_data = nullptr;
 }
 
 ngtcp2_callbacks connection::callbacks() const {
@@ -137,6 +119,7 @@ ngtcp2_callbacks connection::callbacks() const {
     cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
     cb.handshake_confirmed = on_handshake_confirmed;
   }
+  cb.path_validation = on_path_validation;
   cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
   cb.encrypt = ngtcp2_crypto_encrypt_cb;
   cb.decrypt = ngtcp2_crypto_decrypt_cb;
@@ -195,7 +178,11 @@ ngtcp2_transport_params connection::params() const {
   p.initial_max_streams_bidi = cfg_.max_streams;
   p.initial_max_streams_uni = 0;
   p.max_idle_timeout = ns(cfg_.idle_timeout);
-  p.disable_active_migration = 1;
+  // The client moves to each new ICE pair (migrate()); the spare
+  // connection ids each move needs come from a larger pool than the
+  // default two.
+  p.disable_active_migration = 0;
+  p.active_connection_id_limit = connection_id_pool;
   p.max_datagram_frame_size = cfg_.max_datagram_frame_size;
   return p;
 }
@@ -219,9 +206,10 @@ void connection::start_client(quic_time now) {
   auto cb = callbacks();
   auto st = settings(now);
   auto tp = params();
+  logical_path lp{0, false};
   auto rv
-    = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path_, NGTCP2_PROTO_VER_V1,
-                             &cb, &st, &tp, nullptr, this);
+    = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &lp.path,
+                             NGTCP2_PROTO_VER_V1, &cb, &st, &tp, nullptr, this);
   if (rv != 0)
     throw std::runtime_error(
       fmt::format("QUIC client setup: {}", ngtcp2_strerror(rv)));
@@ -230,7 +218,8 @@ void connection::start_client(quic_time now) {
 
 // The server's connection starts from the client's first Initial
 // (pitfall 5): its SCID becomes our DCID, its DCID the original_dcid.
-bool connection::accept(const uint8_t* data, size_t size, quic_time now) {
+bool connection::accept(const uint8_t* data, size_t size, quic_time now,
+                        quic_path_id path) {
   ngtcp2_pkt_hd hd;
   if (ngtcp2_accept(&hd, data, size) != 0)
     return false; // not a client Initial: stray datagram
@@ -239,8 +228,9 @@ bool connection::accept(const uint8_t* data, size_t size, quic_time now) {
   auto st = settings(now);
   auto tp = params();
   tp.original_dcid = hd.dcid;
-  auto rv = ngtcp2_conn_server_new(&conn_, &hd.scid, &scid, &path_, hd.version,
-                                   &cb, &st, &tp, nullptr, this);
+  logical_path lp{path, true};
+  auto rv = ngtcp2_conn_server_new(&conn_, &hd.scid, &scid, &lp.path,
+                                   hd.version, &cb, &st, &tp, nullptr, this);
   if (rv != 0) {
     conn_ = nullptr;
     finish(fmt::format("QUIC server setup: {}", ngtcp2_strerror(rv)));
@@ -293,6 +283,51 @@ int connection::on_handshake_confirmed(ngtcp2_conn*, void* ud) {
       && quic_tls::alpn_ok(c->tls_)) {
     c->handshake_done_ = true;
     c->handshake_event_ = true;
+  }
+  return 0;
+}
+
+quic_path_id connection::current_path() const {
+  if (conn_ == nullptr)
+    return 0;
+  return logical_path::id_of(*ngtcp2_conn_get_path(conn_));
+}
+
+bool connection::migrate(quic_path_id path, quic_time now) {
+  if (server_ || conn_ == nullptr || closed_ || depth_ > 0
+      || path == current_path())
+    return false;
+  logical_path lp{path, false};
+  int rv;
+  {
+    call_guard g{depth_};
+    rv = ngtcp2_conn_initiate_immediate_migration(conn_, &lp.path, now);
+  }
+  if (rv == 0)
+    migrating_ = true;
+  else if (ngtcp2_err_is_fatal(rv))
+    on_error(rv);
+  flush();
+  return rv == 0;
+}
+
+// The end of a path validation: of the path the client's migrate() moved
+// to, or the server's of a path the client moved to (the server moves back
+// on failure; the client stays, and its owner decides).
+int connection::on_path_validation(ngtcp2_conn* conn, uint32_t,
+                                   const ngtcp2_path* path,
+                                   ngtcp2_path_validation_result res,
+                                   void* ud) {
+  auto* c = self(ud);
+  auto id = logical_path::id_of(*path);
+  bool mine = !c->server_ && c->migrating_;
+  if (mine)
+    c->migrating_ = false;
+  if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) {
+    if (logical_path::id_of(*ngtcp2_conn_get_path(conn)) == id)
+      ++c->stats_.migrations;
+  } else if (res == NGTCP2_PATH_VALIDATION_RESULT_FAILURE) {
+    ++c->stats_.path_validation_failures;
   }
   return 0;
 }

@@ -22,6 +22,13 @@ namespace p2proxy {
 /// Nanoseconds on a monotonic clock (the owner's; virtual in actor tests).
 using quic_time = uint64_t;
 
+/// One network path of a connection, named by its owner: a session gives
+/// each ICE generation's agent its own (the handshake runs on path 0).
+/// QUIC sees a new id as a new path: the client migrates to it with path
+/// validation and a fresh connection id, the server follows. Ids below
+/// 2^24.
+using quic_path_id = uint32_t;
+
 /// QUIC's congestion controller (ngtcp2's). BBR (v1) by default: on a
 /// path with random loss and a small bandwidth × delay product, BBR v2
 /// takes each loss in a short flight as more than its 2 % threshold and
@@ -123,6 +130,12 @@ struct quic_stats {
   uint64_t cwnd = 0;
   /// Packets carrying stream data that were declared lost.
   uint64_t lost_packets = 0;
+  /// The path QUIC sends on, and how often it moved to a validated new
+  /// one (migrate() on the client; the client's move on the server).
+  quic_path_id path = 0;
+  uint64_t migrations = 0;
+  /// Path validations that failed (the connection stayed where it was).
+  uint64_t path_validation_failures = 0;
 };
 
 class quic_connection {
@@ -140,15 +153,35 @@ public:
   make_server(const identity& me, std::string expected_peer,
               const quic_settings& cfg, quic_events& events, quic_time now);
 
-  /// Feeds one datagram from the path.
-  virtual void receive(const uint8_t* data, size_t size, quic_time now) = 0;
+  /// Feeds one datagram that arrived on `path`.
+  virtual void receive(const uint8_t* data, size_t size, quic_time now,
+                       quic_path_id path = 0)
+    = 0;
   /// Appends the datagrams to send now (at most `max` of them, and at most
-  /// the congestion controller's send quantum). Call it after every
-  /// receive(), on_expiry(), write_stream(), consume() or close(); if it
-  /// returned `max` datagrams, call it again.
+  /// the congestion controller's send quantum), all for one path:
+  /// write_path(). Call it after every receive(), on_expiry(),
+  /// write_stream(), consume() or close(), and again while it appends
+  /// datagrams (a datagram for another path ends a batch early).
   virtual void write(quic_time now, std::vector<std::string>& out,
                      size_t max = 64)
     = 0;
+  /// The path the datagrams of the last write() go on.
+  virtual quic_path_id write_path() const = 0;
+  /// The client moves the connection to `path` at once (its owner knows
+  /// the path works: ICE checked the pair): from now on it sends there,
+  /// with a new connection id and a fresh congestion controller and RTT,
+  /// while QUIC validates the path (PATH_CHALLENGE); a failed validation
+  /// is counted and leaves the connection there. A migrate() under way is
+  /// replaced. The server cannot: it follows when the client's packets come
+  /// on a new path (and moves back if that path fails its validation).
+  /// False, changing nothing, on the server, before the handshake is
+  /// confirmed, without a spare connection id from the peer, or when
+  /// `path` is already current.
+  virtual bool migrate(quic_path_id path, quic_time now) = 0;
+  /// A migrate() whose path validation has not ended yet.
+  virtual bool migrating() const = 0;
+  /// The path QUIC sends on now.
+  virtual quic_path_id current_path() const = 0;
   /// When on_expiry() must run next (UINT64_MAX: no timer).
   virtual quic_time expiry() const = 0;
   /// When a packet from the peer was last accepted (the creation time

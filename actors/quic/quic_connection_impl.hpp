@@ -44,6 +44,9 @@ inline constexpr size_t datagram_buffer = 2048;
 // How often a closing endpoint repeats its CONNECTION_CLOSE to a peer that
 // keeps sending (the first copy may be lost).
 inline constexpr int max_close_resends = 8;
+// Connection ids each side may hold from the other (the transport
+// parameter active_connection_id_limit): a migration uses a spare one.
+inline constexpr uint64_t connection_id_pool = 8;
 // A received reason phrase is quoted in our own reason; keep it short.
 inline constexpr size_t max_reason_phrase = 256;
 
@@ -127,6 +130,41 @@ struct stream {
   }
 };
 
+// The addresses ngtcp2 sees for path `id`. ICE below QUIC owns the real
+// pair; each path id gets its own made-up local and remote address (10.x.y.z,
+// the id in the low 24 bits), so a new ICE pair is a new path to QUIC
+// (QUIC_NOTES pitfall 12). Only this side sees them.
+struct logical_path {
+  logical_path(quic_path_id id, bool server) {
+    auto make = [id](sockaddr_in& sa, uint16_t port) {
+      std::memset(&sa, 0, sizeof(sa));
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(port);
+      sa.sin_addr.s_addr = htonl(0x0a000000u | (id & 0xffffffu));
+    };
+    make(local, server ? 2 : 1);
+    make(remote, server ? 1 : 2);
+    path.local = {reinterpret_cast<ngtcp2_sockaddr*>(&local), sizeof(local)};
+    path.remote = {reinterpret_cast<ngtcp2_sockaddr*>(&remote), sizeof(remote)};
+    path.user_data = nullptr;
+  }
+  logical_path(const logical_path&) = delete;
+  logical_path& operator=(const logical_path&) = delete;
+
+  /// The id of a path ngtcp2 reports (its local address).
+  static quic_path_id id_of(const ngtcp2_path& p) {
+    if (p.local.addr == nullptr || p.local.addrlen != sizeof(sockaddr_in))
+      return 0;
+    sockaddr_in sa{};
+    std::memcpy(&sa, p.local.addr, sizeof(sa));
+    return ntohl(sa.sin_addr.s_addr) & 0xffffffu;
+  }
+
+  sockaddr_in local{};
+  sockaddr_in remote{};
+  ngtcp2_path path{};
+};
+
 // Counts nesting of ngtcp2 calls: callbacks run inside them, and ngtcp2
 // must not be re-entered for writing or reading from a callback.
 struct call_guard {
@@ -145,8 +183,17 @@ public:
              const quic_settings& cfg, quic_events& events, quic_time now);
   ~connection() override;
 
-  void receive(const uint8_t* data, size_t size, quic_time now) override;
+  void receive(const uint8_t* data, size_t size, quic_time now,
+               quic_path_id path) override;
   void write(quic_time now, std::vector<std::string>& out, size_t max) override;
+  quic_path_id write_path() const override {
+    return write_path_;
+  }
+  bool migrate(quic_path_id path, quic_time now) override;
+  bool migrating() const override {
+    return migrating_;
+  }
+  quic_path_id current_path() const override;
   quic_time expiry() const override;
   quic_time last_heard() const override {
     return last_heard_;
@@ -174,19 +221,22 @@ private:
 
   // -- setup and handshake (quic_connection.cpp) ------------------------------
 
-  void init_path();
   ngtcp2_callbacks callbacks() const;
   ngtcp2_settings settings(quic_time now) const;
   ngtcp2_transport_params params() const;
   static ngtcp2_cid random_cid(size_t len);
   void after_create();
   void start_client(quic_time now);
-  bool accept(const uint8_t* data, size_t size, quic_time now);
+  bool accept(const uint8_t* data, size_t size, quic_time now,
+              quic_path_id path);
   static void on_rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx*);
   static int on_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token,
                                   size_t cidlen, void*);
   static int on_handshake_completed(ngtcp2_conn*, void* ud);
   static int on_handshake_confirmed(ngtcp2_conn*, void* ud);
+  static int on_path_validation(ngtcp2_conn*, uint32_t flags,
+                                const ngtcp2_path* path,
+                                ngtcp2_path_validation_result res, void* ud);
 
   // -- packet I/O and closing (quic_packets.cpp) ------------------------------
 
@@ -195,6 +245,11 @@ private:
   size_t write_packets(quic_time now, std::vector<std::string>& out,
                        size_t max);
   void write_close(quic_time now, std::vector<std::string>& out);
+  /// Appends the packet ngtcp2 wrote into buf_ (`n` bytes, for `ps`) to
+  /// this write()'s batch; false if it goes on another path than the
+  /// batch's (then it waits in held_ for the next write()).
+  bool emit(std::vector<std::string>& out, size_t n,
+            const ngtcp2_path_storage& ps);
   void finish(const std::string& reason);
   void on_error(int rv);
   void on_peer_closed();
@@ -219,9 +274,10 @@ private:
   // -- QUIC DATAGRAM (quic_datagrams.cpp) -------------------------------------
 
   /// Writes queued datagrams (before any stream data) into `out`; false
-  /// after a fatal error.
+  /// after a fatal error or when a packet for another path ended the batch.
   bool write_datagrams(quic_time now, std::vector<std::string>& out, size_t max,
-                       size_t quantum, size_t& packets, size_t& bytes);
+                       size_t quantum, size_t& packets, size_t& bytes,
+                       ngtcp2_path_storage& ps);
   void drop_stale_datagrams(quic_time now);
   /// Takes datagrams_[i] out of the queue and its byte counts.
   void unqueue_datagram(size_t i);
@@ -274,9 +330,6 @@ private:
   quic_tls::peer_binding binding_;
   gnutls_session_t tls_ = nullptr;
   ngtcp2_conn* conn_ = nullptr;
-  sockaddr_in local_addr_{};
-  sockaddr_in remote_addr_{};
-  ngtcp2_path path_{};
   std::vector<uint8_t> buf_;
   int depth_ = 0;
 
@@ -300,6 +353,14 @@ private:
 
   quic_stats stats_;
   uint64_t lost_in_closed_streams_ = 0;
+
+  // Paths (quic_packets.cpp): the batch's path, a packet for another path
+  // that ended the last batch, and a migrate() under validation.
+  quic_path_id write_path_ = 0;
+  bool batch_open_ = false;
+  std::string held_;
+  quic_path_id held_path_ = 0;
+  bool migrating_ = false;
   /// When a packet from the peer was last accepted. The session's silence
   /// limit counts from here: ngtcp2 also restarts its idle timer when it
   /// sends the first ack-eliciting packet after a receive (RFC 9000

@@ -113,7 +113,7 @@ void connection::drop_stale_datagrams(quic_time now) {
 
 bool connection::write_datagrams(quic_time now, std::vector<std::string>& out,
                                  size_t max, size_t quantum, size_t& packets,
-                                 size_t& bytes) {
+                                 size_t& bytes, ngtcp2_path_storage& ps) {
   drop_stale_datagrams(now);
   bool open_packet = false;
   ngtcp2_pkt_info pi{};
@@ -135,7 +135,7 @@ bool connection::write_datagrams(quic_time now, std::vector<std::string>& out,
       ngtcp2_vec v{reinterpret_cast<uint8_t*>(d.bytes.data()), d.bytes.size()};
       offered = true;
       n = ngtcp2_conn_writev_datagram(
-        conn_, nullptr, &pi, buf_.data(), buf_.size(), &accepted,
+        conn_, &ps.path, &pi, buf_.data(), buf_.size(), &accepted,
         NGTCP2_WRITE_DATAGRAM_FLAG_MORE, ++datagram_ids_, &v, 1, now);
       if (accepted != 0) {
         ++dstats_.sent;
@@ -145,7 +145,7 @@ bool connection::write_datagrams(quic_time now, std::vector<std::string>& out,
     } else if (open_packet) {
       // Close the packet the last datagram left open (no more to add).
       n = ngtcp2_conn_writev_stream(
-        conn_, nullptr, &pi, buf_.data(), buf_.size(), nullptr,
+        conn_, &ps.path, &pi, buf_.data(), buf_.size(), nullptr,
         NGTCP2_WRITE_STREAM_FLAG_NONE, -1, nullptr, 0, now);
     } else {
       break; // out of room this turn: the rest waits (bounded by age)
@@ -170,12 +170,10 @@ bool connection::write_datagrams(quic_time now, std::vector<std::string>& out,
     }
     if (n == 0)
       break; // congestion window or pacing: stream data waits too
-    out.emplace_back(reinterpret_cast<const char*>(buf_.data()),
-                     static_cast<size_t>(n));
     ++packets;
     bytes += static_cast<size_t>(n);
-    stats_.bytes_sent += static_cast<uint64_t>(n);
-    ++stats_.packets_sent;
+    if (!emit(out, static_cast<size_t>(n), ps))
+      return false; // the rest waits for the next write()
   }
   return true;
 }

@@ -32,7 +32,8 @@ std::string alert_name(uint8_t alert) {
 
 } // namespace
 
-void connection::receive(const uint8_t* data, size_t size, quic_time now) {
+void connection::receive(const uint8_t* data, size_t size, quic_time now,
+                         quic_path_id path) {
   if (depth_ > 0)
     return; // from inside a callback: dropped like any UDP datagram
   stats_.bytes_received += size;
@@ -44,13 +45,14 @@ void connection::receive(const uint8_t* data, size_t size, quic_time now) {
     }
     return;
   }
-  if (conn_ == nullptr && !(server_ && accept(data, size, now)))
+  if (conn_ == nullptr && !(server_ && accept(data, size, now, path)))
     return;
   ngtcp2_pkt_info pi{};
+  logical_path lp{path, server_};
   int rv;
   {
     call_guard g{depth_};
-    rv = ngtcp2_conn_read_pkt(conn_, &path_, &pi, data, size, now);
+    rv = ngtcp2_conn_read_pkt(conn_, &lp.path, &pi, data, size, now);
   }
   if (rv != 0)
     on_error(rv);
@@ -63,9 +65,17 @@ void connection::write(quic_time now, std::vector<std::string>& out,
                        size_t max) {
   if (depth_ > 0 || conn_ == nullptr || max == 0)
     return;
+  batch_open_ = false;
   if (closed_) {
     write_close(now, out);
     return;
+  }
+  if (!held_.empty()) {
+    // The packet for another path that ended the last batch opens this one.
+    write_path_ = held_path_;
+    batch_open_ = true;
+    out.push_back(std::move(held_));
+    held_.clear();
   }
   auto packets = write_packets(now, out, max);
   if (closed_)
@@ -131,12 +141,14 @@ size_t connection::write_packets(quic_time now, std::vector<std::string>& out,
                                  size_t max) {
   call_guard g{depth_};
   ngtcp2_pkt_info pi{};
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
   auto quantum
     = std::max<size_t>(ngtcp2_conn_get_send_quantum(conn_), datagram_buffer);
   size_t packets = 0;
   size_t bytes = 0;
   // Datagrams first: they never wait behind stream data.
-  if (!write_datagrams(now, out, max, quantum, packets, bytes))
+  if (!write_datagrams(now, out, max, quantum, packets, bytes, ps))
     return packets;
   // Each round either completes a packet, stops, or retires a stream from
   // the ring; the bound only guards against a library surprise. A packet
@@ -164,9 +176,9 @@ size_t connection::write_packets(quic_time now, std::vector<std::string>& out,
         flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
     }
     ngtcp2_ssize taken = -1;
-    auto n
-      = ngtcp2_conn_writev_stream(conn_, nullptr, &pi, buf_.data(), buf_.size(),
-                                  &taken, flags, sid, vec.data(), nvec, now);
+    auto n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, buf_.data(),
+                                       buf_.size(), &taken, flags, sid,
+                                       vec.data(), nvec, now);
     if (s != nullptr && taken >= 0) {
       s->tx.sent += static_cast<uint64_t>(taken);
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && s->tx.unsent() == 0)
@@ -200,15 +212,31 @@ size_t connection::write_packets(quic_time now, std::vector<std::string>& out,
     open_packet = false;
     if (n == 0)
       break; // congestion, pacing or nothing to send
-    out.emplace_back(reinterpret_cast<const char*>(buf_.data()),
-                     static_cast<size_t>(n));
+    bool same_path = emit(out, static_cast<size_t>(n), ps);
     ++packets;
     bytes += static_cast<size_t>(n);
-    stats_.bytes_sent += static_cast<uint64_t>(n);
-    ++stats_.packets_sent;
     rotate(s);
+    if (!same_path)
+      break;
   }
   return packets;
+}
+
+bool connection::emit(std::vector<std::string>& out, size_t n,
+                      const ngtcp2_path_storage& ps) {
+  stats_.bytes_sent += n;
+  ++stats_.packets_sent;
+  auto path = logical_path::id_of(ps.path);
+  if (!batch_open_) {
+    batch_open_ = true;
+    write_path_ = path;
+  } else if (path != write_path_) {
+    held_.assign(reinterpret_cast<const char*>(buf_.data()), n);
+    held_path_ = path;
+    return false;
+  }
+  out.emplace_back(reinterpret_cast<const char*>(buf_.data()), n);
+  return true;
 }
 
 void connection::write_close(quic_time now, std::vector<std::string>& out) {
@@ -229,6 +257,7 @@ void connection::write_close(quic_time now, std::vector<std::string>& out) {
   }
   if (resend_close_ && !close_packet_.empty()) {
     resend_close_ = false;
+    write_path_ = current_path();
     out.push_back(close_packet_);
     stats_.bytes_sent += close_packet_.size();
     ++stats_.packets_sent;

@@ -1,8 +1,9 @@
 // QUIC PIPE: a test fixture that joins two quic_connections in memory, with
 // virtual time, a fixed one-way delay and optional random loss. No sockets,
 // no threads, no sleeping: each step delivers what is due, runs due timers,
-// lets both sides write, and jumps the clock to the next event. Used by the
-// unit tests and by tests/bench/quic_bench.cpp; header-only so the library
+// lets both sides write, and jumps the clock to the next event. Datagrams
+// travel on the path each side's write() names; a dead path drops them. Used by
+// the unit tests and by tests/bench/quic_bench.cpp; header-only so the library
 // carries none of it.
 #pragma once
 
@@ -41,6 +42,8 @@ public:
   /// router with a smaller MTU and DF set would (QUIC's PMTUD then settles
   /// below it).
   size_t mtu = SIZE_MAX;
+  /// Paths (quic_path_id) that drop everything, both ways.
+  std::vector<quic_path_id> dead_paths;
 
   uint64_t delivered = 0;
   uint64_t dropped = 0;
@@ -59,7 +62,7 @@ public:
         continue;
       ++delivered;
       to->receive(reinterpret_cast<const uint8_t*>(f.data.data()),
-                  f.data.size(), now);
+                  f.data.size(), now, f.path);
     }
     timers(a, a_frozen);
     timers(b, b_frozen);
@@ -114,6 +117,7 @@ private:
     quic_time at;
     bool to_b;
     std::string data;
+    quic_path_id path;
   };
 
   void timers(quic_connection* c, bool frozen) {
@@ -125,17 +129,22 @@ private:
     if (c == nullptr || frozen)
       return;
     constexpr size_t batch = 64;
-    for (;;) {
+    // A batch ends early where the next datagram goes on another path:
+    // write until nothing comes (bounded).
+    for (int i = 0; i < 256; ++i) {
       out_.clear();
       c->write(now, out_, batch);
+      auto path = c->write_path();
+      bool dead = std::find(dead_paths.begin(), dead_paths.end(), path)
+                  != dead_paths.end();
       for (auto& d : out_) {
-        if (d.size() > mtu || (loss > 0 && uniform() < loss)) {
+        if (dead || d.size() > mtu || (loss > 0 && uniform() < loss)) {
           ++dropped;
           continue;
         }
-        queue_.push_back({now + delay, from_a, std::move(d)});
+        queue_.push_back({now + delay, from_a, std::move(d), path});
       }
-      if (out_.size() < batch)
+      if (out_.empty())
         break;
     }
   }

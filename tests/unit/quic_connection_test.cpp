@@ -339,6 +339,77 @@ TEST_F(quic_pair, sixty_four_mib_each_way_over_one_stream_arrive_intact) {
   EXPECT_FALSE(a.closed_reason);
 }
 
+// An ICE restart below QUIC: path 0 dies mid-transfer, the client moves
+// to path 1, the server follows, and the stream goes on byte-exact.
+TEST_F(quic_pair, migration_to_a_new_path_keeps_the_stream) {
+  connect();
+  constexpr uint64_t size = 16 * MiB;
+  auto id = ca->open_stream();
+  ASSERT_GE(id, 0);
+  b.reply_bytes = size;
+  a.send(id, size, true, 11);
+  ASSERT_TRUE(pipe.run_until([&] { return a.rx[id].bytes > 2 * MiB; }));
+  // Connection ids for the move come after the handshake: there by now.
+  pipe.dead_paths = {0};
+  ASSERT_TRUE(ca->migrate(1, pipe.now));
+  EXPECT_TRUE(ca->migrating());
+  EXPECT_FALSE(cb->migrate(1, pipe.now)); // only the client moves
+  ASSERT_TRUE(pipe.run_until(
+    [&] { return b.received_all(id, size) && a.received_all(id, size); }))
+    << "client: " << a.closed_reason.value_or("-")
+    << " server: " << b.closed_reason.value_or("-");
+  EXPECT_EQ(b.rx[id].digest, a.tx[id].digest);
+  EXPECT_EQ(a.rx[id].digest, b.tx[id].digest);
+  EXPECT_FALSE(ca->migrating());
+  EXPECT_EQ(ca->stats().path, 1u);
+  EXPECT_EQ(cb->stats().path, 1u);
+  EXPECT_EQ(ca->stats().migrations, 1u);
+  EXPECT_EQ(cb->stats().migrations, 1u);
+  EXPECT_FALSE(a.closed_reason);
+  EXPECT_FALSE(b.closed_reason);
+  // Again, to a third path: ids retired by the first move were replaced.
+  pipe.dead_paths = {0, 1};
+  ASSERT_TRUE(ca->migrate(2, pipe.now));
+  auto id2 = ca->open_stream();
+  ASSERT_GE(id2, 0);
+  a.send(id2, MiB, true, 12);
+  ASSERT_TRUE(pipe.run_until([&] { return b.received_all(id2, MiB); }));
+  EXPECT_EQ(b.rx[id2].digest, a.tx[id2].digest);
+  EXPECT_EQ(ca->stats().path, 2u);
+  EXPECT_EQ(cb->stats().path, 2u);
+}
+
+// A move to a path that carries nothing fails its validation (counted);
+// a move on to a path that works restores the connection.
+TEST_F(quic_pair, a_failed_migration_is_counted_and_the_next_one_works) {
+  // The validation gives up after 3 PTOs, about 3 s while the RTT is
+  // still unknown: an idle timeout as a session's outlives it.
+  auto cfg = test_settings();
+  cfg.idle_timeout = std::chrono::milliseconds{30000};
+  connect(cfg);
+  pipe.run_for(100 * ms);
+  pipe.dead_paths = {1};
+  ASSERT_TRUE(ca->migrate(1, pipe.now));
+  EXPECT_EQ(ca->current_path(), 1u); // at once: the owner vouched for it
+  ASSERT_TRUE(pipe.run_until([&] { return !ca->migrating(); }));
+  EXPECT_EQ(ca->stats().path_validation_failures, 1u);
+  EXPECT_EQ(ca->stats().migrations, 0u);
+  EXPECT_EQ(cb->current_path(), 0u); // nothing reached the server
+  ASSERT_TRUE(ca->migrate(2, pipe.now));
+  auto id = ca->open_stream();
+  ASSERT_GE(id, 0);
+  a.send(id, MiB, true, 13);
+  ASSERT_TRUE(pipe.run_until([&] { return b.received_all(id, MiB); }))
+    << "client: " << a.closed_reason.value_or("-")
+    << " server: " << b.closed_reason.value_or("-") << " paths "
+    << ca->current_path() << "/" << cb->current_path() << " got "
+    << b.rx[id].bytes;
+  EXPECT_EQ(b.rx[id].digest, a.tx[id].digest);
+  EXPECT_EQ(ca->current_path(), 2u);
+  EXPECT_EQ(cb->current_path(), 2u);
+  EXPECT_FALSE(a.closed_reason);
+}
+
 TEST_F(quic_pair, sixteen_streams_share_the_connection_fairly) {
   connect();
   constexpr uint64_t size = 4 * MiB;
