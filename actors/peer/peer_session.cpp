@@ -135,7 +135,10 @@ admin::SessionStatus session_status(const peer_session_state& st) {
     row->set_from(c.from);
     row->set_to(c.to);
     row->set_reason(c.reason);
+    row->set_migrated(c.migrated);
   }
+  s.set_quic_path(static_cast<uint32_t>(st.paths.quic_path));
+  s.set_migrations(st.paths.migrations);
   return s;
 }
 
@@ -456,10 +459,11 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       else if (tag == self->state.paths.gen)
         on_ice_state(self, state);
     },
-    [=](ice_data_atom, uint64_t, std::vector<std::string>& datagrams) {
-      // Only from an agent that cannot drive the link itself.
+    [=](ice_data_atom, uint64_t gen, std::vector<std::string>& datagrams) {
+      // Only from an agent that cannot drive the link itself; its
+      // generation is its QUIC path.
       auto& st = self->state;
-      st.link->receive(datagrams, now_ns(self));
+      st.link->receive(datagrams, now_ns(self), static_cast<quic_path_id>(gen));
       flush(self);
     },
     [=](quic_link_atom) {
@@ -513,11 +517,12 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
         = self->state.link->io_driven() ? "yes" : "no";
       auto& paths = self->state.paths;
       (*as.mutable_fields())["paths"] = fmt::format(
-        "gen={} pending={} retiring={} restarts={} failed={} glare={} "
-        "upgrades={}",
-        paths.gen, paths.pending ? std::to_string(paths.pending->gen) : "-",
+        "gen={} quic_path={} pending={} retiring={} restarts={} failed={} "
+        "glare={} upgrades={} migrations={}",
+        paths.gen, paths.quic_path,
+        paths.pending ? std::to_string(paths.pending->gen) : "-",
         paths.retiring ? "yes" : "no", paths.restarts, paths.restarts_failed,
-        paths.glare, paths.upgrades);
+        paths.glare, paths.upgrades, paths.migrations);
       (*as.mutable_fields())["close_handshake"] = fmt::format(
         "{} linger_ms={} proposals={} accepts={} refusals={} rejects={} "
         "cancels={} held={}",

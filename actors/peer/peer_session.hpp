@@ -217,6 +217,8 @@ std::string path_change_reason(const candidate_pair& from,
 struct path_change {
   std::chrono::system_clock::time_point time;
   std::string from, to, reason;
+  uint64_t gen = 0;      // the ICE generation of `to`
+  bool migrated = false; // QUIC validated it and sends there
 };
 
 /// The newest changes a session keeps.
@@ -252,8 +254,10 @@ struct session_paths {
   unsigned upgrade_tries = 0;
   uint64_t next_upgrade = 0; // 0: not relayed
   bool checking = false;     // the path_check_atom loop runs
+  uint64_t quic_path = 0;    // the generation QUIC sends on, last seen
   // Counters for the status.
   uint64_t restarts = 0, restarts_failed = 0, glare = 0, upgrades = 0;
+  uint64_t migrations = 0; // QUIC moved to a new generation's pair
 };
 
 struct peer_session_state {

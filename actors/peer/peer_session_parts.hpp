@@ -70,6 +70,9 @@ void pending_state(peer_session_actor* self, const std::string& state);
 /// The current agent's state / selected pair changed (past the setup).
 void on_current_state(peer_session_actor* self, const std::string& state);
 void on_current_pair(peer_session_actor* self);
+/// Notes a move of QUIC to another generation's path (a migration), while
+/// a restart is in flight or QUIC has not caught up with the current one.
+void watch_quic_path(peer_session_actor* self);
 /// The session is up: the path watch starts (path_check_atom, periodic).
 void start_path_checks(peer_session_actor* self);
 void check_path(peer_session_actor* self);

@@ -132,6 +132,7 @@ void flush(peer_session_actor* self) {
   // turn, as is the rest of a batch-limited write.
   if (process_events(self))
     more = true;
+  watch_quic_path(self);
   if (more)
     schedule_flush(self); // continue after other messages had their turn
   if (!st.link->started() || st.link->io_driven())

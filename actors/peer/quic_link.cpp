@@ -41,19 +41,79 @@ constexpr quic_time streaming_ns = 5000000;
 /// busy session drops new ones (counted) rather than queueing without end.
 constexpr size_t max_waiting_datagrams = 4096;
 
+/// A later ICE generation's agent feeds the link through this, so the
+/// link knows the path each datagram came on. The agent holds it until it
+/// is closed; it holds the link weakly, as the agent does.
+class path_sink final : public datagram_sink {
+public:
+  path_sink(const std::shared_ptr<quic_link>& link, quic_path_id path)
+    : link_(link), path_(path) {}
+  void on_datagram(const uint8_t* data, size_t size) override {
+    if (auto l = link_.lock())
+      l->on_path_datagram(data, size, path_);
+  }
+  void on_datagrams_done() override {
+    if (auto l = link_.lock())
+      l->on_datagrams_done();
+  }
+  void on_wakeup() override {
+    if (auto l = link_.lock())
+      l->on_wakeup();
+  }
+
+private:
+  std::weak_ptr<quic_link> link_;
+  quic_path_id path_;
+};
+
 } // namespace
 
 quic_link::quic_link(caf::actor_addr owner) : owner_(std::move(owner)) {}
 
 bool quic_link::attach_to(const std::shared_ptr<ice_agent>& agent) {
-  agent_ = agent;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    agent_ = agent;
+    paths_.emplace_back(0, agent);
+  }
   io_driven_ = agent->attach(shared_from_this());
   return io_driven_;
 }
 
-void quic_link::listen_to(const std::shared_ptr<ice_agent>& agent) {
+void quic_link::listen_to(const std::shared_ptr<ice_agent>& agent,
+                          quic_path_id path) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    paths_.emplace_back(path, agent);
+  }
   if (io_driven_)
-    agent->attach(shared_from_this());
+    agent->attach(std::make_shared<path_sink>(shared_from_this(), path));
+}
+
+void quic_link::forget(quic_path_id path) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  paths_.erase(std::remove_if(paths_.begin(), paths_.end(),
+                              [path](auto& p) { return p.first == path; }),
+               paths_.end());
+}
+
+std::shared_ptr<ice_agent>
+quic_link::agent_for_locked(quic_path_id path) const {
+  for (auto& [id, agent] : paths_)
+    if (id == path)
+      if (auto a = agent.lock())
+        return a;
+  return agent_.lock();
+}
+
+bool quic_link::migrate(quic_path_id path, quic_time now) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ && quic_->migrate(path, monotonic_locked(now));
+}
+
+quic_path_id quic_link::quic_path() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quic_ ? quic_->current_path() : 0;
 }
 
 void quic_link::switch_agent(const std::shared_ptr<ice_agent>& agent) {
@@ -96,9 +156,10 @@ bool quic_link::start(const factory& make, quic_time now) {
     return false;
   auto early = std::move(early_);
   early_.clear();
-  for (auto& d : early)
+  for (auto& [d, path] : early)
     if (quic_)
-      receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now);
+      receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now,
+                     path);
   return true;
 }
 
@@ -123,22 +184,25 @@ void quic_link::drop() {
   dropped_ = true;
 }
 
-void quic_link::receive(std::vector<std::string>& datagrams, quic_time now) {
+void quic_link::receive(std::vector<std::string>& datagrams, quic_time now,
+                        quic_path_id path) {
   std::lock_guard<std::mutex> guard{mtx_};
   now = monotonic_locked(now);
   for (auto& d : datagrams)
-    receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now);
+    receive_locked(reinterpret_cast<const uint8_t*>(d.data()), d.size(), now,
+                   path);
 }
 
-void quic_link::receive_locked(const uint8_t* data, size_t size,
-                               quic_time now) {
+void quic_link::receive_locked(const uint8_t* data, size_t size, quic_time now,
+                               quic_path_id path) {
   if (!quic_) {
     if (!dropped_ && early_.size() < max_early_datagrams)
-      early_.emplace_back(reinterpret_cast<const char*>(data), size);
+      early_.emplace_back(
+        std::string(reinterpret_cast<const char*>(data), size), path);
     return;
   }
   ++datagrams_in_;
-  quic_->receive(data, size, now);
+  quic_->receive(data, size, now, path);
 }
 
 bool quic_link::transmit(quic_time now) {
@@ -158,7 +222,7 @@ bool quic_link::transmit_locked(quic_time now) {
     if (out_.empty())
       return false; // pacing, congestion, or nothing to send
     datagrams_out_ += out_.size();
-    if (auto agent = agent_.lock())
+    if (auto agent = agent_for_locked(quic_->write_path()))
       agent->send(std::move(out_));
     out_ = {};
   }
@@ -209,9 +273,14 @@ quic_time quic_link::expiry() const {
 // --- the ICE thread -------------------------------------------------------
 
 void quic_link::on_datagram(const uint8_t* data, size_t size) {
+  on_path_datagram(data, size, 0);
+}
+
+void quic_link::on_path_datagram(const uint8_t* data, size_t size,
+                                 quic_path_id path) {
   std::lock_guard<std::mutex> guard{mtx_};
   auto now = monotonic_locked(steady_clock_ns());
-  receive_locked(data, size, now);
+  receive_locked(data, size, now, path);
   if (quic_ && ++since_turn_ >= turn_every)
     io_turn_locked(now);
 }

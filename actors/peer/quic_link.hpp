@@ -64,18 +64,29 @@ public:
   /// thread wait for take_events().
   explicit quic_link(caf::actor_addr owner);
 
-  /// Lets the agent drive the link on its thread if it can; true if it
-  /// does (then the owner arms no QUIC timer and feeds no datagram).
+  /// Lets the setup's agent (QUIC path 0) drive the link on its thread if
+  /// it can; true if it does (then the owner arms no QUIC timer and feeds
+  /// no datagram).
   bool attach_to(const std::shared_ptr<ice_agent>& agent);
   bool io_driven() const {
     return io_driven_;
   }
-  /// An ICE restart's new agent: its datagrams feed this link too (attach
-  /// it before its gather()); the link keeps sending on the current agent.
-  void listen_to(const std::shared_ptr<ice_agent>& agent);
-  /// From now on packets go out on `agent` (listened to already) and its
-  /// wake-ups drive the link; the previous agent only still delivers.
+  /// An ICE restart's new agent, QUIC path `path` (its generation): its
+  /// datagrams feed this link too, as arrivals on that path (attach it
+  /// before its gather()), and packets QUIC writes for that path go out on
+  /// it.
+  void listen_to(const std::shared_ptr<ice_agent>& agent, quic_path_id path);
+  /// From now on `agent` (listened to already) drives the link with its
+  /// wake-ups, and carries what QUIC writes for a path whose agent is gone.
   void switch_agent(const std::shared_ptr<ice_agent>& agent);
+  /// The client's QUIC moves to `path` (see quic_connection::migrate());
+  /// false if it cannot now (the server, no spare connection id, already
+  /// there).
+  bool migrate(quic_path_id path, quic_time now);
+  /// The path QUIC sends on (0 before start()).
+  quic_path_id quic_path() const;
+  /// `path`'s agent was closed: forget it.
+  void forget(quic_path_id path);
   /// When QUIC last took a packet from the peer (0: never) and the bytes it
   /// has in flight: a path that is silent while data waits for an ACK.
   struct silence_facts {
@@ -95,10 +106,12 @@ public:
   /// The connection reported its end; it stays for stats until dropped.
   void drop();
 
-  /// Datagrams the owner got as ice_data_atom (not io_driven). Before
-  /// start() a few are kept for it: the peer's ICE may report the path a
-  /// moment before ours, and its first packet must not be lost.
-  void receive(std::vector<std::string>& datagrams, quic_time now);
+  /// Datagrams the owner got as ice_data_atom from `path`'s agent (not
+  /// io_driven). Before start() a few are kept for it: the peer's ICE may
+  /// report the path a moment before ours, and its first packet must not
+  /// be lost.
+  void receive(std::vector<std::string>& datagrams, quic_time now,
+               quic_path_id path);
   /// Writes what QUIC has to send and sends it. True if it stopped at its
   /// batch limit: call again after other work had its turn.
   bool transmit(quic_time now);
@@ -129,10 +142,12 @@ public:
   size_t max_datagram_payload(uint64_t flow) const;
   std::optional<quic_datagram_stats> datagram_stats() const;
 
-  // datagram_sink: the ICE thread.
+  // datagram_sink: the ICE thread, for path 0's agent (attach_to).
   void on_datagram(const uint8_t* data, size_t size) override;
   void on_datagrams_done() override;
   void on_wakeup() override;
+  /// A datagram from `path`'s agent on the ICE thread.
+  void on_path_datagram(const uint8_t* data, size_t size, quic_path_id path);
 
 private:
   void on_handshake_done() override;
@@ -147,7 +162,10 @@ private:
 
   // With mtx_ held.
   quic_time monotonic_locked(quic_time now);
-  void receive_locked(const uint8_t* data, size_t size, quic_time now);
+  void receive_locked(const uint8_t* data, size_t size, quic_time now,
+                      quic_path_id path);
+  /// The agent that carries `path` (the current one if it has none).
+  std::shared_ptr<ice_agent> agent_for_locked(quic_path_id path) const;
   bool transmit_locked(quic_time now);
   void rearm_locked(bool on_io_thread, quic_time now, bool more);
   /// Tells the owner that events wait: at once if any is more than stream
@@ -158,20 +176,23 @@ private:
   void io_turn_locked(quic_time now);
 
   const caf::actor_addr owner_;
-  std::weak_ptr<ice_agent> agent_;
   bool io_driven_ = false;
 
   mutable std::mutex mtx_;
+  std::weak_ptr<ice_agent> agent_; // guarded: drives the link
+  /// Each path's agent (path 0: the setup's); guarded.
+  std::vector<std::pair<quic_path_id, std::weak_ptr<ice_agent>>> paths_;
   std::unique_ptr<quic_connection> quic_; // guarded by mtx_
   std::optional<quic_stats> last_stats_;  // guarded
-  std::vector<std::string> early_;        // guarded
-  bool dropped_ = false;                  // guarded: no more early ones
-  std::vector<quic_event> events_;        // guarded
-  std::vector<std::string> out_;          // guarded: reused send batch
-  bool notified_ = false;                 // guarded: a quic_link_atom is on
-                                          // its way and not yet taken
-  quic_time armed_ = UINT64_MAX;          // guarded: the agent's wake-up
-  quic_time last_now_ = 0;                // guarded: latest time given
+  /// Datagrams before start(), with the path they came on; guarded.
+  std::vector<std::pair<std::string, quic_path_id>> early_;
+  bool dropped_ = false;           // guarded: no more early ones
+  std::vector<quic_event> events_; // guarded
+  std::vector<std::string> out_;   // guarded: reused send batch
+  bool notified_ = false;          // guarded: a quic_link_atom is on
+                                   // its way and not yet taken
+  quic_time armed_ = UINT64_MAX;   // guarded: the agent's wake-up
+  quic_time last_now_ = 0;         // guarded: latest time given
   uint64_t datagrams_in_ = 0, datagrams_out_ = 0; // guarded
   int since_turn_ = 0;    // datagrams received since the last turn; guarded
   bool urgent_ = false;   // guarded: an event not data

@@ -40,10 +40,38 @@ void back_off(peer_session_actor* self, quic_time now) {
 }
 
 void close_pending(peer_session_actor* self) {
-  auto& p = self->state.paths;
-  if (p.pending && p.pending->agent)
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (p.pending && p.pending->agent) {
     p.pending->agent->close();
+    st.link->forget(static_cast<quic_path_id>(p.pending->gen));
+  }
   p.pending.reset();
+}
+
+void close_retiring(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (!p.retiring)
+    return;
+  p.retiring->close();
+  p.retiring.reset();
+  st.link->forget(static_cast<quic_path_id>(p.retiring_gen));
+}
+
+/// The QUIC client moves to the current generation's pair (the server
+/// follows when the client's packets come on it). Again at each check
+/// until QUIC is there: a move needs a spare connection id from the peer.
+void migrate(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (!st.args.controlling)
+    return;
+  if (st.link->quic_path() == p.gen)
+    return;
+  if (st.link->migrate(static_cast<quic_path_id>(p.gen), now_ns(self)))
+    log::debug(subject, "{} (session {}) moves QUIC to ICE generation {}",
+               st.args.peer, st.args.session_id, p.gen);
 }
 
 /// The pending generation found its pair: QUIC sends on it from now on,
@@ -54,8 +82,7 @@ void promote(peer_session_actor* self) {
   auto g = std::move(*p.pending);
   p.pending.reset();
   auto now = now_ns(self);
-  if (p.retiring)
-    p.retiring->close();
+  close_retiring(self);
   p.retiring = std::move(st.agent);
   p.retiring_gen = p.gen;
   p.retire_at = now + ns(st.args.settings.paths.retire_after);
@@ -74,6 +101,7 @@ void promote(peer_session_actor* self) {
   log::info(subject, "{} (session {}) ICE generation {} ({}) carries it now",
             st.args.peer, st.args.session_id, g.gen, g.reason);
   record_path(self, g.pair, reason);
+  migrate(self);
   if (g.pair.relayed()) {
     if (p.next_upgrade == 0)
       p.next_upgrade = now + ns(st.args.settings.paths.upgrade_first);
@@ -119,7 +147,7 @@ std::shared_ptr<ice_agent> new_agent(peer_session_actor* self, uint64_t gen,
     = direct_only
         ? a.ice->create_direct_agent(a.controlling, caf::actor{self}, gen)
         : a.ice->create_agent(a.controlling, caf::actor{self}, gen);
-  st.link->listen_to(agent);
+  st.link->listen_to(agent, static_cast<quic_path_id>(gen));
   return agent;
 }
 
@@ -164,15 +192,33 @@ void record_path(peer_session_actor* self, candidate_pair to,
   if (!from.empty())
     log::info(subject, "{} (session {}) moves to {} ({}; was {})", st.args.peer,
               st.args.session_id, to.text(), reason, from.text());
-  st.path_history.push_back(path_change{std::chrono::system_clock::now(),
-                                        from.empty() ? "" : from.text(),
-                                        to.text(), std::move(reason)});
+  st.path_history.push_back(
+    path_change{std::chrono::system_clock::now(),
+                from.empty() ? "" : from.text(), to.text(), std::move(reason),
+                st.paths.gen, st.paths.quic_path == st.paths.gen});
   while (st.path_history.size() > max_path_history)
     st.path_history.pop_front();
   st.local_type = std::move(to.local_type);
   st.local_addr = std::move(to.local_addr);
   st.remote_type = std::move(to.remote_type);
   st.remote_addr = std::move(to.remote_addr);
+}
+
+void watch_quic_path(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (p.gen == p.quic_path && !p.pending)
+    return;
+  auto now_on = st.link->quic_path();
+  if (now_on == p.quic_path)
+    return;
+  p.quic_path = now_on;
+  ++p.migrations;
+  log::info(subject, "{} (session {}) QUIC migrated to ICE generation {}",
+            st.args.peer, st.args.session_id, now_on);
+  for (auto& c : st.path_history)
+    if (c.gen == now_on)
+      c.migrated = true;
 }
 
 void start_restart(peer_session_actor* self, std::string reason,
@@ -334,10 +380,15 @@ void check_path(peer_session_actor* self) {
   if (!past_setup(st))
     return;
   auto now = now_ns(self);
-  if (p.retiring && now >= p.retire_at) {
-    p.retiring->close();
-    p.retiring.reset();
-  }
+  watch_quic_path(self);
+  migrate(self);
+  // The replaced agent goes once QUIC has left it (or after a longer wait,
+  // should QUIC never get away: what it still writes for that path then
+  // goes on the current agent).
+  if (p.retiring
+      && ((now >= p.retire_at && p.quic_path != p.retiring_gen)
+          || now >= p.retire_at + ns(st.args.settings.paths.restart_deadline)))
+    close_retiring(self);
   if (p.pending && now >= p.pending->deadline)
     abandon(self, p.pending->answered ? "no pair in time" : "no answer");
   if (path_dead(self, now)) {
@@ -375,12 +426,8 @@ void on_path_check(peer_session_actor* self) {
 }
 
 void close_paths(peer_session_actor* self) {
-  auto& p = self->state.paths;
   close_pending(self);
-  if (p.retiring) {
-    p.retiring->close();
-    p.retiring.reset();
-  }
+  close_retiring(self);
 }
 
 } // namespace p2proxy::peer_session_parts

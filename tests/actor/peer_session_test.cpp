@@ -1070,11 +1070,23 @@ TEST_F(session_path_test, a_dead_path_restarts_and_the_stream_survives) {
   auto lb = sessions(b);
   ASSERT_EQ(lb.sessions_size(), 1);
   EXPECT_EQ(count_reason(lb.sessions(0), "restart"), 1u);
+  // QUIC moved to the new generation's path on both sides: the client
+  // migrated, the server followed.
+  for (auto* l : {&la, &lb}) {
+    EXPECT_EQ(l->sessions(0).quic_path(), 1u) << l->sessions(0).DebugString();
+    EXPECT_EQ(l->sessions(0).migrations(), 1u);
+    auto& h = l->sessions(0).path_history();
+    ASSERT_FALSE(h.empty());
+    EXPECT_EQ(h.rbegin()->reason(), "restart");
+    EXPECT_TRUE(h.rbegin()->migrated());
+  }
   // The replaced agents retire: one agent per side is left.
   t.advance(6s);
   run_until([&] { return net->open_agents() == 2u; }, 5s);
   EXPECT_EQ(net->open_agents(), 2u);
-  EXPECT_NE(paths_of(res->session).find("gen=1 pending=- retiring=no"),
+  EXPECT_NE(paths_of(res->session)
+              .find("gen=1 quic_path=1 pending=- "
+                    "retiring=no"),
             std::string::npos)
     << paths_of(res->session);
 }

@@ -8,11 +8,12 @@ and checks the SHA-256 of what arrives. Both NATs are endpoint-independent (a di
      port) for 20 s. Node A hears nothing while data is in flight, runs an ICE restart (a new
      agent, new ports, so a new pair the rule does not match) and the transfer moves on during
      the black hole: more than 16 MiB arrive while the rule is in place; it completes byte-exact
-     on the same session, and pathHistory has a `restart`.
+     on the same session, pathHistory has a `restart`, and QUIC migrated to the new pair
+     (status: quicPath, migrations, the entry marked `migrated`), as in 2–4.
   2. NAT rebinding: NAT A's UDP conntrack entries are deleted and its masquerade moved to another
      port range, so node A's packets leave from a new external port and node B's replies to the
      old one are dropped. The transfer resumes within 10 s and completes byte-exact on the same
-     session; pathHistory says restart or rebinding.
+     session; pathHistory says restart (then QUIC migrated) or rebinding.
   3. Relay to direct: direct UDP between the two NATs is blocked before the session opens, the
      relay (coturn) is not: the session comes up relayed. 12 s later (ICE's own checks are over
      and the session's first probe for a direct pair failed) the block is lifted: within 30 s both
@@ -175,6 +176,15 @@ resource = "bulk"
         self.assertEqual(closed, [], "B closed a session: %r" % closed)
         return after
 
+    def assert_migrated(self, n):
+        """QUIC moved to the new ICE generation's pair on node n: its status names the
+        generation QUIC sends on, counts the move, and marks the newest pathHistory entry."""
+        row = self.row(n) or {}
+        history = row.get("pathHistory", []) or []
+        self.assertGreater(int(row.get("quicPath", 0)), 0, "%s: %r" % (n, row))
+        self.assertGreater(int(row.get("migrations", 0)), 0, "%s: %r" % (n, row))
+        self.assertTrue(history and history[-1].get("migrated"), "%s: %r" % (n, history))
+
     def reasons(self, n):
         return [c.get("reason") for c in (self.row(n) or {}).get("pathHistory", []) or []]
 
@@ -212,6 +222,7 @@ resource = "bulk"
             self.finish(th, result, first)
             for n in ("A", "B"):
                 self.assertIn("restart", self.reasons(n), "%s: %r" % (n, self.row(n)))
+                self.assert_migrated(n)
         except BaseException:
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
@@ -244,8 +255,11 @@ resource = "bulk"
             a_after = self.row("A")
             self.note("after: A on %s; pathHistory %r" % (self.pair(a_after),
                                                          self.reasons("A")))
-            self.assertTrue({"restart", "rebinding", "migration"} & set(self.reasons("A")),
+            self.assertTrue({"restart", "rebinding"} & set(self.reasons("A")),
                             self.reasons("A"))
+            if "restart" in self.reasons("A"):
+                for n in ("A", "B"):
+                    self.assert_migrated(n)
         except BaseException:
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
@@ -287,6 +301,7 @@ resource = "bulk"
             self.finish(th, result, first)
             for n in ("A", "B"):
                 self.assertIn("upgrade", self.reasons(n), "%s: %r" % (n, self.row(n)))
+                self.assert_migrated(n)
             probes = 0
             for n in ("A", "B"):
                 with open(self.lab.state_file("node%s.log" % n), errors="replace") as f:
@@ -329,6 +344,8 @@ resource = "bulk"
             self.assertNotEqual(self.pair(row), before, "still the old allocation")
             self.finish(th, result, first)
             self.assertIn("restart", self.reasons("B"), self.row("B"))
+            for n in ("A", "B"):
+                self.assert_migrated(n)
         except BaseException:
             sys.stderr.write(self.lab.logs(120) + "\n")
             raise
