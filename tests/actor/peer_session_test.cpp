@@ -1195,3 +1195,31 @@ TEST_F(session_path_test, another_address_changing_leaves_a_direct_pair) {
   // The peer heard of no change of its own.
   EXPECT_EQ(sessions(b).sessions(0).network_changes(), 0u);
 }
+
+TEST_F(session_path_test, a_restart_lost_while_the_link_was_down_is_repeated) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  // The change that removed the pair's address also cut the signaling
+  // link: the restart's Signals are lost.
+  dir->drop_restarts = true;
+  caf::anon_send(a.manager, net_change_atom::value, std::vector<std::string>{},
+                 std::vector<std::string>{"198.18.1.1"});
+  run_until([] { return false; }, 1s);
+  auto before = paths_of(res->session);
+  EXPECT_NE(before.find("gen=0 pending=1 "), std::string::npos) << before;
+  // Logged in again: the unanswered restart goes out anew and carries.
+  dir->drop_restarts = false;
+  caf::anon_send(a.manager, online_atom::value);
+  ASSERT_TRUE(run_until(
+    [&] { return paths_of(res->session).find("gen=2 ") != std::string::npos; },
+    5s))
+    << paths_of(res->session);
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+              uint64_t{256} << 10, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }, 30s));
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  EXPECT_EQ(sessions(a).sessions_size(), 1);
+}
