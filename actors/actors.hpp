@@ -35,6 +35,9 @@ CAF_ADD_ATOM(p2proxy, p2proxy, stop_atom, "stop")
 // --- FRAME CONNECTION (one TCP connection carrying length-prefixed frames) ---
 // owner -> conn:  (frame_atom, std::string payload)   send one frame
 //                 (close_atom)                        flush and close
+//                 (net_change_atom, added, removed)   ends it (conn_down)
+//                                                     if its local address
+//                                                     was removed
 // conn -> owner:  (conn_up_atom, uint64_t tag, caf::actor conn, std::string
 //                 peer, std::string peer_key_id, std::string channel_binding,
 //                 std::string ca_problem)  TLS is up (actors/signal/
@@ -63,6 +66,8 @@ CAF_ADD_ATOM(p2proxy, p2proxy, conn_fail_atom, "conn_fail")
 //     error: not online, timeout
 // (signal_atom, std::string serialized signal::Signal)  send to Signal.to
 // (register_atom, std::vector<std::string> names)       set the export names
+// (net_change_atom, added, removed) from the NETWORK WATCH: passed to its
+//     connection, which ends if its local address went away (reconnects)
 // (sink_atom, caf::actor) who receives incoming Signals (the PEER MANAGER):
 //     link -> sink: (signal_atom, std::string serialized signal::Signal)
 //                   (peer_off_atom, std::string peer, uint64_t session_id,
@@ -181,6 +186,9 @@ CAF_ADD_ATOM(p2proxy, p2proxy, failed_atom, "failed")
 // --- PEER SESSION ------------------------------------------------------------
 // manager -> session: (signal_atom, std::string serialized Signal)
 //                     (stop_atom, std::string reason)   graceful close
+//                     (net_change_atom, added, removed)  the local
+//                     addresses changed (session_path.cpp)
+//                     (online_atom)  the SIGNAL LINK logged in again
 // owner -> session (session_streams_actor, below):
 //   (stream_open_atom, caf::actor owner) -> int64_t stream id
 //   (stream_write_atom, int64_t id, std::string bytes, bool fin)
@@ -316,6 +324,13 @@ CAF_ADD_ATOM(p2proxy, p2proxy, redis_reply_atom, "r_reply")
 
 // PEER SESSION internal: the path watch's tick (session_path.cpp).
 CAF_ADD_ATOM(p2proxy, p2proxy, path_check_atom, "p_check")
+
+// --- NETWORK WATCH (actors/ice/network_watch.hpp) ---------------------------
+/// NETWORK WATCH -> PEER MANAGER -> each PEER SESSION, and NETWORK WATCH ->
+/// SIGNAL LINK -> its FRAME CONNECTION: (net_change_atom,
+/// std::vector<std::string> added, std::vector<std::string> removed) the
+/// addresses ICE gathers on changed (IP addresses in text form)
+CAF_ADD_ATOM(p2proxy, p2proxy, net_change_atom, "net_change")
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------
@@ -418,6 +433,8 @@ using session_flows_actor = caf::typed_actor<
 //   (status_atom) -> std::string;  (stop_atom, std::string reason)
 //   (resolve_atom, std::string name) -> std::vector<std::string> node ids
 //   (online_atom) from the SIGNAL LINK: logged in again
+//   (net_change_atom, added, removed) from the NETWORK WATCH: passed on to
+//       every session
 // TEST RESOURCES ("echo", "discard", "source") and the DEBUG PUMP's streams
 // are stream owners (stream_owner_actor) and hold a session_streams_actor.
 

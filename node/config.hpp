@@ -77,6 +77,8 @@ struct node_config {
   uint64_t stream_window = 16ull << 20;          // bytes
   uint64_t connection_window = 64ull << 20;      // bytes
   std::string congestion_control = "bbr";        // bbr | bbr2 | cubic
+  // A relayed session's first probe for a direct pair.
+  std::chrono::milliseconds upgrade_first{10000};
   // [debug]
   bool test_resources = false; // built-in echo / discard / source
   // [admin]

@@ -32,7 +32,8 @@ void reader::read(const toml::table& root, node_config& cfg) {
   if (auto t = table_at(root, "session")) {
     check_keys(*t, "session",
                {"idle_linger", "connect_timeout", "idle_timeout", "keepalive",
-                "stream_window", "connection_window", "congestion_control"});
+                "stream_window", "connection_window", "congestion_control",
+                "upgrade_first"});
     if (auto n = t->get("idle_linger"))
       cfg.idle_linger = duration_of(*n, "session.idle_linger", true);
     if (auto n = t->get("connect_timeout"))
@@ -45,6 +46,8 @@ void reader::read(const toml::table& root, node_config& cfg) {
       cfg.stream_window = size_of(*n, "session.stream_window");
     if (auto n = t->get("connection_window"))
       cfg.connection_window = size_of(*n, "session.connection_window");
+    if (auto n = t->get("upgrade_first"))
+      cfg.upgrade_first = duration_of(*n, "session.upgrade_first", false);
     if (auto n = t->get("congestion_control")) {
       auto text
         = string_of(*n, "session.congestion_control", "a string like \"bbr\"");

@@ -73,6 +73,7 @@ node_settings make_node_settings(const node_config& cfg) {
       };
   ns.session.idle_linger = cfg.idle_linger;
   ns.session.connect_timeout = cfg.connect_timeout;
+  ns.session.paths.upgrade_first = cfg.upgrade_first;
   ns.session.quic.idle_timeout = cfg.idle_timeout;
   ns.session.quic.keepalive = cfg.keepalive;
   ns.session.quic.stream_window = cfg.stream_window;

@@ -131,6 +131,13 @@ public:
   virtual void wake_at(uint64_t steady_ns) {
     (void)steady_ns;
   }
+  /// The IP address (text, no port) the selected pair's packets leave from:
+  /// its local candidate's base (for a server- or peer-reflexive candidate
+  /// the host address behind the NAT). Empty before a pair is selected, or
+  /// when this driver cannot tell. Any thread.
+  virtual std::string selected_base() const {
+    return {};
+  }
 };
 
 class ice_driver {

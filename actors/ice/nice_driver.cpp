@@ -140,6 +140,11 @@ public:
     driver_->post([c = core_](nice_driver& d) { d.close(*c); });
   }
 
+  std::string selected_base() const override {
+    std::lock_guard<std::mutex> guard{core_->mtx};
+    return core_->selected_base;
+  }
+
   bool attach(const std::shared_ptr<datagram_sink>& sink) override {
     post([s = sink](nice_driver& d, agent_core& c) { d.attach(c, s); });
     return true;
@@ -336,6 +341,13 @@ void nice_driver::connect_signals(const core_ptr& c) {
          log::emit(log::level::trace, subject, "agent {} selects {}", c.tag,
                    c.pair);
          select_direct(c, *r);
+         {
+           char base[NICE_ADDRESS_STRING_LEN] = {};
+           if (nice_address_is_valid(&l->base_addr))
+             nice_address_to_string(&l->base_addr, base);
+           std::lock_guard<std::mutex> guard{c.mtx};
+           c.selected_base = base;
+         }
          c.emit(ice_pair_atom::value, c.tag, std::string{type_name(l->type)},
                 std::move(la), std::string{type_name(r->type)}, std::move(ra));
        })));

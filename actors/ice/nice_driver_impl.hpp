@@ -99,6 +99,7 @@ struct agent_core {
 
   std::mutex mtx;
   bool closed = false;                  // guarded by mtx
+  std::string selected_base;            // guarded by mtx (selected_base())
   std::atomic<bool> closed_hint{false}; // lock-free early-out for senders
 
   /// Sends go straight to libnice from the owner's thread (libnice's calls

@@ -61,6 +61,9 @@ std::string metrics_text(node_supervisor_actor* self,
     w.counter("p2proxy_session_open_failures_total",
               "Sessions that failed to open, by reason", static_cast<double>(n),
               {{"reason", reason}});
+  w.counter("p2proxy_network_changes_total",
+            "Changes of the addresses ICE gathers on (added or removed)",
+            static_cast<double>(sl.network_changes()));
   w.counter("p2proxy_sessions_opened_total", "Sessions this node opened",
             static_cast<double>(sl.opened()));
   w.counter("p2proxy_sessions_accepted_total", "Sessions peers opened",

@@ -167,6 +167,8 @@ void stop_children(node_supervisor_actor* self, const std::string& reason) {
     return;
   st.stopping = true;
   log::info(subject, "stops: {}", reason);
+  if (st.watch)
+    st.watch->stop();
   for (auto& l : st.listeners)
     self->send(l, stop_atom::value, reason);
   for (auto& child : {st.manager, st.link, st.admin, st.local})
@@ -336,6 +338,13 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
   self->monitor(st.manager);
   st.children.insert(st.manager.address());
   self->send(st.link, sink_atom::value, st.manager);
+  // Fixed [ice] addresses do not follow the network: nothing to watch.
+  if (st.cfg.ice.local_addresses.empty()) {
+    network_watch_settings ws;
+    ws.include = st.cfg.ice.interfaces;
+    ws.exclude = st.cfg.ice.exclude;
+    st.watch = network_watch::start({st.manager, st.link}, std::move(ws));
+  }
 
   for (size_t i = 0; i < st.cfg.listeners.size() && !st.stopping; ++i) {
     uint16_t port = 0;

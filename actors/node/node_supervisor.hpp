@@ -1,8 +1,9 @@
 // NODE SUPERVISOR (seed: "User Control"): owns the node's settings and
 // creates, monitors and ends every top-level actor of a node: the CONNECTOR,
 // the SIGNAL LINK, the PEER MANAGER and the ADMIN SERVER, and owns the ICE
-// driver (shut down after every actor that uses it has ended). It is the
-// source of the admin port's documents.
+// driver (shut down after every actor that uses it has ended) and the
+// NETWORK WATCH (stopped as the node stops). It is the source of the admin
+// port's documents.
 //
 //   running ──(stop_atom)──▶ stopping ──(all children down)──▶ (quits)
 //      │
@@ -19,6 +20,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/ice/ice_driver.hpp"
+#include "actors/ice/network_watch.hpp"
 #include "actors/identity/identity.hpp"
 #include "actors/node/node_settings.hpp"
 
@@ -37,6 +39,10 @@ struct node_supervisor_state {
   caf::actor admin;
   std::vector<listener_actor> listeners;
   std::shared_ptr<ice_driver> ice;
+  /// Tells the PEER MANAGER when the addresses ICE gathers on change; null
+  /// where netlink is unavailable or [ice] names fixed addresses. Stopped
+  /// when the node stops.
+  std::unique_ptr<network_watch> watch;
   uint16_t admin_port = 0;
   bool stopping = false;
   caf::error exit_reason;

@@ -250,7 +250,19 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
           });
       return rp;
     },
-    [=](online_atom) { revalidate(self); },
+    [=](online_atom) {
+      revalidate(self);
+      // A restart a session sent while the link was down was lost.
+      for (auto& [peer, e] : self->state.peers)
+        self->send(e.session, online_atom::value);
+    },
+    [=](net_change_atom, const std::vector<std::string>& added,
+        const std::vector<std::string>& removed) {
+      auto& st = self->state;
+      ++st.network_changes;
+      for (auto& [peer, e] : st.peers)
+        self->send(e.session, net_change_atom::value, added, removed);
+    },
     [=](ready_atom, uint64_t session_id) {
       auto& st = self->state;
       auto a = st.by_addr.find(
@@ -342,6 +354,7 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       list->set_opened(st.opened);
       list->set_accepted(st.accepted);
       list->set_glare_resolved(st.glare_resolved);
+      list->set_network_changes(st.network_changes);
       for (auto& [k, v] : st.path_changes_closed)
         (*list->mutable_path_changes_closed())[k] = v;
       for (auto& row : st.recently_closed)
@@ -379,6 +392,7 @@ caf::behavior peer_manager(peer_manager_actor* self, peer_manager_config cfg) {
       f["name_cache"] = std::to_string(st.names.size());
       f["resolved_from_cache"] = std::to_string(st.resolved_from_cache);
       f["revalidations"] = std::to_string(st.revalidations);
+      f["network_changes"] = std::to_string(st.network_changes);
       return as.SerializeAsString();
     },
     [=](stop_atom, const std::string& reason) {

@@ -24,6 +24,11 @@
 //   up again: an owner that changed or vanished replaces or drops the entry.
 //   An empty answer does not drop an owner with a live session (after a
 //   server restart, nodes register again one by one): that owner answers.
+//   Every session hears of the login too (a restart it sent while the link
+//   was down is repeated).
+// - A change of the node's usable addresses (net_change_atom, from the
+//   NETWORK WATCH) is counted and passed on to every session, which decides
+//   whether its path needs a restart or a probe (session_path.cpp).
 // - A session's end is its own (close protocol); the manager forgets it
 //   when it reports its end (failed_atom; or on the down_msg, whichever
 //   comes first) and fails requests still waiting for it, so an open after
@@ -81,6 +86,7 @@ struct peer_manager_state {
   uint64_t opened = 0, accepted = 0, glare_resolved = 0;
   name_cache names{128, std::chrono::minutes(10)};
   uint64_t resolved_from_cache = 0, revalidations = 0;
+  uint64_t network_changes = 0; // from the NETWORK WATCH
   bool stopping = false;
 };
 

@@ -129,6 +129,7 @@ admin::SessionStatus session_status(const peer_session_state& st) {
   if (st.state == session_state::lingering)
     s.set_linger_deadline(rfc3339(st.linger_deadline));
   s.set_close_reason(st.close_reason);
+  s.set_network_changes(st.paths.network_changes);
   for (auto& c : st.path_history) {
     auto* row = s.add_path_history();
     row->set_time(rfc3339(c.time));
@@ -487,6 +488,11 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
     },
     [=](linger_atom, uint64_t gen) { on_linger_timer(self, gen); },
     [=](path_check_atom) { on_path_check(self); },
+    [=](net_change_atom, const std::vector<std::string>& added,
+        const std::vector<std::string>& removed) {
+      on_network_change(self, added, removed);
+    },
+    [=](online_atom) { on_link_online(self); },
     [=](timeout_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen == st.connect_gen)
@@ -518,11 +524,11 @@ caf::behavior peer_session(peer_session_actor* self, session_args args) {
       auto& paths = self->state.paths;
       (*as.mutable_fields())["paths"] = fmt::format(
         "gen={} quic_path={} pending={} retiring={} restarts={} failed={} "
-        "glare={} upgrades={} migrations={}",
+        "glare={} upgrades={} migrations={} network_changes={}",
         paths.gen, paths.quic_path,
         paths.pending ? std::to_string(paths.pending->gen) : "-",
         paths.retiring ? "yes" : "no", paths.restarts, paths.restarts_failed,
-        paths.glare, paths.upgrades, paths.migrations);
+        paths.glare, paths.upgrades, paths.migrations, paths.network_changes);
       (*as.mutable_fields())["close_handshake"] = fmt::format(
         "{} linger_ms={} proposals={} accepts={} refusals={} rejects={} "
         "cancels={} held={}",

@@ -213,6 +213,22 @@ struct candidate_pair {
 std::string path_change_reason(const candidate_pair& from,
                                const candidate_pair& to);
 
+/// What a session past its setup does when the addresses ICE gathers on
+/// changed (net_change_atom; docs/sessions.md, "Path changes"):
+/// - restart: the address the current pair's packets leave from (`base`;
+///   when empty, a host candidate's own address) was removed;
+/// - probe: otherwise, on a relayed pair: look for a direct pair now;
+/// - none: a direct pair whose address stays (the silence check still
+///   watches it).
+enum class network_reaction { none, restart, probe };
+network_reaction
+react_to_network_change(const candidate_pair& current, const std::string& base,
+                        const std::vector<std::string>& removed);
+
+/// The IP of "198.18.1.2:5000" or "[2001:db8::1]:5000", without the port
+/// and brackets.
+std::string ip_of_address(const std::string& addr);
+
 /// One change of the selected pair, for the status (pathHistory).
 struct path_change {
   std::chrono::system_clock::time_point time;
@@ -258,6 +274,7 @@ struct session_paths {
   // Counters for the status.
   uint64_t restarts = 0, restarts_failed = 0, glare = 0, upgrades = 0;
   uint64_t migrations = 0; // QUIC moved to a new generation's pair
+  uint64_t network_changes = 0; // heard past the setup (net_change_atom)
 };
 
 struct peer_session_state {

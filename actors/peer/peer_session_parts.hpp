@@ -79,6 +79,15 @@ void check_path(peer_session_actor* self);
 void on_path_check(peer_session_actor* self);
 /// Closes the pending and the retiring agent (the session ends).
 void close_paths(peer_session_actor* self);
+/// The addresses ICE gathers on changed (net_change_atom, IP texts):
+/// react_to_network_change() says whether to restart at once (the current
+/// pair's address went away), probe for a direct pair (relayed), or wait.
+void on_network_change(peer_session_actor* self,
+                       const std::vector<std::string>& added,
+                       const std::vector<std::string>& removed);
+/// The SIGNAL LINK logged in again (online_atom): a restart of ours that
+/// is still unanswered was sent while it was down and starts over.
+void on_link_online(peer_session_actor* self);
 
 // --- peer_session_streams.cpp
 /// Moves owners' pending bytes into QUIC, round-robin, then writes packets.

@@ -430,4 +430,98 @@ void close_paths(peer_session_actor* self) {
   close_retiring(self);
 }
 
+void on_network_change(peer_session_actor* self,
+                       const std::vector<std::string>& added,
+                       const std::vector<std::string>& removed) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (!past_setup(st))
+    return; // the setup's own checks decide
+  ++p.network_changes;
+  candidate_pair current{st.local_type, st.local_addr, st.remote_type,
+                         st.remote_addr};
+  auto base = st.agent ? st.agent->selected_base() : std::string{};
+  if (base.empty() && current.local_type == "host")
+    base = ip_of_address(current.local_addr);
+  auto reaction = react_to_network_change(current, base, removed);
+  log::debug(subject,
+             "{} (session {}) hears of a network change (+{} -{}) on {} "
+             "(base {})",
+             st.args.peer, st.args.session_id, added.size(), removed.size(),
+             current.text(), base.empty() ? "unknown" : base);
+  // What a generation in flight gathered, it gathered on the old
+  // addresses: a restart or probe of ours starts over.
+  auto drop_own_pending = [&] {
+    if (p.pending && p.pending->mine)
+      close_pending(self);
+  };
+  switch (reaction) {
+    case network_reaction::restart:
+      // The path is gone with its address: no backoff from earlier
+      // failures, and a generation in flight (ours or the peer's) gathered
+      // on it. Ours replaces it (a higher generation: the peer drops its
+      // own and answers).
+      p.failures = 0;
+      p.next_restart = 0;
+      close_pending(self);
+      start_restart(self, fmt::format("local address {} went away", base),
+                    false);
+      break;
+    case network_reaction::probe:
+      if (p.pending && !(p.pending->mine && p.pending->direct_only))
+        break; // a full restart is under way; it gathers anew too
+      drop_own_pending();
+      // The schedule starts over: the network changed.
+      p.upgrade_tries = 0;
+      p.next_upgrade = now_ns(self) + ns(st.args.settings.paths.upgrade_first);
+      start_restart(self, "network change: looks for a direct pair", true);
+      break;
+    case network_reaction::none:
+      break;
+  }
+}
+
+void on_link_online(peer_session_actor* self) {
+  auto& st = self->state;
+  auto& p = st.paths;
+  if (!past_setup(st) || !p.pending || !p.pending->mine || p.pending->answered)
+    return;
+  // Its Signal.restart and candidates went out while the link was down (a
+  // network change ends the link's connection too): nobody will answer
+  // them. The same restart again, as a new generation.
+  auto reason = p.pending->reason;
+  bool direct_only = p.pending->direct_only;
+  log::info(subject,
+            "{} (session {}) repeats ICE generation {}: the signaling link "
+            "was down",
+            st.args.peer, st.args.session_id, p.pending->gen);
+  close_pending(self);
+  start_restart(self, std::move(reason), direct_only);
+}
+
 } // namespace p2proxy::peer_session_parts
+
+namespace p2proxy {
+
+std::string ip_of_address(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  auto host = colon == std::string::npos ? addr : addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+network_reaction
+react_to_network_change(const candidate_pair& current, const std::string& base,
+                        const std::vector<std::string>& removed) {
+  if (current.empty())
+    return network_reaction::none;
+  if (!base.empty()
+      && std::find(removed.begin(), removed.end(), base) != removed.end())
+    return network_reaction::restart;
+  if (current.relayed())
+    return network_reaction::probe;
+  return network_reaction::none;
+}
+
+} // namespace p2proxy

@@ -1,10 +1,12 @@
 #include "actors/signal/frame_conn.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -43,6 +45,8 @@ struct frame_conn_state {
   bool up_sent = false;
   // The owner hears about the end of the connection once, whatever ends it.
   bool down_sent = false;
+  // The socket's own address (IP text), for net_change_atom.
+  std::string local_ip;
 
   static inline const char* name = "frame_conn";
 };
@@ -53,6 +57,26 @@ std::string format_peer(const std::string& addr, uint16_t port) {
   if (addr.find(':') != std::string::npos)
     return fmt::format("[{}]:{}", addr, port);
   return fmt::format("{}:{}", addr, port);
+}
+
+/// The IP (text) a connected socket's packets leave from; "" if unknown.
+std::string local_ip_of(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof sa;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+    return {};
+  char text[INET6_ADDRSTRLEN] = {};
+  if (sa.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&sa)->sin_addr, text,
+                sizeof text);
+  } else if (sa.ss_family == AF_INET6) {
+    auto& a6 = reinterpret_cast<sockaddr_in6*>(&sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a6))
+      ::inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof text);
+    else
+      ::inet_ntop(AF_INET6, &a6, text, sizeof text);
+  }
+  return text;
 }
 
 void set_nodelay(int fd) {
@@ -100,6 +124,7 @@ caf::behavior frame_conn_impl(frame_conn_broker* self,
   // With CAF's default multiplexer a connection handle's id is its socket;
   // signaling frames are small and latency-bound, so Nagle only hurts.
   set_nodelay(static_cast<int>(hdl.id()));
+  st.local_ip = local_ip_of(static_cast<int>(hdl.id()));
   // CAF keeps a read buffer of this size for every connection: a server
   // holds tens of thousands of them, and a larger record only takes a few
   // more reads (tests/bench/signal_load).
@@ -167,6 +192,19 @@ caf::behavior frame_conn_impl(frame_conn_broker* self,
         return;
       }
       flush_tls(self, hdl);
+    },
+    [=](net_change_atom, const std::vector<std::string>&,
+        const std::vector<std::string>& removed) {
+      auto& st = self->state;
+      if (st.local_ip.empty()
+          || std::find(removed.begin(), removed.end(), st.local_ip)
+               == removed.end())
+        return;
+      log::info(conn_subject,
+                "connection to {} ends: its local address {} "
+                "went away",
+                st.peer, st.local_ip);
+      end_conn(self, hdl, "local address " + st.local_ip + " went away");
     },
     [=](close_atom) {
       // close() is graceful in CAF: buffered bytes go out before the FIN.

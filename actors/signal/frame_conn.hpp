@@ -28,7 +28,10 @@ namespace p2proxy {
 /// ends tell the owner (conn_fail_atom, tag, reason). Afterwards frames over
 /// `max_frame`, records that do not authenticate, EOF and socket errors end
 /// it with (conn_down_atom, reason) to owner; it monitors owner and closes
-/// when the owner is gone.
+/// when the owner is gone. (net_change_atom, added, removed) from the owner
+/// ends it the same way when the socket's local address was removed: its
+/// packets could no longer leave or arrive, and TCP would only find out
+/// after minutes of retransmissions.
 caf::actor spawn_frame_conn(caf::actor_system& sys, int fd, caf::actor owner,
                             uint64_t tag, size_t max_frame,
                             std::shared_ptr<tls_channel> tls);

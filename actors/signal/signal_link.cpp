@@ -427,6 +427,14 @@ caf::behavior signal_link(signal_link_actor* self, signal_link_config cfg,
         return; // from a connection we already dropped
       on_frame(self, payload);
     },
+    [=](net_change_atom, const std::vector<std::string>& added,
+        const std::vector<std::string>& removed) {
+      // The connection ends itself if its own address went away; the link
+      // then reconnects from an address that exists.
+      auto& st = self->state;
+      if (st.conn)
+        self->send(st.conn, net_change_atom::value, added, removed);
+    },
     [=](conn_down_atom, const std::string& reason) {
       auto& st = self->state;
       if (self->current_sender() != st.conn.address())

@@ -1153,3 +1153,85 @@ TEST_F(session_path_test, an_unanswered_restart_retries_until_the_idle_end) {
   ASSERT_TRUE(run_until([&] { return sessions(b).sessions_size() == 0; }, 5s));
   EXPECT_EQ(net->open_agents(), 0u);
 }
+
+// --- a change of the local addresses (net_change_atom, session_path.cpp) ---
+
+TEST_F(session_path_test, its_address_going_away_restarts_at_once) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  auto id = sessions(a).sessions(0).session_id();
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"}, uint64_t{4} << 20,
+              r);
+  ASSERT_TRUE(run_until([&] { return r->received > (1u << 20); }, 60s));
+  // The fake's pairs leave from 198.18.1.1 (a host candidate): it went away.
+  // The path still works here, so only the change can start the restart.
+  caf::anon_send(a.manager, net_change_atom::value,
+                 std::vector<std::string>{"198.18.1.7"},
+                 std::vector<std::string>{"198.18.1.1"});
+  ASSERT_TRUE(run_until([&] { return r->done; }, 60s))
+    << "received " << r->received << "\n"
+    << paths_of(res->session);
+  EXPECT_EQ(r->error, "");
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  auto la = sessions(a);
+  ASSERT_EQ(la.sessions_size(), 1);
+  EXPECT_EQ(la.sessions(0).session_id(), id) << "the same session";
+  EXPECT_EQ(count_reason(la.sessions(0), "restart"), 1u)
+    << la.sessions(0).DebugString();
+  EXPECT_EQ(la.sessions(0).network_changes(), 1u);
+  EXPECT_EQ(la.network_changes(), 1u);
+  EXPECT_NE(paths_of(res->session).find("network_changes=1"), std::string::npos)
+    << paths_of(res->session);
+}
+
+TEST_F(session_path_test, another_address_changing_leaves_a_direct_pair) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  caf::anon_send(a.manager, net_change_atom::value,
+                 std::vector<std::string>{"198.18.1.7"},
+                 std::vector<std::string>{"198.18.5.5"});
+  run_until([] { return false; }, 2s);
+  auto la = sessions(a);
+  ASSERT_EQ(la.sessions_size(), 1);
+  EXPECT_EQ(la.sessions(0).network_changes(), 1u);
+  EXPECT_EQ(count_reason(la.sessions(0), "restart"), 0u);
+  auto pa = paths_of(res->session);
+  EXPECT_NE(pa.find("gen=0 pending=- retiring=no restarts=0 "),
+            std::string::npos)
+    << pa;
+  // The peer heard of no change of its own.
+  EXPECT_EQ(sessions(b).sessions(0).network_changes(), 0u);
+}
+
+TEST_F(session_path_test, a_restart_lost_while_the_link_was_down_is_repeated) {
+  auto& a = make_node("a");
+  auto& b = make_node("b");
+  auto res = open_and_wait(a, b);
+  ASSERT_TRUE(res->session) << res->error;
+  // The change that removed the pair's address also cut the signaling
+  // link: the restart's Signals are lost.
+  dir->drop_restarts = true;
+  caf::anon_send(a.manager, net_change_atom::value, std::vector<std::string>{},
+                 std::vector<std::string>{"198.18.1.1"});
+  run_until([] { return false; }, 1s);
+  auto before = paths_of(res->session);
+  EXPECT_NE(before.find("gen=0 pending=1 "), std::string::npos) << before;
+  // Logged in again: the unanswered restart goes out anew and carries.
+  dir->drop_restarts = false;
+  caf::anon_send(a.manager, online_atom::value);
+  ASSERT_TRUE(run_until(
+    [&] { return paths_of(res->session).find("gen=2 ") != std::string::npos; },
+    5s))
+    << paths_of(res->session);
+  auto r = std::make_shared<pump_result>();
+  t.sys.spawn(stream_pump, res->session, std::string{"echo"},
+              uint64_t{256} << 10, r);
+  ASSERT_TRUE(run_until([&] { return r->done; }, 30s));
+  EXPECT_EQ(r->sent_sha256, r->received_sha256);
+  EXPECT_EQ(sessions(a).sessions_size(), 1);
+}

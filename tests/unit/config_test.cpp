@@ -343,6 +343,16 @@ TEST(config, toml_syntax_error_reports_toml_line) {
   EXPECT_EQ(std::string{e.what()}.rfind("test.toml:4: ", 0), 0u) << e.what();
 }
 
+TEST(config, upgrade_first_sets_the_relayed_sessions_first_probe) {
+  EXPECT_EQ(parse_node_config(base, "t.toml").upgrade_first,
+            milliseconds{10000});
+  auto cfg = parse_node_config(base + "[session]\nupgrade_first = \"10m\"\n",
+                               "t.toml");
+  EXPECT_EQ(cfg.upgrade_first, milliseconds{600000});
+  expect_error(base + "[session]\nupgrade_first = \"0s\"\n", 4,
+               "session.upgrade_first", "must be longer than 0");
+}
+
 TEST(config, unknown_congestion_control) {
   expect_error(base + "[session]\ncongestion_control = \"reno\"\n", 4,
                "session.congestion_control",
