@@ -1201,7 +1201,7 @@ TEST_F(session_path_test, another_address_changing_leaves_a_direct_pair) {
   EXPECT_EQ(la.sessions(0).network_changes(), 1u);
   EXPECT_EQ(count_reason(la.sessions(0), "restart"), 0u);
   auto pa = paths_of(res->session);
-  EXPECT_NE(pa.find("gen=0 pending=- retiring=no restarts=0 "),
+  EXPECT_NE(pa.find("gen=0 quic_path=0 pending=- retiring=no restarts=0 "),
             std::string::npos)
     << pa;
   // The peer heard of no change of its own.
@@ -1220,7 +1220,8 @@ TEST_F(session_path_test, a_restart_lost_while_the_link_was_down_is_repeated) {
                  std::vector<std::string>{"198.18.1.1"});
   run_until([] { return false; }, 1s);
   auto before = paths_of(res->session);
-  EXPECT_NE(before.find("gen=0 pending=1 "), std::string::npos) << before;
+  EXPECT_NE(before.find("gen=0 quic_path=0 pending=1 "), std::string::npos)
+    << before;
   // Logged in again: the unanswered restart goes out anew and carries.
   dir->drop_restarts = false;
   caf::anon_send(a.manager, online_atom::value);
