@@ -208,8 +208,9 @@ resource = "bulk"
         hist = row.get("pathHistory") or []
         self.assertTrue(hist, "no pathHistory: %r" % row)
         first = hist[0]
-        self.assertEqual(sorted(first), ["from", "reason", "time", "to"], first)
+        self.assertEqual(sorted(first), ["from", "migrated", "reason", "time", "to"], first)
         self.assertEqual(first["reason"], "initial", hist)
+        self.assertIs(first["migrated"], True, "QUIC runs on the first pair: %r" % hist)
         self.assertEqual(first["from"], "", hist)
         self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
         now = "%s %s -> %s %s" % (row.get("localCandidateType"), row.get("localAddress"),
