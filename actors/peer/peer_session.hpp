@@ -273,7 +273,7 @@ struct session_paths {
   uint64_t quic_path = 0;    // the generation QUIC sends on, last seen
   // Counters for the status.
   uint64_t restarts = 0, restarts_failed = 0, glare = 0, upgrades = 0;
-  uint64_t migrations = 0; // QUIC moved to a new generation's pair
+  uint64_t migrations = 0;      // QUIC moved to a new generation's pair
   uint64_t network_changes = 0; // heard past the setup (net_change_atom)
 };
 
