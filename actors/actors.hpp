@@ -331,6 +331,9 @@ CAF_ADD_ATOM(p2proxy, p2proxy, path_check_atom, "p_check")
 /// std::vector<std::string> added, std::vector<std::string> removed) the
 /// addresses ICE gathers on changed (IP addresses in text form)
 CAF_ADD_ATOM(p2proxy, p2proxy, net_change_atom, "net_change")
+
+// NODE SUPERVISOR internal: the heap's periodic trim (node_supervisor.cpp).
+CAF_ADD_ATOM(p2proxy, p2proxy, memory_trim_atom, "mem_trim")
 CAF_END_TYPE_ID_BLOCK(p2proxy)
 
 // --- Typed interfaces --------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <csignal>
+#include <malloc.h>
 #include <ctime>
 #include <pthread.h>
 
@@ -304,6 +305,13 @@ int cmd_node(const std::string& config_path, const std::string& log_level) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // Fixed thresholds, before any thread starts: glibc otherwise raises both
+  // after the first large buffer is freed (up to 32 and 64 MiB), and a node
+  // that once buffered a burst (loss, a path change) keeps those pages
+  // (docs/benchmarks.md, "Soak"). Large buffers are mapped and unmapped;
+  // a heap's free top goes back once it passes 1 MiB.
+  mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
   CLI::App app{"p2proxy: reach TCP services behind NATs through encrypted "
                "peer-to-peer sessions"};
   app.require_subcommand(1);

@@ -170,6 +170,12 @@ std::string metrics_text(node_supervisor_actor* self,
           static_cast<double>(ps.running_actors()));
   w.gauge("p2proxy_process_resident_bytes", "Resident memory",
           static_cast<double>(ps.rss_bytes()));
+  w.gauge("p2proxy_process_heap_in_use_bytes",
+          "Heap bytes allocated and not freed",
+          static_cast<double>(ps.heap_in_use_bytes()));
+  w.gauge("p2proxy_process_heap_free_bytes",
+          "Freed heap bytes the allocator keeps",
+          static_cast<double>(ps.heap_free_bytes()));
   return w.str();
 }
 

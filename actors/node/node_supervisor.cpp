@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <dirent.h>
+#include <malloc.h>
 #include <fstream>
 #include <cstdlib>
 #include <map>
@@ -34,6 +35,8 @@ namespace {
 
 constexpr const char* subject = "node";
 constexpr auto child_timeout = std::chrono::seconds(3);
+/// How often the heap gives its free pages back (memory_trim_atom).
+constexpr auto memory_trim_every = std::chrono::seconds(5);
 /// A channel answers at once, but one that ends while the request is on its
 /// way never does: a CAF 0.17 broker's cleanup skips the mailbox bounce
 /// (abstract_broker::cleanup calls local_actor::cleanup), so the request
@@ -66,6 +69,9 @@ void fill_process(node_supervisor_actor* self, admin::ProcessStatus& ps) {
   uint64_t size = 0, resident = 0;
   if (statm >> size >> resident)
     ps.set_rss_bytes(resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+  auto mi = mallinfo2();
+  ps.set_heap_in_use_bytes(mi.uordblks + mi.hblkhd);
+  ps.set_heap_free_bytes(mi.fordblks);
 }
 
 /// A CHANNEL's common status answer, as a ChannelStatus.
@@ -374,6 +380,7 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
   }
   log::info(subject, "{} starts with {} export(s)", st.id->node_id(),
             st.cfg.exports.size());
+  self->delayed_send(self, memory_trim_every, memory_trim_atom::value);
 
   return {
     [=](get_atom) {
@@ -466,6 +473,16 @@ caf::behavior node_supervisor(node_supervisor_actor* self, node_settings cfg,
       return ns.actors(0).SerializeAsString();
     },
     [=](stop_atom, const std::string& reason) { stop_children(self, reason); },
+    [=](memory_trim_atom) {
+      // Bursts (loss, a path change, a slow client) fill the receive
+      // windows; glibc keeps the freed pages of its heaps, so without this
+      // a node's RSS stays at its highest burst for good (the soak in
+      // docs/benchmarks.md). malloc_trim gives the free ones back.
+      if (self->state.stopping)
+        return;
+      malloc_trim(0);
+      self->delayed_send(self, memory_trim_every, memory_trim_atom::value);
+    },
   };
 }
 

@@ -182,6 +182,8 @@ resource = "bulk"
             p = st.get("process", {})
             rows = st.get("sessions", {}).get("sessions", []) or []
             out[n] = {"rss": natlab.num(p.get("rssBytes")), "fds": natlab.num(p.get("openFds")),
+                      "heap_used": natlab.num(p.get("heapInUseBytes")),
+                      "heap_free": natlab.num(p.get("heapFreeBytes")),
                       "actors": natlab.num(p.get("runningActors")),
                       "sessions": [r.get("sessionId") for r in rows],
                       "closed": len(st.get("sessions", {}).get("recentlyClosed", []) or [])}
@@ -289,8 +291,9 @@ resource = "bulk"
 
 
 def fmt(p):
-    return "; ".join("%s rss %.1f MiB fds %d actors %d sessions %s" % (
-        n, p[n]["rss"] / MIB, p[n]["fds"], p[n]["actors"], p[n]["sessions"]) for n in ("A", "B"))
+    return "; ".join("%s rss %.1f MiB (heap in use %.1f, free %.1f) fds %d actors %d sessions %s" % (
+        n, p[n]["rss"] / MIB, p[n]["heap_used"] / MIB, p[n]["heap_free"] / MIB, p[n]["fds"],
+        p[n]["actors"], p[n]["sessions"]) for n in ("A", "B"))
 
 
 def main():
