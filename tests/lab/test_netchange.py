@@ -25,176 +25,42 @@ every test skips, except under CI=true, where they fail.
 
     cd tests/lab && CI=true P2PROXY_BIN=../../build/p2proxy python3 -m unittest -v test_netchange
 """
-import itertools
-import os
 import re
 import sys
-import threading
 import time
 import unittest
 
+import bulkpair
 import natlab
-import stallprobe
+from bulkpair import MIB, NATB_WAN
 from natlab import num
 
-PROBE = os.path.join(natlab.HERE, "stallprobe.py")
-BULK_ADDR = "127.0.0.1:9002"    # stallprobe serve on hostA, exported as `bulk`
-LISTEN_ADDR = "127.0.0.1:9000"  # node B's listener for `bulk`
-NATB_WAN = "198.18.0.3"
 HOSTA_IP = "198.18.1.2"         # hostA's eth0 (lab.sh)
 HOSTA_NEW = "198.18.1.3"        # the address a test gives it
 NATA_LAN = "198.18.1.1"
-MIB = 1 << 20
-RATE = 10 * MIB
-_counter = itertools.count()
 
 
-class NetChange(unittest.TestCase):
+class NetChange(bulkpair.BulkPair):
+    PREFIX = "tn"
+    RATE = 10 * MIB
+    SEED = 23
+    TABLE = "netchange"
+    # No scheduled probe for a direct pair within a test: only a network change starts one.
+    NODE_EXTRA = '\n[session]\nupgrade_first = "10m"\n'
+
     def setUp(self):
         self.bin = natlab.require_lab(self, "lab network-change tests")
         self.t0 = time.monotonic()
-
-    def note(self, msg):
-        sys.stderr.write("  [%s] %s\n" % (self._testMethodName, msg))
-        sys.stderr.flush()
-
-    # --- the lab ------------------------------------------------------------------------
-    def start(self, nbytes, before_nodes=None):
-        prefix = "tn%d-%d" % (os.getpid() % 100000, next(_counter))
-        lab = natlab.NatLab(self.bin, prefix, "eim", "eim", log_level="info")
-        self.lab = lab
-        self.addCleanup(self._down)
-        lab.lab("up", "--nat-a", "eim", "--nat-b", "eim")
-        if before_nodes:
-            before_nodes()
-        token = os.path.join(lab.tmp, "network.token")
-        lab.token = "lab-token-%s" % prefix
-        with open(token, "w") as f:
-            f.write(lab.token + "\n")
-        os.chmod(token, 0o600)
-        lab.lab("spawn", "pub", "signal", self.bin, "signal", "--listen", natlab.SIGNAL_ADDR,
-                "--key", os.path.join(lab.tmp, "signal.key"), "--admin", natlab.SIGNAL_ADMIN,
-                "--token-file", token)
-        lab.wait("the signaling server", lambda: lab.pid_alive("signal") and
-                 lab.http("pub", natlab.SIGNAL_ADMIN, "/v1/status", timeout=3)[0] == 200, 15)
-        self.nbytes, self.seed = nbytes, 23
-        lab.lab("spawn", "hostA", "bulk", natlab.PY, PROBE, "serve", "--bind", BULK_ADDR,
-                "--bytes", str(nbytes), "--rate", str(RATE), "--seed", str(self.seed),
-                "--duration", "300")
-        # No scheduled probe for a direct pair within a test: only a network change starts one.
-        extra = '\n[session]\nupgrade_first = "10m"\n'
-        lab.start_node("A", extra + """
-[[export]]
-name = "bulk"
-target = "%s"
-allow = ["*"]
-""" % BULK_ADDR)
-        lab.start_node("B", extra + """
-[[listen]]
-bind = "%s"
-protocol = "tcp"
-resource = "bulk"
-""" % LISTEN_ADDR)
-        for n in ("A", "B"):
-            lab.wait_online(n)
-
-        def listening():
-            r = lab.in_ns("hostB", ["ss", "-Hltn", "src", LISTEN_ADDR], 10)
-            return r.stdout.strip() != ""
-        lab.wait("node B's listener", listening, 15)
-        self.note("lab up in %.1fs" % (time.monotonic() - self.t0))
-
-    def _down(self):
-        self.lab.down()
-        self.note("total %.1fs (lab up to down)" % (time.monotonic() - self.t0))
-
-    def run_in(self, host, *argv):
-        r = self.lab.in_ns(host, list(argv), 10)
-        self.assertEqual(r.returncode, 0, "%s: %s" % (" ".join(argv), r.stderr))
-
-    def nft(self, router, *script):
-        """Runs nft commands in a router's namespace (our own table `netchange`)."""
-        for line in script:
-            self.run_in(router, "nft", line)
-
-    def row(self, n):
-        peer = self.lab.ids["B" if n == "A" else "A"]
-        for r in self.lab.status("host" + n).get("sessions", {}).get("sessions", []) or []:
-            if r.get("peer") == peer:
-                return r
-        return None
-
-    def reasons(self, n):
-        return [c.get("reason") for c in (self.row(n) or {}).get("pathHistory", []) or []]
-
-    def pair(self, row):
-        return "%s %s -> %s %s" % (row.get("localCandidateType"), row.get("localAddress"),
-                                   row.get("remoteCandidateType"), row.get("remoteAddress"))
-
-    @staticmethod
-    def relayed(row):
-        return "relay" in (row.get("localCandidateType"), row.get("remoteCandidateType"))
 
     def node_log(self, n):
         with open(self.lab.state_file("node%s.log" % n), errors="replace") as f:
             return f.read()
 
-    # --- a client on hostB --------------------------------------------------------------
-    def fetch(self, timeout):
-        progress = os.path.join(self.lab.tmp, "progress-%d" % next(_counter))
-        result = {}
-
-        def run():
-            r = self.lab.in_ns("hostB", [natlab.PY, PROBE, "fetch", "--to", LISTEN_ADDR,
-                                         "--timeout", str(timeout), "--progress", progress],
-                               timeout + 30)
-            try:
-                result["res"] = natlab.last_json(r.stdout)
-            except Exception:  # reported by the test
-                pass
-            if result.get("res") is None:
-                result["error"] = "fetch printed no result: %s %s" % (r.stdout, r.stderr)
-        th = threading.Thread(target=run, daemon=True)
-        th.start()
-        return th, result, progress
-
-    def fetched(self, progress):
-        try:
-            with open(progress) as f:
-                return int(f.read().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    def wait_fetched(self, th, progress, nbytes, timeout=30):
-        def cond():
-            if not th.is_alive():
-                self.fail("the fetch ended before %d bytes arrived" % nbytes)
-            return self.fetched(progress) >= nbytes
-        self.lab.wait("%d bytes at the client" % nbytes, cond, timeout, period=0.05)
-
-    def finish(self, th, result, first_row):
-        th.join(90)
-        self.assertFalse(th.is_alive(), "the fetch did not end")
-        self.assertNotIn("error", result, result)
-        res = result["res"]
-        self.note("fetch: %r" % res)
-        self.assertEqual(res["end"], "eof", "the transfer did not end cleanly: %r" % res)
-        self.assertEqual(res["bytes"], self.nbytes, res)
-        self.assertEqual(res["sha256"], stallprobe.expected(self.nbytes, self.seed), res)
-        after = self.row("B")
-        self.assertIsNotNone(after, "B has no session to A after the change")
-        self.assertEqual(after.get("sessionId"), first_row.get("sessionId"),
-                         "the session was replaced")
-        closed = self.lab.status("hostB").get("sessions", {}).get("recentlyClosed", []) or []
-        self.assertEqual(closed, [], "B closed a session: %r" % closed)
-
     # --- 1 ---------------------------------------------------------------------------------
     def test_1_relayed_session_probes_when_an_address_is_added(self):
         try:
-            self.start(nbytes=200 * MIB, before_nodes=lambda: self.nft(
-                "natA", "add table ip netchange",
-                "add chain ip netchange hole { type filter hook forward priority -10 ; }",
-                "add rule ip netchange hole ip daddr %s meta l4proto udp drop" % NATB_WAN))
+            self.start(nbytes=200 * MIB, before_nodes=lambda: self.add_drop(
+                "natA", "ip daddr %s meta l4proto udp drop" % NATB_WAN))
             th, result, progress = self.fetch(timeout=120)
             self.wait_fetched(th, progress, 8 * MIB, timeout=60)
             first = self.row("B")
@@ -213,7 +79,7 @@ resource = "bulk"
                              "a veth pair counted as a network change")
             self.assertEqual(num(self.row("A").get("networkChanges")), 0, self.row("A"))
 
-            self.lab.in_ns("natA", ["nft", "delete", "table", "ip", "netchange"], 10)
+            self.clear_drops("natA")
             time.sleep(1.0)
             self.assertTrue(self.relayed(self.row("B")),
                             "direct before any network change: %r" % self.row("B"))
@@ -237,6 +103,8 @@ resource = "bulk"
                             "no generation started by the network change carries the "
                             "session: %r" % carried)
             self.assertIn("upgrade", self.reasons("A"), self.row("A"))
+            for n in ("A", "B"):
+                self.assert_migrated(n)
             self.assertGreaterEqual(num(self.row("A").get("networkChanges")), 1, self.row("A"))
             self.assertGreaterEqual(
                 num(self.lab.status("hostA").get("sessions", {}).get("networkChanges")), 1)
@@ -275,6 +143,8 @@ resource = "bulk"
             self.assertRegex(log_a, r"starts ICE generation \d+: local address %s went away"
                              % re.escape(HOSTA_IP))
             self.assertIn("restart", self.reasons("A"), a_row)
+            for n in ("A", "B"):
+                self.assert_migrated(n)
             self.assertGreaterEqual(num(a_row.get("networkChanges")), 1, a_row)
             # The signaling link left the dead address and logged in again.
             self.assertEqual(self.lab.status("hostA").get("signal", {}).get("state"), "online")
