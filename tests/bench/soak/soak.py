@@ -15,7 +15,8 @@ Every minute:
             (nft numgen random drop)
    at 40 s  with --rebind only: NAT A rebinds (its masquerade moves to a new external port
             range and its conntrack table is flushed: every mapping changes at once)
-   at 55 s  both nodes' process counters (/v1/status: rssBytes, openFds, runningActors) and
+   at 55 s  both nodes' process counters (/v1/status: rssBytes, heapInUseBytes, heapFreeBytes,
+            openFds, runningActors) and
             session ids are sampled
 
 The nodes run at their defaults except idle_linger 5 s (a session with no stream closes 5 s
